@@ -1,0 +1,151 @@
+//! `check`: is every object a reader needs present and intact?
+//!
+//! Without `read_data`: every log opens and chains, every pack a commit names
+//! exists with the size the commit recorded, and every chunk of every version is
+//! locatable. With `read_data`: every byte of every referenced pack is verified
+//! ([`pack::verify`]) and its trailer must match the commit's record.
+
+use crate::commit::Entry;
+use crate::error::{Error, Result};
+use crate::id::PackId;
+use crate::pack;
+use crate::progress::{Phase, Progress};
+use crate::repo::Repository;
+use crate::store::layout;
+use crate::view::RepoView;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Packs verified concurrently with `read_data`.
+const VERIFY_CONCURRENCY: usize = 3;
+
+/// What `check` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub devices: usize,
+    pub commits: usize,
+    pub packs_referenced: usize,
+    pub packs_in_store: usize,
+    pub packs_verified: usize,
+    pub bytes_verified: u64,
+    pub paths: usize,
+    /// Damage: the check fails if there is any.
+    pub errors: Vec<String>,
+    /// Harmless findings (unreferenced packs of interrupted runs...).
+    pub warnings: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks the repository.
+pub async fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
+    let view = RepoView::load(repo, None, progress).await?;
+    let mut r = CheckReport {
+        devices: view.journal.all_heads()?.len(),
+        commits: view.commits.len(),
+        packs_referenced: view.packs.len(),
+        errors: view.errors.iter().map(|e| e.to_string()).collect(),
+        ..CheckReport::default()
+    };
+    let stored = list_packs(repo, &mut r).await?;
+    r.packs_in_store = stored.len();
+    for (id, rec) in &view.packs {
+        match stored.get(id) {
+            None => r.errors.push(format!("{}: missing (named by a commit)", layout::pack(id))),
+            Some(&size) if size != u64::from(rec.size) => r.errors.push(format!(
+                "{}: {size} bytes, but its commit recorded {} (truncated or replaced)",
+                layout::pack(id),
+                rec.size
+            )),
+            Some(_) => {}
+        }
+    }
+    let unreferenced = stored.keys().filter(|id| !view.packs.contains_key(id)).count();
+    if unreferenced > 0 {
+        r.warnings.push(format!(
+            "{unreferenced} pack(s) named by no commit (left by interrupted pushes; harmless)"
+        ));
+    }
+    check_chunks(&view, &mut r)?;
+    if read_data {
+        verify_packs(repo, &view, &stored, progress, &mut r).await;
+    }
+    Ok(r)
+}
+
+async fn list_packs(repo: &Repository, r: &mut CheckReport) -> Result<BTreeMap<PackId, u64>> {
+    let mut out = BTreeMap::new();
+    for meta in repo.store().list(layout::DATA_PREFIX).await? {
+        match layout::parse_pack(&meta.key) {
+            Some(id) => {
+                out.insert(id, meta.size);
+            }
+            None => r.warnings.push(format!("{}: not a coffer object", meta.key)),
+        }
+    }
+    Ok(out)
+}
+
+/// Every chunk of every version (winners and conflict candidates) is locatable.
+fn check_chunks(view: &RepoView, r: &mut CheckReport) -> Result<()> {
+    let mut missing = BTreeSet::new();
+    let versions = view.journal.all_versions()?;
+    r.paths = versions.len();
+    for (path, set) in versions {
+        for v in set {
+            if let Entry::File(f) = &v.entry {
+                for c in &f.chunks {
+                    if !view.journal.has_chunk(c)? && missing.insert(*c) {
+                        r.errors.push(format!("{path}: chunk {c} is in no pack any commit names"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn verify_packs(
+    repo: &Repository,
+    view: &RepoView,
+    stored: &BTreeMap<PackId, u64>,
+    progress: &dyn Progress,
+    r: &mut CheckReport,
+) {
+    let todo: Vec<_> = view.packs.values().filter(|p| stored.contains_key(&p.id)).cloned().collect();
+    let total: u64 = todo.iter().map(|p| u64::from(p.size)).sum();
+    progress.start(Phase::Verify, Some(total), Some(todo.len() as u64));
+    let mut results = futures::stream::iter(todo)
+        .map(|rec| {
+            let (store, keys) = (repo.store().clone(), repo.keys().clone());
+            async move {
+                let bytes = store.get(&layout::pack(&rec.id)).await.map_err(Error::from)?;
+                let len = bytes.len() as u64;
+                tokio::task::spawn_blocking(move || {
+                    let blobs = pack::verify(&keys, &rec.id, &bytes)?;
+                    if blobs != rec.blobs {
+                        return Err(Error::corrupt(layout::pack(&rec.id), "trailer differs from the commit's record"));
+                    }
+                    Ok(len)
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+            }
+        })
+        .buffer_unordered(VERIFY_CONCURRENCY);
+    while let Some(res) = results.next().await {
+        match res {
+            Ok(len) => {
+                r.packs_verified += 1;
+                r.bytes_verified += len;
+                progress.advance(len, 1);
+            }
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    progress.finish(Phase::Verify);
+}

@@ -1,0 +1,179 @@
+//! Typed errors of the engine.
+//!
+//! Policy:
+//! - The engine returns [`Error`]; the binary wraps it in `anyhow` only to add context.
+//! - Store back-ends map their native failures into [`StoreError`] variants *by meaning*
+//!   (not found, denied, transient, rejected); the retry layer asks
+//!   [`StoreError::is_retryable`] and never matches on message strings.
+//! - Anything read from the store that fails authentication or structure checks is
+//!   [`Error::Corrupt`] naming the object, so `check` and `pull` can report exactly what
+//!   is damaged and go on with everything else.
+//! - Messages are one line and say what to do where there is something to do.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A failure of an [`ObjectStore`](crate::store::ObjectStore) operation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("object not found: {key}")]
+    NotFound { key: String },
+    /// Credentials are missing, wrong, or lack permission. Never retried.
+    #[error("{detail}")]
+    Denied { detail: String },
+    /// A failure that may go away by itself: throttling (503 SlowDown, 429), 5xx,
+    /// timeouts, connection resets. Retried with backoff.
+    #[error("transient store error: {detail}")]
+    Transient { detail: String, slow_down: bool },
+    /// The store refused the request as malformed or unsupported (4xx other than
+    /// 403/404). Never retried.
+    #[error("store rejected the request: {detail}")]
+    Rejected { detail: String },
+    /// A local filesystem error of a directory store.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The store location itself is unusable (bad URL, bucket missing, ...).
+    #[error("{detail}")]
+    Unusable { detail: String },
+}
+
+impl StoreError {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Transient { .. } => true,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the store asked us to slow down (S3 503 SlowDown / 429): the upload
+    /// window shrinks on these.
+    pub fn is_slow_down(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Transient {
+                slow_down: true,
+                ..
+            }
+        )
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Any failure of an engine operation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No key slot opened with the given passphrase.
+    #[error("wrong passphrase: no key slot of this repository opens with it")]
+    WrongPassphrase,
+    /// The repository needs a passphrase (or another key) and none was given.
+    #[error("{0}")]
+    KeyRequired(String),
+    /// The store holds no coffer repository at this location.
+    #[error("no coffer repository at {0} (run `coffer init` first)")]
+    NotARepository(String),
+    /// `init` on a location that already holds a repository.
+    #[error("a coffer repository already exists at {0}")]
+    AlreadyExists(String),
+    /// The repository's format is newer than this build understands.
+    #[error("{what} uses format version {found}; this coffer understands up to {supported}")]
+    UnsupportedVersion {
+        what: String,
+        found: u32,
+        supported: u32,
+    },
+    /// An object failed authentication or a structural check.
+    #[error("corrupt object {object}: {reason}")]
+    Corrupt { object: String, reason: String },
+    /// A device's log shows fewer commits than this machine has already seen.
+    #[error(
+        "rollback detected for device {device}: the store shows seq {found} but seq {seen} was seen before; refusing to apply"
+    )]
+    Rollback {
+        device: String,
+        seen: u64,
+        found: u64,
+    },
+    /// A device's log diverges from what this machine saw (broken hash chain).
+    #[error("fork detected in the log of device {device} at seq {seq}: {reason}")]
+    Fork {
+        device: String,
+        seq: u64,
+        reason: String,
+    },
+    /// Invalid configuration or arguments.
+    #[error("{0}")]
+    Config(String),
+    /// A path that may not be stored or written (escapes the folder, reserved name...).
+    #[error("unsafe path {path:?}: {reason}")]
+    UnsafePath { path: String, reason: String },
+    /// A local filesystem error.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The local journal (sled) failed.
+    #[error("journal error: {0}")]
+    Journal(String),
+    /// A path asked for does not exist in the repository.
+    #[error("not in the repository: {0}")]
+    NotFound(String),
+    /// A bug or a crashed worker thread.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The operation was interrupted (SIGINT/SIGTERM).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this failure may go away if the operation is run again later
+    /// (an unreachable or throttling store).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_retryable())
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Journal(e.to_string())
+    }
+}
+
+/// Shorthand for engine results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,467 @@
+//! The journal: a device's local state in sled, `DIR/.coffer/journal/`.
+//!
+//! It is a cache of truth that lives in the folder and the bucket: if it is lost or
+//! its schema is unknown, it is rebuilt by a rescan plus a log replay. Trees
+//! (`DESIGN.md` §Journal, values postcard-encoded):
+//!
+//! | tree       | key                 | value                                          |
+//! |------------|---------------------|------------------------------------------------|
+//! | `meta`     | name                | schema version, hlc, last sync/error           |
+//! | `stat`     | path bytes          | [`StatEntry`]: stat cache + synced version     |
+//! | `index`    | chunk id            | [`Location`] of the chunk in a pack            |
+//! | `packs`    | pack id             | acknowledged [`PackRecord`] not yet committed  |
+//! | `versions` | path bytes          | maximal [`Version`]s of the path (merge input) |
+//! | `heads`    | device id           | [`Head`]: highest seq seen + its hash          |
+//! | `outbox`   | seq (u64 BE)        | sealed own commit, written before its PUT      |
+//! | `pending`  | path bytes          | `()`: paths the watcher saw change             |
+//!
+//! Write ordering: an acknowledged pack goes into `index` and `packs` in one sled
+//! transaction and is flushed before anything relies on it; a commit is put in the
+//! `outbox` and flushed before its PUT.
+
+use crate::commit::{Entry, PackRecord};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, CommitHash, DeviceId, PackId};
+use crate::path::RepoPath;
+use crate::version::{Hlc, VersionVector};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use std::path::Path;
+
+/// Journal schema version; an unknown one triggers a rebuild.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where a chunk lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub pack: PackId,
+    pub offset: u32,
+    pub sealed_len: u32,
+    pub raw_len: u32,
+}
+
+/// The highest commit seen of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: CommitHash,
+}
+
+/// One version of a path, as the merge sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub vv: VersionVector,
+    pub hlc: Hlc,
+    /// The device whose commit created this version.
+    pub origin: DeviceId,
+    pub entry: Entry,
+}
+
+/// The kind of a local filesystem entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocalKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// What the folder held at a path when it was last synced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatEntry {
+    pub kind: LocalKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub mode: u32,
+    /// File content when it was synced.
+    pub chunks: Vec<ChunkId>,
+    /// The version the local entry corresponds to.
+    pub synced: VersionVector,
+}
+
+/// The sled-backed journal.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    db: sled::Db,
+    meta: sled::Tree,
+    stat: sled::Tree,
+    index: sled::Tree,
+    packs: sled::Tree,
+    versions: sled::Tree,
+    heads: sled::Tree,
+    outbox: sled::Tree,
+    pending: sled::Tree,
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| Error::Journal(format!("encode: {e}")))
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    postcard::from_bytes(b).map_err(|e| Error::Journal(format!("decode: {e}")))
+}
+
+fn tx_err(e: sled::transaction::TransactionError<()>) -> Error {
+    Error::Journal(format!("transaction: {e:?}"))
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `dir`. Returns whether it was
+    /// (re)built empty, in which case the caller must rescan and replay the logs.
+    pub fn open(dir: &Path) -> Result<(Journal, bool)> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) => Error::Journal(format!(
+                    "cannot open {} ({io}); is another coffer running on this folder?",
+                    dir.display()
+                )),
+                e => Error::from(e),
+            })?;
+        Self::from_db(db)
+    }
+
+    /// A throw-away journal, for commands that read a repository without a folder.
+    pub fn temporary() -> Result<Journal> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Ok(Self::from_db(db)?.0)
+    }
+
+    fn from_db(db: sled::Db) -> Result<(Journal, bool)> {
+        let j = Journal {
+            meta: db.open_tree("meta")?,
+            stat: db.open_tree("stat")?,
+            index: db.open_tree("index")?,
+            packs: db.open_tree("packs")?,
+            versions: db.open_tree("versions")?,
+            heads: db.open_tree("heads")?,
+            outbox: db.open_tree("outbox")?,
+            pending: db.open_tree("pending")?,
+            db,
+        };
+        let schema: Option<u32> = j.meta_get("schema")?;
+        let fresh = schema != Some(SCHEMA_VERSION);
+        if fresh {
+            if schema.is_some() {
+                tracing::warn!(?schema, "unknown journal schema; rebuilding from the folder and the store");
+            }
+            for t in [&j.meta, &j.stat, &j.index, &j.packs, &j.versions, &j.heads, &j.outbox, &j.pending] {
+                t.clear()?;
+            }
+            j.meta_put("schema", &SCHEMA_VERSION)?;
+            j.flush()?;
+        }
+        Ok((j, fresh))
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// [`Journal::flush`] without blocking the async executor.
+    pub async fn flush_async(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    // ---- meta
+
+    pub fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.meta.get(key)?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn meta_put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.meta.insert(key, enc(value)?)?;
+        Ok(())
+    }
+
+    pub fn meta_remove(&self, key: &str) -> Result<()> {
+        self.meta.remove(key)?;
+        Ok(())
+    }
+
+    /// The HLC after this journal's last issued or observed stamp.
+    pub fn next_hlc(&self, now_ms: u64) -> Result<Hlc> {
+        let last: Hlc = self.meta_get("hlc")?.unwrap_or_default();
+        let next = last.tick(now_ms);
+        self.meta_put("hlc", &next)?;
+        Ok(next)
+    }
+
+    pub fn observe_hlc(&self, seen: Hlc) -> Result<()> {
+        let last: Hlc = self.meta_get("hlc")?.unwrap_or_default();
+        if seen > last {
+            self.meta_put("hlc", &seen)?;
+        }
+        Ok(())
+    }
+
+    // ---- stat cache
+
+    pub fn stat_get(&self, path: &RepoPath) -> Result<Option<StatEntry>> {
+        self.stat.get(path.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn stat_put(&self, path: &RepoPath, e: &StatEntry) -> Result<()> {
+        self.stat.insert(path.as_bytes(), enc(e)?)?;
+        Ok(())
+    }
+
+    pub fn stat_remove(&self, path: &RepoPath) -> Result<()> {
+        self.stat.remove(path.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every stat entry, in path order.
+    pub fn stat_all(&self) -> Result<Vec<(RepoPath, StatEntry)>> {
+        self.stat
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
+            })
+            .collect()
+    }
+
+    pub fn stat_len(&self) -> usize {
+        self.stat.len()
+    }
+
+    // ---- chunk index and acknowledged packs
+
+    pub fn location(&self, chunk: &ChunkId) -> Result<Option<Location>> {
+        self.index.get(chunk.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn has_chunk(&self, chunk: &ChunkId) -> Result<bool> {
+        Ok(self.index.contains_key(chunk.as_bytes())?)
+    }
+
+    /// Records a pack the store acknowledged: its blobs become locatable (so they
+    /// are never uploaded again) and the pack waits for the next own commit.
+    pub fn record_uploaded_pack(&self, record: &PackRecord) -> Result<()> {
+        let entries = index_entries(record)?;
+        let value = enc(record)?;
+        (&self.index, &self.packs)
+            .transaction(|(index, packs)| {
+                for (k, v) in &entries {
+                    index.insert(k.as_slice(), v.as_slice())?;
+                }
+                packs.insert(record.id.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    /// Records packs named by a commit (own or another device's).
+    pub fn record_committed_packs(&self, records: &[PackRecord]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut done = sled::Batch::default();
+        for r in records {
+            for (k, v) in index_entries(r)? {
+                batch.insert(&k[..], v);
+            }
+            done.remove(r.id.as_bytes());
+        }
+        self.index.apply_batch(batch)?;
+        self.packs.apply_batch(done)?;
+        Ok(())
+    }
+
+    /// Acknowledged packs no commit names yet.
+    pub fn uncommitted_packs(&self) -> Result<Vec<PackRecord>> {
+        self.packs.iter().map(|kv| dec(&kv?.1)).collect()
+    }
+
+    pub fn index_len(&self) -> usize {
+        self.index.len()
+    }
+
+    // ---- merge state
+
+    pub fn versions(&self, path: &RepoPath) -> Result<Vec<Version>> {
+        Ok(self
+            .versions
+            .get(path.as_bytes())?
+            .map(|v| dec(&v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    pub fn put_versions(&self, path: &RepoPath, set: &[Version]) -> Result<()> {
+        self.versions.insert(path.as_bytes(), enc(&set)?)?;
+        Ok(())
+    }
+
+    /// Every path with versions, in path order.
+    pub fn all_versions(&self) -> Result<Vec<(RepoPath, Vec<Version>)>> {
+        self.versions
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
+            })
+            .collect()
+    }
+
+    /// Versions of every path at or below `prefix` (everything when `None`).
+    pub fn versions_under(&self, prefix: Option<&RepoPath>) -> Result<Vec<(RepoPath, Vec<Version>)>> {
+        let Some(prefix) = prefix else {
+            return self.all_versions();
+        };
+        let mut out = Vec::new();
+        for kv in self.versions.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv?;
+            let p = RepoPath::new(k.to_vec())?;
+            if p.starts_with(prefix) {
+                out.push((p, dec(&v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- log heads
+
+    pub fn head(&self, device: &DeviceId) -> Result<Option<Head>> {
+        self.heads.get(device.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn put_head(&self, device: &DeviceId, head: &Head) -> Result<()> {
+        self.heads.insert(device.as_bytes(), enc(head)?)?;
+        Ok(())
+    }
+
+    pub fn all_heads(&self) -> Result<Vec<(DeviceId, Head)>> {
+        self.heads
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let mut d = [0u8; 16];
+                if k.len() != 16 {
+                    return Err(Error::Journal("bad head key".into()));
+                }
+                d.copy_from_slice(&k);
+                Ok((DeviceId(d), dec(&v)?))
+            })
+            .collect()
+    }
+
+    // ---- outbox
+
+    pub fn outbox_put(&self, seq: u64, sealed: &[u8]) -> Result<()> {
+        self.outbox.insert(seq.to_be_bytes(), sealed)?;
+        Ok(())
+    }
+
+    pub fn outbox_all(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.outbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = u64::from_be_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| Error::Journal("bad outbox key".into()))?,
+                );
+                Ok((seq, v.to_vec()))
+            })
+            .collect()
+    }
+
+    pub fn outbox_remove(&self, seq: u64) -> Result<()> {
+        self.outbox.remove(seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    // ---- pending changes (watcher)
+
+    pub fn mark_pending(&self, path: &RepoPath) -> Result<()> {
+        self.pending.insert(path.as_bytes(), &[])?;
+        Ok(())
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn pending_all(&self) -> Result<Vec<RepoPath>> {
+        self.pending
+            .iter()
+            .keys()
+            .map(|k| RepoPath::new(k?.to_vec()))
+            .collect()
+    }
+
+    pub fn clear_pending(&self) -> Result<()> {
+        self.pending.clear()?;
+        Ok(())
+    }
+}
+
+fn index_entries(record: &PackRecord) -> Result<Vec<([u8; 32], Vec<u8>)>> {
+    record
+        .blobs
+        .iter()
+        .map(|b| {
+            let loc = Location {
+                pack: record.id,
+                offset: b.offset,
+                sealed_len: b.sealed_len,
+                raw_len: b.raw_len,
+            };
+            Ok((b.chunk.0, enc(&loc)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::BlobEntry;
+
+    #[test]
+    fn uploaded_packs_are_indexed_until_committed() {
+        let j = Journal::temporary().unwrap();
+        let chunk = ChunkId::random();
+        let rec = PackRecord {
+            id: PackId::random(),
+            size: 100,
+            blobs: vec![BlobEntry {
+                chunk,
+                offset: 0,
+                sealed_len: 50,
+                raw_len: 10,
+            }],
+        };
+        j.record_uploaded_pack(&rec).unwrap();
+        assert!(j.has_chunk(&chunk).unwrap());
+        assert_eq!(j.uncommitted_packs().unwrap(), vec![rec.clone()]);
+        j.record_committed_packs(std::slice::from_ref(&rec)).unwrap();
+        assert!(j.uncommitted_packs().unwrap().is_empty());
+        assert_eq!(j.location(&chunk).unwrap().unwrap().pack, rec.id);
+    }
+
+    #[test]
+    fn unknown_schema_rebuilds() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, fresh) = Journal::open(dir.path()).unwrap();
+            assert!(fresh);
+            j.mark_pending(&RepoPath::new(b"x".to_vec()).unwrap()).unwrap();
+            j.meta_put("schema", &99u32).unwrap();
+            j.flush().unwrap();
+        }
+        let (j, fresh) = Journal::open(dir.path()).unwrap();
+        assert!(fresh);
+        assert_eq!(j.pending_len(), 0);
+        drop(j);
+        let (_, fresh) = Journal::open(dir.path()).unwrap();
+        assert!(!fresh);
+    }
+}

@@ -1,0 +1,255 @@
+//! A repository: a store plus its config and unlocked keys.
+//!
+//! `config` is plaintext JSON (format version, repository id, chunker parameters and
+//! a key check); `keys/<slot>` hold the master key wrapped by passphrases. Opening a
+//! repository reads the config, then takes the master key from the local
+//! [`Keyring`] or, failing that, from a passphrase that must open one of the slots.
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::keyslot::{KdfParams, KeySlot};
+use crate::crypto::{Keys, MasterKey};
+use crate::error::{Error, Result, StoreError};
+use crate::id::{RepoId, SlotId};
+use crate::keyring::Keyring;
+use crate::store::{DynStore, layout};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// The repository format this build writes and reads.
+pub const REPO_FORMAT: u32 = 1;
+const KEY_CHECK_CONTEXT: &str = "coffer v1 2026-11 key check";
+
+/// The plaintext `config` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub format: u32,
+    /// Repository id, 32 hex digits.
+    pub repository: String,
+    pub chunker: ChunkerParams,
+    /// First 16 bytes of a key derived from the master key, hex: tells a stale or
+    /// foreign keyring entry from the right key without trying to open data.
+    pub key_check: String,
+}
+
+impl RepoConfig {
+    pub fn repo_id(&self) -> Result<RepoId> {
+        RepoId::from_hex(&self.repository)
+            .ok_or_else(|| Error::corrupt(layout::CONFIG, "bad repository id"))
+    }
+}
+
+fn key_check(master: &MasterKey) -> String {
+    hex::encode(&blake3::derive_key(KEY_CHECK_CONTEXT, master.as_bytes())[..16])
+}
+
+/// An open, unlocked repository.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    store: DynStore,
+    config: RepoConfig,
+    id: RepoId,
+    keys: Arc<Keys>,
+    chunker: Arc<Chunker>,
+}
+
+/// Where a passphrase comes from when the keyring has no key; called at most once.
+pub type PassphraseSource<'a> = &'a mut dyn FnMut() -> Result<Zeroizing<String>>;
+
+impl Repository {
+    /// Creates a repository in an empty store location.
+    pub async fn init(
+        store: DynStore,
+        passphrase: &[u8],
+        kdf: KdfParams,
+        keyring: Option<&Keyring>,
+    ) -> Result<Repository> {
+        kdf.validate()?;
+        if passphrase.is_empty() {
+            return Err(Error::Config("an empty passphrase is not allowed".into()));
+        }
+        match store.get(layout::CONFIG).await {
+            Ok(_) => return Err(Error::AlreadyExists(store.describe())),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let master = MasterKey::generate();
+        let id = RepoId::random();
+        let slot = SlotId::random();
+        let ks = KeySlot::create(&master, passphrase, kdf, &id, &slot)?;
+        let config = RepoConfig {
+            format: REPO_FORMAT,
+            repository: id.to_hex(),
+            chunker: ChunkerParams::DEFAULT,
+            key_check: key_check(&master),
+        };
+        // The slot first: a config without a usable slot would be a dead repository.
+        let slot_json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
+        store.put(&layout::key_slot(&slot), Bytes::from(slot_json)).await?;
+        let config_json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        store.put(layout::CONFIG, Bytes::from(config_json)).await?;
+        if let Some(kr) = keyring {
+            kr.store(&id, &master)?;
+        }
+        Ok(Self::assemble(store, config, id, &master))
+    }
+
+    /// Reads and checks the plaintext config.
+    pub async fn read_config(store: &DynStore) -> Result<RepoConfig> {
+        let bytes = match store.get(layout::CONFIG).await {
+            Ok(b) => b,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(Error::NotARepository(store.describe()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        #[derive(Deserialize)]
+        struct Probe {
+            format: u32,
+        }
+        let probe: Probe = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(layout::CONFIG, format!("not coffer JSON: {e}")))?;
+        if probe.format != REPO_FORMAT {
+            return Err(Error::UnsupportedVersion {
+                what: format!("repository {}", store.describe()),
+                found: probe.format,
+                supported: REPO_FORMAT,
+            });
+        }
+        let config: RepoConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(layout::CONFIG, e.to_string()))?;
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::corrupt(layout::CONFIG, e))?;
+        config.repo_id()?;
+        Ok(config)
+    }
+
+    /// Opens the repository with the keyring's key, or a passphrase from `ask`
+    /// (stored in the keyring when it opens a slot).
+    pub async fn open(
+        store: DynStore,
+        keyring: &Keyring,
+        ask: PassphraseSource<'_>,
+    ) -> Result<Repository> {
+        let config = Self::read_config(&store).await?;
+        let id = config.repo_id()?;
+        if let Some(master) = keyring.load(&id)? {
+            if key_check(&master) == config.key_check {
+                return Ok(Self::assemble(store, config, id, &master));
+            }
+            tracing::warn!("the keyring's key for {id} does not match the repository; asking for the passphrase");
+        }
+        let passphrase = ask()?;
+        let master = Self::unlock(&store, &config, passphrase.as_bytes()).await?;
+        keyring.store(&id, &master)?;
+        Ok(Self::assemble(store, config, id, &master))
+    }
+
+    /// Tries every key slot with `passphrase`.
+    pub async fn unlock(store: &DynStore, config: &RepoConfig, passphrase: &[u8]) -> Result<MasterKey> {
+        let id = config.repo_id()?;
+        let slots = store.list(layout::KEYS_PREFIX).await?;
+        if slots.is_empty() {
+            return Err(Error::corrupt(layout::KEYS_PREFIX, "the repository has no key slot"));
+        }
+        for meta in slots {
+            let Some(slot_id) = layout::parse_slot(&meta.key) else {
+                continue;
+            };
+            let bytes = store.get(&meta.key).await?;
+            let slot: KeySlot = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::corrupt(&meta.key, e.to_string()))?;
+            if let Some(master) = slot.open(passphrase, &id, &slot_id)? {
+                if key_check(&master) != config.key_check {
+                    return Err(Error::corrupt(layout::CONFIG, "key check does not match the key slots"));
+                }
+                return Ok(master);
+            }
+        }
+        Err(Error::WrongPassphrase)
+    }
+
+    /// Adds a key slot for another passphrase.
+    pub async fn add_passphrase(&self, master: &MasterKey, passphrase: &[u8], kdf: KdfParams) -> Result<SlotId> {
+        let slot = SlotId::random();
+        let ks = KeySlot::create(master, passphrase, kdf, &self.id, &slot)?;
+        let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
+        self.store.put(&layout::key_slot(&slot), Bytes::from(json)).await?;
+        Ok(slot)
+    }
+
+    fn assemble(store: DynStore, config: RepoConfig, id: RepoId, master: &MasterKey) -> Repository {
+        let keys = Keys::derive(master);
+        let chunker = Chunker::new(config.chunker, keys.chunker_seed());
+        Repository {
+            store,
+            config,
+            id,
+            keys: Arc::new(keys),
+            chunker: Arc::new(chunker),
+        }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn id(&self) -> RepoId {
+        self.id
+    }
+
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    pub fn chunker(&self) -> &Arc<Chunker> {
+        &self.chunker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn init_then_open_with_passphrase_then_keyring() {
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let home = tempfile::tempdir().unwrap();
+        let kr = Keyring::new(home.path());
+        let repo = Repository::init(store.clone(), b"pw", KdfParams::MINIMUM, None).await.unwrap();
+        assert!(matches!(
+            Repository::init(store.clone(), b"pw", KdfParams::MINIMUM, None).await,
+            Err(Error::AlreadyExists(_))
+        ));
+        let mut wrong = || Ok(Zeroizing::new("nope".to_string()));
+        assert!(matches!(
+            Repository::open(store.clone(), &kr, &mut wrong).await,
+            Err(Error::WrongPassphrase)
+        ));
+        let mut right = || Ok(Zeroizing::new("pw".to_string()));
+        let opened = Repository::open(store.clone(), &kr, &mut right).await.unwrap();
+        assert_eq!(opened.id(), repo.id());
+        let mut never = || -> Result<Zeroizing<String>> { panic!("keyring should be used") };
+        Repository::open(store, &kr, &mut never).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn newer_format_is_refused_clearly() {
+        let store: DynStore = Arc::new(MemoryStore::new());
+        store
+            .put(layout::CONFIG, Bytes::from_static(br#"{"format": 2}"#))
+            .await
+            .unwrap();
+        let err = Repository::read_config(&store).await.unwrap_err();
+        assert!(matches!(err, Error::UnsupportedVersion { found: 2, .. }), "{err}");
+    }
+}

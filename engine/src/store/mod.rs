@@ -1,0 +1,164 @@
+//! Object stores: where a repository's immutable objects live.
+//!
+//! [`ObjectStore`] is deliberately narrow (put / get / get_range / list / delete) so
+//! that every back-end — [`MemoryStore`], [`LocalStore`], and the S3 store in the
+//! binary's store stack — passes the same [`conformance`] suite, and so that
+//! cross-cutting behaviour (retries, fault injection) is a wrapper of the same trait.
+//!
+//! Keys are relative to the store's root/prefix and use `/` separators; the engine
+//! only ever writes keys from [`layout`]. Objects are never overwritten with different
+//! bytes, so no back-end needs conditional writes.
+
+pub mod conformance;
+pub mod layout;
+mod local;
+mod memory;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+use crate::error::StoreError;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the store root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A flat namespace of immutable objects.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug {
+    /// Stores `data` under `key`. When this returns `Ok`, the object is durable and
+    /// visible to `get` and `list` from any client. A reader never sees a partial
+    /// object.
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
+
+    /// The whole object. [`StoreError::NotFound`] when absent.
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+
+    /// Bytes `range` of the object. A range past the end is an error
+    /// ([`StoreError::Rejected`]); a range that ends past the end is truncated.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Removes the object; removing an absent object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// A short human description (URL) for messages.
+    fn describe(&self) -> String;
+}
+
+/// A shared, type-erased store.
+pub type DynStore = Arc<dyn ObjectStore>;
+
+/// Where a store lives, as parsed from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A local directory (`/path`, `./path` or `file:///abs/path`).
+    Local(std::path::PathBuf),
+    /// `s3://bucket[/prefix]`.
+    S3 { bucket: String, prefix: String },
+    /// `memory://name` — only meaningful inside one process (tests).
+    Memory(String),
+}
+
+impl StoreLocation {
+    /// Parses a STORE argument. A bare word with no `/` is *not* guessed to be a
+    /// bucket here; callers that accept a bare bucket (hcs3-style commands) say so.
+    pub fn parse(s: &str) -> Result<StoreLocation, StoreError> {
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            validate_bucket(bucket)?;
+            let prefix = prefix.trim_matches('/').to_string();
+            return Ok(StoreLocation::S3 {
+                bucket: bucket.to_string(),
+                prefix,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(StoreError::Unusable {
+                    detail: format!("{s}: file:// URLs need an absolute path (file:///abs/path)"),
+                });
+            }
+            return Ok(StoreLocation::Local(rest.into()));
+        }
+        if let Some(rest) = s.strip_prefix("memory://") {
+            return Ok(StoreLocation::Memory(rest.to_string()));
+        }
+        if s.contains("://") {
+            return Err(StoreError::Unusable {
+                detail: format!("{s}: unsupported store URL (use a path, file:///path or s3://bucket/prefix)"),
+            });
+        }
+        if s.is_empty() {
+            return Err(StoreError::Unusable {
+                detail: "empty store location".into(),
+            });
+        }
+        Ok(StoreLocation::Local(s.into()))
+    }
+}
+
+/// S3 bucket naming rules (the subset that matters for addressing).
+pub fn validate_bucket(bucket: &str) -> Result<(), StoreError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Unusable {
+            detail: format!(
+                "invalid bucket name {bucket:?}: 3-63 characters of a-z, 0-9, '-' and '.'"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_store_locations() {
+        assert_eq!(
+            StoreLocation::parse("s3://my-bucket/a/b/").unwrap(),
+            StoreLocation::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert_eq!(
+            StoreLocation::parse("s3://my-bucket").unwrap(),
+            StoreLocation::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "".into()
+            }
+        );
+        assert_eq!(
+            StoreLocation::parse("file:///srv/x").unwrap(),
+            StoreLocation::Local("/srv/x".into())
+        );
+        assert_eq!(
+            StoreLocation::parse("rel/dir").unwrap(),
+            StoreLocation::Local("rel/dir".into())
+        );
+        assert!(StoreLocation::parse("file://rel").is_err());
+        assert!(StoreLocation::parse("ftp://x").is_err());
+        assert!(StoreLocation::parse("s3://Bad_Bucket").is_err());
+    }
+}

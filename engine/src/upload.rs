@@ -1,0 +1,404 @@
+//! The upload pipeline: files → chunks → sealed blobs in packs → store.
+//!
+//! ```text
+//!  reader thread ──jobs──► sealer threads (one pack builder each) ──msgs──► collector
+//!  (open, chunk)           (id, dedup claim, compress, seal)                (file chunk lists,
+//!                                                                            uploads ≤ window)
+//! ```
+//! - The reader streams each file through the chunker; chunks are `Bytes` slices of
+//!   its read blocks (no copy).
+//! - Sealers run on every core. A chunk already in the index (this device, earlier
+//!   runs, other devices) or claimed earlier in this run is not sealed again.
+//!   Each sealer seals straight into its own pack buffer; full packs go to the
+//!   collector, partial ones are merged at the end (blobs are position-independent).
+//! - The collector uploads packs with at most `window` in flight; each acknowledged
+//!   pack is recorded in the journal (index + uncommitted packs) and flushed before
+//!   anything relies on it.
+//! - Bounded channels give backpressure end to end, so memory stays bounded:
+//!   roughly `(window + workers) × pack target + 2 × workers × max chunk`.
+
+use crate::chunker::Chunker;
+use crate::codec::Compressor;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, PackId};
+use crate::journal::Journal;
+use crate::pack::{FinishedPack, PackBuilder};
+use crate::path::RepoPath;
+use crate::progress::{Phase, Progress};
+use crate::scan::LocalEntry;
+use crate::store::{DynStore, layout};
+use crate::window::{Congestion, UploadWindow};
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// Tuning of the pipeline.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Pack size at which a pack is closed (default 16 MiB).
+    pub pack_target: usize,
+    /// Sealer threads (default: available cores).
+    pub workers: usize,
+    /// The adaptive upload window (default 8 in flight).
+    pub window: Arc<UploadWindow>,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions {
+            pack_target: crate::pack::DEFAULT_PACK_TARGET,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            window: UploadWindow::new(8),
+        }
+    }
+}
+
+/// A file to read.
+#[derive(Debug, Clone)]
+pub struct FileTask {
+    pub path: RepoPath,
+    pub fs_path: PathBuf,
+    /// `lstat` at scan time.
+    pub before: LocalEntry,
+}
+
+/// What became of a file.
+#[derive(Debug, Clone)]
+pub enum FileOutcome {
+    /// Every chunk is in the index or in an acknowledged pack of this run.
+    Done {
+        chunks: Vec<ChunkId>,
+        size: u64,
+        /// `fstat` after reading.
+        after: LocalEntry,
+    },
+    /// Unreadable, or changed while being read; it stays pending.
+    Failed(String),
+}
+
+/// Counters of one run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UploadStats {
+    pub bytes_read: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_chunk_bytes: u64,
+    pub packs: u64,
+    pub bytes_uploaded: u64,
+}
+
+struct Job {
+    file: u32,
+    index: u32,
+    data: Bytes,
+}
+
+enum Msg {
+    Chunk { file: u32, index: u32, id: ChunkId, len: u64, new: bool },
+    FileEnd { file: u32, chunks: u32, size: u64, after: LocalEntry },
+    FileFailed { file: u32, error: String },
+    Pack(FinishedPack),
+    Leftover(PackBuilder),
+    Fatal(Error),
+}
+
+#[derive(Default)]
+struct FileState {
+    chunks: Vec<Option<ChunkId>>,
+    received: u32,
+    end: Option<(u32, u64, LocalEntry)>,
+    failed: Option<String>,
+}
+
+/// Dedup claims of one run on top of the journal's index.
+struct Claims {
+    journal: Journal,
+    run: Mutex<HashSet<ChunkId>>,
+}
+
+impl Claims {
+    /// True exactly once per chunk id not yet in the repository.
+    fn claim(&self, id: ChunkId) -> Result<bool> {
+        if self.journal.has_chunk(&id)? {
+            return Ok(false);
+        }
+        Ok(self.run.lock().unwrap_or_else(|p| p.into_inner()).insert(id))
+    }
+}
+
+/// Reads, chunks, seals and uploads `tasks`; returns one outcome per task.
+pub async fn upload_files(
+    keys: Arc<Keys>,
+    chunker: Arc<Chunker>,
+    store: DynStore,
+    journal: &Journal,
+    tasks: Vec<FileTask>,
+    opts: &UploadOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<FileOutcome>, UploadStats)> {
+    let total: u64 = tasks.iter().map(|t| t.before.size).sum();
+    progress.start(Phase::Upload, Some(total), Some(tasks.len() as u64));
+    let workers = opts.workers.max(1);
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
+    let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(64);
+    let n = tasks.len();
+    let mut threads = Vec::new();
+    {
+        let (chunker, msg_tx) = (chunker.clone(), msg_tx.clone());
+        threads.push(tokio::task::spawn_blocking(move || read_files(&tasks, &chunker, &job_tx, &msg_tx)));
+    }
+    let claims = Arc::new(Claims {
+        journal: journal.clone(),
+        run: Mutex::new(HashSet::new()),
+    });
+    for _ in 0..workers {
+        let (keys, claims, rx, tx) = (keys.clone(), claims.clone(), job_rx.clone(), msg_tx.clone());
+        let target = opts.pack_target;
+        let max_chunk = chunker.params().max as usize;
+        threads.push(tokio::task::spawn_blocking(move || seal_worker(&keys, &claims, &rx, &tx, target, max_chunk)));
+    }
+    drop((job_rx, msg_tx));
+
+    let mut files: Vec<FileState> = (0..n).map(|_| FileState::default()).collect();
+    let mut uploader = Uploader::new(store, journal.clone(), opts.window.clone());
+    let mut leftovers = Vec::new();
+    let mut stats = UploadStats::default();
+    let mut fatal = None;
+    while let Some(msg) = msg_rx.recv().await {
+        match msg {
+            Msg::Chunk { file, index, id, len, new } => {
+                let st = &mut files[file as usize];
+                let i = index as usize;
+                if st.chunks.len() <= i {
+                    st.chunks.resize(i + 1, None);
+                }
+                st.chunks[i] = Some(id);
+                st.received += 1;
+                stats.chunks += 1;
+                stats.bytes_read += len;
+                if new {
+                    stats.new_chunks += 1;
+                    stats.new_chunk_bytes += len;
+                }
+                progress.advance(len, 0);
+            }
+            Msg::FileEnd { file, chunks, size, after } => {
+                files[file as usize].end = Some((chunks, size, after));
+                progress.advance(0, 1);
+            }
+            Msg::FileFailed { file, error } => {
+                files[file as usize].failed = Some(error);
+                progress.advance(0, 1);
+            }
+            Msg::Pack(pack) => {
+                if let Err(e) = uploader.upload(pack).await {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+            Msg::Leftover(b) => leftovers.push(b),
+            Msg::Fatal(e) => {
+                fatal = Some(e);
+                break;
+            }
+        }
+    }
+    // Dropping the receiver makes every pipeline thread stop at its next send.
+    drop(msg_rx);
+    for t in threads {
+        t.await.map_err(|e| Error::Internal(format!("pipeline thread failed: {e}")))?;
+    }
+    if let Some(e) = fatal {
+        uploader.abort().await;
+        return Err(e);
+    }
+    for pack in merge_leftovers(&keys, leftovers, opts.pack_target) {
+        uploader.upload(pack).await?;
+    }
+    let (packs, bytes) = uploader.finish().await?;
+    stats.packs = packs;
+    stats.bytes_uploaded = bytes;
+    progress.finish(Phase::Upload);
+    Ok((files.into_iter().map(outcome).collect(), stats))
+}
+
+fn outcome(st: FileState) -> FileOutcome {
+    if let Some(e) = st.failed {
+        return FileOutcome::Failed(e);
+    }
+    match st.end {
+        Some((count, size, after)) if count == st.received && st.chunks.iter().all(Option::is_some) => {
+            FileOutcome::Done {
+                chunks: st.chunks.into_iter().flatten().collect(),
+                size,
+                after,
+            }
+        }
+        _ => FileOutcome::Failed("incomplete read".into()),
+    }
+}
+
+/// Merges partial packs of the workers into as few packs as the target allows.
+fn merge_leftovers(keys: &Keys, leftovers: Vec<PackBuilder>, target: usize) -> Vec<FinishedPack> {
+    let mut out = Vec::new();
+    let mut cur = PackBuilder::default();
+    for b in leftovers {
+        if !cur.is_empty() && cur.len() + b.len() > target {
+            out.push(std::mem::take(&mut cur).finish(keys, PackId::random()));
+        }
+        cur.append(b);
+    }
+    if !cur.is_empty() {
+        out.push(cur.finish(keys, PackId::random()));
+    }
+    out
+}
+
+fn read_files(tasks: &[FileTask], chunker: &Chunker, jobs: &crossbeam_channel::Sender<Job>, msgs: &mpsc::Sender<Msg>) {
+    for (i, task) in tasks.iter().enumerate() {
+        let file = u32::try_from(i).expect("fewer than 4 billion files per run");
+        let msg = match read_one(file, task, chunker, jobs) {
+            Ok((chunks, size, after)) => Msg::FileEnd { file, chunks, size, after },
+            Err(error) => Msg::FileFailed { file, error },
+        };
+        if msgs.blocking_send(msg).is_err() {
+            return; // the collector is gone (aborted)
+        }
+    }
+}
+
+fn read_one(
+    file: u32,
+    task: &FileTask,
+    chunker: &Chunker,
+    jobs: &crossbeam_channel::Sender<Job>,
+) -> std::result::Result<(u32, u64, LocalEntry), String> {
+    let f = std::fs::File::open(&task.fs_path).map_err(|e| format!("{}: {e}", task.path))?;
+    let mut index = 0u32;
+    let mut size = 0u64;
+    for chunk in chunker.chunks(&f, Some(task.before.size)) {
+        let data = chunk.map_err(|e| format!("{}: read error: {e}", task.path))?;
+        size += data.len() as u64;
+        jobs.send(Job { file, index, data })
+            .map_err(|_| "pipeline stopped".to_string())?;
+        index += 1;
+    }
+    let meta = f.metadata().map_err(|e| format!("{}: {e}", task.path))?;
+    let after = LocalEntry::from_metadata(task.path.clone(), &meta)
+        .ok_or_else(|| format!("{}: no longer a regular file", task.path))?;
+    if after.size != size || after.mtime_ns != task.before.mtime_ns || after.ino != task.before.ino {
+        return Err(format!("{}: changed while being read; it will be sent next time", task.path));
+    }
+    Ok((index, size, after))
+}
+
+fn seal_worker(
+    keys: &Keys,
+    claims: &Claims,
+    jobs: &crossbeam_channel::Receiver<Job>,
+    msgs: &mpsc::Sender<Msg>,
+    target: usize,
+    max_chunk: usize,
+) {
+    let capacity = target + max_chunk + 4096;
+    let mut zstd = Compressor::new();
+    let mut builder = PackBuilder::with_capacity(capacity);
+    while let Ok(job) = jobs.recv() {
+        let id = keys.chunk_id(&job.data);
+        let new = match claims.claim(id) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = msgs.blocking_send(Msg::Fatal(e));
+                return;
+            }
+        };
+        if new {
+            builder.add(keys, id, &job.data, &mut zstd);
+        }
+        let len = job.data.len() as u64;
+        drop(job.data);
+        if builder.len() >= target {
+            let full = std::mem::replace(&mut builder, PackBuilder::with_capacity(capacity));
+            if msgs.blocking_send(Msg::Pack(full.finish(keys, PackId::random()))).is_err() {
+                return;
+            }
+        }
+        let msg = Msg::Chunk { file: job.file, index: job.index, id, len, new };
+        if msgs.blocking_send(msg).is_err() {
+            return;
+        }
+    }
+    if !builder.is_empty() {
+        let _ = msgs.blocking_send(Msg::Leftover(builder));
+    }
+}
+
+/// Uploads packs within the window and records each acknowledged one.
+struct Uploader {
+    store: DynStore,
+    journal: Journal,
+    window: Arc<UploadWindow>,
+    tasks: JoinSet<Result<u64>>,
+    packs: u64,
+    bytes: u64,
+}
+
+impl Uploader {
+    fn new(store: DynStore, journal: Journal, window: Arc<UploadWindow>) -> Self {
+        Uploader {
+            store,
+            journal,
+            window,
+            tasks: JoinSet::new(),
+            packs: 0,
+            bytes: 0,
+        }
+    }
+
+    fn reap(&mut self, r: std::result::Result<Result<u64>, tokio::task::JoinError>) -> Result<()> {
+        let size = r.map_err(|e| Error::Internal(format!("upload task failed: {e}")))??;
+        self.packs += 1;
+        self.bytes += size;
+        Ok(())
+    }
+
+    async fn upload(&mut self, pack: FinishedPack) -> Result<()> {
+        while let Some(r) = self.tasks.try_join_next() {
+            self.reap(r)?;
+        }
+        let permit = self.window.acquire().await;
+        let (store, journal, window) = (self.store.clone(), self.journal.clone(), self.window.clone());
+        self.tasks.spawn(async move {
+            let key = layout::pack(&pack.record.id);
+            let size = pack.bytes.len() as u64;
+            store.put(&key, pack.bytes).await?;
+            window.success();
+            drop(permit);
+            journal.record_uploaded_pack(&pack.record)?;
+            journal.flush_async().await?;
+            Ok(size)
+        });
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(u64, u64)> {
+        let mut first_err = None;
+        while let Some(r) = self.tasks.join_next().await {
+            if let Err(e) = self.reap(r) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok((self.packs, self.bytes)),
+        }
+    }
+
+    async fn abort(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
