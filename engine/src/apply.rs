@@ -18,7 +18,7 @@ use crate::merge::{self, MergedEntry};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::{self, FileJob, Guard};
+use crate::restore::{self, FileJob, Guard, ensure_dir, ensure_parents, writable_parent};
 use crate::scan::LocalEntry;
 use crate::version::now_millis;
 use std::collections::BTreeMap;
@@ -44,7 +44,11 @@ pub struct PullReport {
 }
 
 /// Fetches new commits and applies the merged state to `folder`.
-pub async fn pull(repo: &Repository, folder: &Folder, progress: &dyn Progress) -> Result<PullReport> {
+pub async fn pull(
+    repo: &Repository,
+    folder: &Folder,
+    progress: &dyn Progress,
+) -> Result<PullReport> {
     let journal = folder.journal();
     let fetched = logs::fetch(repo, journal, &mut |_| {}, progress).await?;
     let mut report = PullReport {
@@ -78,7 +82,9 @@ pub async fn apply(
                     jobs.push((job, m));
                 }
             }),
-            Entry::Symlink { target, .. } => apply_symlink(root, journal, path, m, target, stats.get(path), report),
+            Entry::Symlink { target, .. } => {
+                apply_symlink(root, journal, path, m, target, stats.get(path), report)
+            }
             Entry::Deleted => Ok(()),
         };
         if let Err(e) = res {
@@ -150,10 +156,14 @@ fn plan_file(
     }
     let guard = match (&local, stat) {
         (None, _) => Guard::Absent,
-        (Some(_), Some(s)) if untouched(&local, Some(s)) && s.kind == LocalKind::File => Guard::Unchanged(s.clone()),
+        (Some(_), Some(s)) if untouched(&local, Some(s)) && s.kind == LocalKind::File => {
+            Guard::Unchanged(s.clone())
+        }
         (Some(l), _) => {
             if !(l.kind == LocalKind::Dir && replace_empty_dir(root, path, stat)?) {
-                report.kept_local.push(format!("{path}: changed locally; not overwritten"));
+                report
+                    .kept_local
+                    .push(format!("{path}: changed locally; not overwritten"));
                 return Ok(None);
             }
             Guard::Absent
@@ -195,7 +205,9 @@ fn apply_dir(
             report.dirs_created += 1;
         }
         Some(_) => {
-            report.kept_local.push(format!("{path}: changed locally; not replaced by a directory"));
+            report.kept_local.push(format!(
+                "{path}: changed locally; not replaced by a directory"
+            ));
             return Ok(());
         }
         None => {
@@ -205,7 +217,8 @@ fn apply_dir(
     }
     if stat.is_none_or(|s| s.synced != m.vv) {
         // Recorded now; its final mode and times are recorded by `finish_dirs`.
-        let l = LocalEntry::stat(root, path)?.ok_or_else(|| Error::Internal("directory vanished".into()))?;
+        let l = LocalEntry::stat(root, path)?
+            .ok_or_else(|| Error::Internal("directory vanished".into()))?;
         journal.stat_put(path, &stat_of(&l, Vec::new(), m))?;
     }
     Ok(())
@@ -228,15 +241,21 @@ fn apply_symlink(
     if local.is_some() {
         let same = fs::read_link(&dest).is_ok_and(|t| t.as_os_str().as_bytes() == target);
         if !same && !untouched(&local, stat) {
-            report.kept_local.push(format!("{path}: changed locally; not overwritten"));
+            report
+                .kept_local
+                .push(format!("{path}: changed locally; not overwritten"));
             return Ok(());
         }
     }
     ensure_parents(root, path)?;
-    let tmp = root.join(crate::path::STATE_DIR).join("tmp").join(format!("{}.link", crate::id::ChunkId::random().to_hex()));
+    let tmp = root
+        .join(crate::path::STATE_DIR)
+        .join("tmp")
+        .join(format!("{}.link", crate::id::ChunkId::random().to_hex()));
     std::os::unix::fs::symlink(OsStr::from_bytes(target), &tmp).map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
-    let l = LocalEntry::stat(root, path)?.ok_or_else(|| Error::Internal("symlink vanished".into()))?;
+    let l =
+        LocalEntry::stat(root, path)?.ok_or_else(|| Error::Internal("symlink vanished".into()))?;
     journal.stat_put(path, &stat_of(&l, Vec::new(), m))?;
     report.files_written += 1;
     Ok(())
@@ -250,7 +269,10 @@ fn delete_gone(
     stats: &BTreeMap<RepoPath, StatEntry>,
     report: &mut PullReport,
 ) -> Result<()> {
-    let mut gone: Vec<(&RepoPath, &StatEntry)> = stats.iter().filter(|(p, _)| !view.contains_key(*p)).collect();
+    let mut gone: Vec<(&RepoPath, &StatEntry)> = stats
+        .iter()
+        .filter(|(p, _)| !view.contains_key(*p))
+        .collect();
     gone.sort_by_key(|(p, _)| std::cmp::Reverse(p.depth()));
     for (path, stat) in gone {
         let local = LocalEntry::stat(root, path)?;
@@ -259,7 +281,9 @@ fn delete_gone(
             continue;
         }
         if !untouched(&local, Some(stat)) && stat.kind != LocalKind::Dir {
-            report.kept_local.push(format!("{path}: deleted elsewhere but changed here; kept"));
+            report
+                .kept_local
+                .push(format!("{path}: deleted elsewhere but changed here; kept"));
             continue;
         }
         let fs_path = path.to_fs_path(root)?;
@@ -275,7 +299,9 @@ fn delete_gone(
                 report.deleted += 1;
             }
             Err(_) if stat.kind == LocalKind::Dir => {
-                report.kept_local.push(format!("{path}: deleted elsewhere but holds local files; kept"));
+                report.kept_local.push(format!(
+                    "{path}: deleted elsewhere but holds local files; kept"
+                ));
             }
             Err(e) => report.errors.push(Error::io(&fs_path, e).to_string()),
         }
@@ -284,13 +310,24 @@ fn delete_gone(
 }
 
 /// Sets directory modes and times, deepest first, and records them.
-fn finish_dirs(root: &Path, journal: &Journal, view: &BTreeMap<RepoPath, MergedEntry>, report: &mut PullReport) -> Result<()> {
-    let mut dirs: Vec<(&RepoPath, &MergedEntry)> =
-        view.iter().filter(|(_, m)| matches!(m.entry, Entry::Dir { .. })).collect();
+fn finish_dirs(
+    root: &Path,
+    journal: &Journal,
+    view: &BTreeMap<RepoPath, MergedEntry>,
+    report: &mut PullReport,
+) -> Result<()> {
+    let mut dirs: Vec<(&RepoPath, &MergedEntry)> = view
+        .iter()
+        .filter(|(_, m)| matches!(m.entry, Entry::Dir { .. }))
+        .collect();
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.depth()));
     for (path, m) in dirs {
-        let Entry::Dir { mode, mtime_ns } = m.entry else { continue };
-        let Some(stat) = journal.stat_get(path)? else { continue };
+        let Entry::Dir { mode, mtime_ns } = m.entry else {
+            continue;
+        };
+        let Some(stat) = journal.stat_get(path)? else {
+            continue;
+        };
         if stat.synced != m.vv {
             continue; // not ours to set (a kept local entry)
         }
@@ -308,61 +345,6 @@ fn finish_dirs(root: &Path, journal: &Journal, view: &BTreeMap<RepoPath, MergedE
         if let Some(l) = LocalEntry::stat(root, path)? {
             journal.stat_put(path, &stat_of(&l, Vec::new(), m))?;
         }
-    }
-    Ok(())
-}
-
-/// Creates the directory `path` (and its parents) under `root`.
-fn ensure_dir(root: &Path, path: &RepoPath) -> Result<()> {
-    ensure_parents(root, path)?;
-    let fs_path = path.to_fs_path(root)?;
-    match fs::create_dir(&fs_path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_real_dir(&fs_path) => Ok(()),
-        Err(e) => Err(Error::io(&fs_path, e)),
-    }
-}
-
-fn is_real_dir(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
-}
-
-/// Makes every ancestor of `path` a real, writable directory under `root`; refuses
-/// to go through a symlink or a file.
-pub fn ensure_parents(root: &Path, path: &RepoPath) -> Result<()> {
-    for anc in path.ancestors() {
-        let p = anc.to_fs_path(root)?;
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(Error::UnsafePath {
-                    path: path.display(),
-                    reason: format!("parent {anc} is a symlink"),
-                });
-            }
-            Ok(_) => {
-                return Err(Error::Config(format!("{path}: parent {anc} is not a directory here")));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
-            }
-            Err(e) => return Err(Error::io(&p, e)),
-        }
-    }
-    writable_parent(root, path)
-}
-
-/// Adds owner write permission to the parent of `path` if it lacks it (a
-/// read-only directory being filled); `finish_dirs` restores the synced mode.
-fn writable_parent(root: &Path, path: &RepoPath) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) => p.to_fs_path(root)?,
-        None => root.to_path_buf(),
-    };
-    let meta = fs::symlink_metadata(&parent).map_err(|e| Error::io(&parent, e))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o200 == 0 {
-        fs::set_permissions(&parent, fs::Permissions::from_mode(mode | 0o700)).map_err(|e| Error::io(&parent, e))?;
     }
     Ok(())
 }

@@ -42,7 +42,11 @@ impl CheckReport {
 }
 
 /// Checks the repository.
-pub async fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
+pub async fn check(
+    repo: &Repository,
+    read_data: bool,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
     let view = RepoView::load(repo, None, progress).await?;
     let mut r = CheckReport {
         devices: view.journal.all_heads()?.len(),
@@ -55,7 +59,9 @@ pub async fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) 
     r.packs_in_store = stored.len();
     for (id, rec) in &view.packs {
         match stored.get(id) {
-            None => r.errors.push(format!("{}: missing (named by a commit)", layout::pack(id))),
+            None => r
+                .errors
+                .push(format!("{}: missing (named by a commit)", layout::pack(id))),
             Some(&size) if size != u64::from(rec.size) => r.errors.push(format!(
                 "{}: {size} bytes, but its commit recorded {} (truncated or replaced)",
                 layout::pack(id),
@@ -64,7 +70,10 @@ pub async fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) 
             Some(_) => {}
         }
     }
-    let unreferenced = stored.keys().filter(|id| !view.packs.contains_key(id)).count();
+    let unreferenced = stored
+        .keys()
+        .filter(|id| !view.packs.contains_key(id))
+        .count();
     if unreferenced > 0 {
         r.warnings.push(format!(
             "{unreferenced} pack(s) named by no commit (left by interrupted pushes; harmless)"
@@ -84,7 +93,9 @@ async fn list_packs(repo: &Repository, r: &mut CheckReport) -> Result<BTreeMap<P
             Some(id) => {
                 out.insert(id, meta.size);
             }
-            None => r.warnings.push(format!("{}: not a coffer object", meta.key)),
+            None => r
+                .warnings
+                .push(format!("{}: not a coffer object", meta.key)),
         }
     }
     Ok(out)
@@ -100,7 +111,8 @@ fn check_chunks(view: &RepoView, r: &mut CheckReport) -> Result<()> {
             if let Entry::File(f) = &v.entry {
                 for c in &f.chunks {
                     if !view.journal.has_chunk(c)? && missing.insert(*c) {
-                        r.errors.push(format!("{path}: chunk {c} is in no pack any commit names"));
+                        r.errors
+                            .push(format!("{path}: chunk {c} is in no pack any commit names"));
                     }
                 }
             }
@@ -116,19 +128,30 @@ async fn verify_packs(
     progress: &dyn Progress,
     r: &mut CheckReport,
 ) {
-    let todo: Vec<_> = view.packs.values().filter(|p| stored.contains_key(&p.id)).cloned().collect();
+    let todo: Vec<_> = view
+        .packs
+        .values()
+        .filter(|p| stored.contains_key(&p.id))
+        .cloned()
+        .collect();
     let total: u64 = todo.iter().map(|p| u64::from(p.size)).sum();
     progress.start(Phase::Verify, Some(total), Some(todo.len() as u64));
     let mut results = futures::stream::iter(todo)
         .map(|rec| {
             let (store, keys) = (repo.store().clone(), repo.keys().clone());
             async move {
-                let bytes = store.get(&layout::pack(&rec.id)).await.map_err(Error::from)?;
+                let bytes = store
+                    .get(&layout::pack(&rec.id))
+                    .await
+                    .map_err(Error::from)?;
                 let len = bytes.len() as u64;
                 tokio::task::spawn_blocking(move || {
                     let blobs = pack::verify(&keys, &rec.id, &bytes)?;
                     if blobs != rec.blobs {
-                        return Err(Error::corrupt(layout::pack(&rec.id), "trailer differs from the commit's record"));
+                        return Err(Error::corrupt(
+                            layout::pack(&rec.id),
+                            "trailer differs from the commit's record",
+                        ));
                     }
                     Ok(len)
                 })

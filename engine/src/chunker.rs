@@ -275,7 +275,10 @@ mod tests {
     #[test]
     fn default_params_are_valid_and_bad_ones_rejected() {
         assert!(ChunkerParams::DEFAULT.validate().is_ok());
-        let bad = ChunkerParams { min: 10, ..ChunkerParams::DEFAULT };
+        let bad = ChunkerParams {
+            min: 10,
+            ..ChunkerParams::DEFAULT
+        };
         assert!(bad.validate().is_err());
     }
 }

@@ -70,6 +70,9 @@ pub fn decompress(payload: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     if out.len() == raw_len {
         Ok(out)
     } else {
-        Err(format!("decompressed to {} bytes, expected {raw_len}", out.len()))
+        Err(format!(
+            "decompressed to {} bytes, expected {raw_len}",
+            out.len()
+        ))
     }
 }

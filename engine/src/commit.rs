@@ -144,7 +144,10 @@ impl Commit {
         let commit: Commit = postcard::from_bytes(&payload)
             .map_err(|e| Error::corrupt(&object, format!("undecodable commit: {e}")))?;
         if commit.device != *device || commit.seq != seq {
-            return Err(Error::corrupt(&object, "commit names another device or seq"));
+            return Err(Error::corrupt(
+                &object,
+                "commit names another device or seq",
+            ));
         }
         commit.validate(&object)?;
         Ok(commit)
@@ -155,7 +158,9 @@ impl Commit {
             return Err(Error::corrupt(object, "seq 0"));
         }
         for c in &self.changes {
-            c.path.validate().map_err(|e| Error::corrupt(object, e.to_string()))?;
+            c.path
+                .validate()
+                .map_err(|e| Error::corrupt(object, e.to_string()))?;
             if c.vv.get(&self.device) != self.seq {
                 return Err(Error::corrupt(
                     object,
@@ -167,12 +172,18 @@ impl Commit {
             let mut end = 0u64;
             for b in &p.blobs {
                 if u64::from(b.offset) < end {
-                    return Err(Error::corrupt(object, format!("pack {} lists overlapping blobs", p.id)));
+                    return Err(Error::corrupt(
+                        object,
+                        format!("pack {} lists overlapping blobs", p.id),
+                    ));
                 }
                 end = u64::from(b.offset) + u64::from(b.sealed_len);
             }
             if end > u64::from(p.size) {
-                return Err(Error::corrupt(object, format!("pack {} lists blobs past its end", p.id)));
+                return Err(Error::corrupt(
+                    object,
+                    format!("pack {} lists blobs past its end", p.id),
+                ));
             }
         }
         Ok(())
@@ -252,7 +263,10 @@ mod tests {
         let keys = Keys::derive(&MasterKey::generate());
         let d = DeviceId::random();
         let sealed = sample(d, 3).seal(&keys).unwrap();
-        assert!(matches!(Commit::open(&keys, &d, 4, &sealed.bytes), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            Commit::open(&keys, &d, 4, &sealed.bytes),
+            Err(Error::Corrupt { .. })
+        ));
         assert!(Commit::open(&keys, &DeviceId::random(), 3, &sealed.bytes).is_err());
     }
 
@@ -262,7 +276,8 @@ mod tests {
         let d = DeviceId::random();
         let mut c = sample(d, 1);
         // Bypass RepoPath::new the way a malicious key holder's encoder would.
-        c.changes[0].path = postcard::from_bytes(&postcard::to_allocvec(&b"../x".to_vec()).unwrap()).unwrap();
+        c.changes[0].path =
+            postcard::from_bytes(&postcard::to_allocvec(&b"../x".to_vec()).unwrap()).unwrap();
         let sealed = c.seal(&keys).unwrap();
         let err = Commit::open(&keys, &d, 1, &sealed.bytes).unwrap_err();
         assert!(err.to_string().contains("../x"), "{err}");

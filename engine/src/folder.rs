@@ -68,7 +68,10 @@ impl Folder {
         }
         let meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
         if !meta.is_dir() {
-            return Err(Error::Config(format!("{} is not a directory", root.display())));
+            return Err(Error::Config(format!(
+                "{} is not a directory",
+                root.display()
+            )));
         }
         let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
         let state = root.join(STATE_DIR);

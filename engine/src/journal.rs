@@ -147,9 +147,21 @@ impl Journal {
         let fresh = schema != Some(SCHEMA_VERSION);
         if fresh {
             if schema.is_some() {
-                tracing::warn!(?schema, "unknown journal schema; rebuilding from the folder and the store");
+                tracing::warn!(
+                    ?schema,
+                    "unknown journal schema; rebuilding from the folder and the store"
+                );
             }
-            for t in [&j.meta, &j.stat, &j.index, &j.packs, &j.versions, &j.heads, &j.outbox, &j.pending] {
+            for t in [
+                &j.meta,
+                &j.stat,
+                &j.index,
+                &j.packs,
+                &j.versions,
+                &j.heads,
+                &j.outbox,
+                &j.pending,
+            ] {
                 t.clear()?;
             }
             j.meta_put("schema", &SCHEMA_VERSION)?;
@@ -236,7 +248,10 @@ impl Journal {
     // ---- chunk index and acknowledged packs
 
     pub fn location(&self, chunk: &ChunkId) -> Result<Option<Location>> {
-        self.index.get(chunk.as_bytes())?.map(|v| dec(&v)).transpose()
+        self.index
+            .get(chunk.as_bytes())?
+            .map(|v| dec(&v))
+            .transpose()
     }
 
     pub fn has_chunk(&self, chunk: &ChunkId) -> Result<bool> {
@@ -311,7 +326,10 @@ impl Journal {
     }
 
     /// Versions of every path at or below `prefix` (everything when `None`).
-    pub fn versions_under(&self, prefix: Option<&RepoPath>) -> Result<Vec<(RepoPath, Vec<Version>)>> {
+    pub fn versions_under(
+        &self,
+        prefix: Option<&RepoPath>,
+    ) -> Result<Vec<(RepoPath, Vec<Version>)>> {
         let Some(prefix) = prefix else {
             return self.all_versions();
         };
@@ -329,7 +347,10 @@ impl Journal {
     // ---- log heads
 
     pub fn head(&self, device: &DeviceId) -> Result<Option<Head>> {
-        self.heads.get(device.as_bytes())?.map(|v| dec(&v)).transpose()
+        self.heads
+            .get(device.as_bytes())?
+            .map(|v| dec(&v))
+            .transpose()
     }
 
     pub fn put_head(&self, device: &DeviceId, head: &Head) -> Result<()> {
@@ -442,7 +463,8 @@ mod tests {
         j.record_uploaded_pack(&rec).unwrap();
         assert!(j.has_chunk(&chunk).unwrap());
         assert_eq!(j.uncommitted_packs().unwrap(), vec![rec.clone()]);
-        j.record_committed_packs(std::slice::from_ref(&rec)).unwrap();
+        j.record_committed_packs(std::slice::from_ref(&rec))
+            .unwrap();
         assert!(j.uncommitted_packs().unwrap().is_empty());
         assert_eq!(j.location(&chunk).unwrap().unwrap().pack, rec.id);
     }
@@ -453,7 +475,8 @@ mod tests {
         {
             let (j, fresh) = Journal::open(dir.path()).unwrap();
             assert!(fresh);
-            j.mark_pending(&RepoPath::new(b"x".to_vec()).unwrap()).unwrap();
+            j.mark_pending(&RepoPath::new(b"x".to_vec()).unwrap())
+                .unwrap();
             j.meta_put("schema", &99u32).unwrap();
             j.flush().unwrap();
         }

@@ -45,6 +45,7 @@ pub mod codec;
 pub mod commit;
 pub mod crypto;
 pub mod error;
+pub mod export;
 pub mod folder;
 pub mod id;
 pub mod journal;

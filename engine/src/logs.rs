@@ -106,7 +106,10 @@ pub async fn fetch(
         ..Fetched::default()
     };
     for (device, seqs) in plans {
-        let prev = known.remove(&device).map(|h| h.hash).unwrap_or(CommitHash([0; 32]));
+        let prev = known
+            .remove(&device)
+            .map(|h| h.hash)
+            .unwrap_or(CommitHash([0; 32]));
         match fetch_device(repo, journal, device, &seqs, prev, visit, progress).await {
             Ok(n) => out.commits += n,
             Err((n, e @ (Error::Corrupt { .. } | Error::Fork { .. }))) => {
@@ -144,8 +147,16 @@ async fn fetch_device(
         let (seq, bytes) = item.map_err(|(_, e)| (done, e))?;
         let commit = Commit::open(repo.keys(), &device, seq, &bytes).map_err(|e| (done, e))?;
         if commit.prev != prev {
-            let reason = "hash chain broken: the commit does not follow the one seen before".to_string();
-            return Err((done, Error::Fork { device: device.to_hex(), seq, reason }));
+            let reason =
+                "hash chain broken: the commit does not follow the one seen before".to_string();
+            return Err((
+                done,
+                Error::Fork {
+                    device: device.to_hex(),
+                    seq,
+                    reason,
+                },
+            ));
         }
         let hash = commit_hash(&bytes);
         ingest(journal, &commit, hash).map_err(|e| (done, e))?;
@@ -196,8 +207,18 @@ mod tests {
         });
         assert_eq!(plan_device(&d, head, &[1, 2, 3, 4, 5]).unwrap(), [4, 5]);
         assert!(plan_device(&d, head, &[1, 2, 3]).unwrap().is_empty());
-        assert!(matches!(plan_device(&d, head, &[1, 2]), Err(Error::Rollback { seen: 3, found: 2, .. })));
-        assert!(matches!(plan_device(&d, head, &[1, 2, 3, 5]), Err(Error::Fork { seq: 4, .. })));
+        assert!(matches!(
+            plan_device(&d, head, &[1, 2]),
+            Err(Error::Rollback {
+                seen: 3,
+                found: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan_device(&d, head, &[1, 2, 3, 5]),
+            Err(Error::Fork { seq: 4, .. })
+        ));
         assert_eq!(plan_device(&d, None, &[1, 2]).unwrap(), [1, 2]);
         assert!(plan_device(&d, None, &[2]).is_err());
     }

@@ -29,7 +29,7 @@ pub fn insert_version(set: &mut Vec<Version>, v: Version) -> bool {
     }
     set.retain(|s| !v.vv.dominates(&s.vv));
     set.push(v);
-    set.sort_by(|a, b| (a.hlc, a.origin).cmp(&(b.hlc, b.origin)));
+    set.sort_by_key(|a| (a.hlc, a.origin));
     true
 }
 
@@ -52,7 +52,9 @@ pub fn resolve(set: &[Version]) -> Option<Resolved> {
         .iter()
         .filter(|v| !v.entry.is_deleted())
         .max_by_key(|v| (v.hlc, v.origin))?;
-    let vv = set.iter().fold(VersionVector::new(), |acc, v| acc.join(&v.vv));
+    let vv = set
+        .iter()
+        .fold(VersionVector::new(), |acc, v| acc.join(&v.vv));
     let mut losers: Vec<Version> = Vec::new();
     let mut live: Vec<&Version> = set.iter().filter(|v| !v.entry.is_deleted()).collect();
     live.sort_by_key(|v| std::cmp::Reverse((v.hlc, v.origin)));
@@ -92,7 +94,11 @@ pub fn merged_view(all: Vec<(RepoPath, Vec<Version>)>) -> BTreeMap<RepoPath, Mer
     for (path, set) in all {
         let Some(r) = resolve(&set) else { continue };
         for l in &r.losers {
-            copies.push((conflict_name(&path, l.hlc, &l.origin), path.clone(), l.clone()));
+            copies.push((
+                conflict_name(&path, l.hlc, &l.origin),
+                path.clone(),
+                l.clone(),
+            ));
         }
         view.insert(
             path,
@@ -132,13 +138,19 @@ fn fix_structure(view: &mut BTreeMap<RepoPath, MergedEntry>) {
     let mut blocked: Vec<RepoPath> = Vec::new();
     for path in view.keys() {
         for anc in path.ancestors() {
-            if view.get(&anc).is_some_and(|e| !matches!(e.entry, Entry::Dir { .. })) && !blocked.contains(&anc) {
+            if view
+                .get(&anc)
+                .is_some_and(|e| !matches!(e.entry, Entry::Dir { .. }))
+                && !blocked.contains(&anc)
+            {
                 blocked.push(anc);
             }
         }
     }
     for path in blocked {
-        let Some(old) = view.remove(&path) else { continue };
+        let Some(old) = view.remove(&path) else {
+            continue;
+        };
         if let Some(name) = conflict_name(&path, old.hlc, &old.origin)
             && !view.contains_key(&name)
         {
@@ -174,7 +186,9 @@ pub fn conflict_name(path: &RepoPath, hlc: Hlc, origin: &DeviceId) -> Option<Rep
     let stamp = conflict_stamp(hlc.millis());
     let mut out = Vec::with_capacity(name.len() + 40);
     let tag = format!(".sync-conflict-{stamp}-{}", origin.short());
-    let keep = stem.len().min(255usize.saturating_sub(tag.len() + ext.len()));
+    let keep = stem
+        .len()
+        .min(255usize.saturating_sub(tag.len() + ext.len()));
     out.extend_from_slice(&stem[..keep]);
     out.extend_from_slice(tag.as_bytes());
     out.extend_from_slice(ext);
@@ -264,7 +278,10 @@ mod tests {
 
     #[test]
     fn edit_beats_concurrent_delete_and_identical_edits_do_not_conflict() {
-        let set = [v(&[(1, 2)], 99, 1, Entry::Deleted), v(&[(2, 1)], 5, 2, file(7))];
+        let set = [
+            v(&[(1, 2)], 99, 1, Entry::Deleted),
+            v(&[(2, 1)], 5, 2, file(7)),
+        ];
         let r = resolve(&set).unwrap();
         assert_eq!(r.entry, file(7));
         assert!(r.losers.is_empty());
@@ -275,18 +292,47 @@ mod tests {
 
     #[test]
     fn view_materializes_conflict_copies_once() {
-        let set = vec![v(&[(1, 1)], Hlc::from_parts(1_700_000_000_000, 0).0, 1, file(1)), v(&[(2, 1)], Hlc::from_parts(1_700_000_001_000, 0).0, 2, file(2))];
+        let set = vec![
+            v(
+                &[(1, 1)],
+                Hlc::from_parts(1_700_000_000_000, 0).0,
+                1,
+                file(1),
+            ),
+            v(
+                &[(2, 1)],
+                Hlc::from_parts(1_700_000_001_000, 0).0,
+                2,
+                file(2),
+            ),
+        ];
         let view = merged_view(vec![(p("dir/report.txt"), set)]);
         let names: Vec<String> = view.keys().map(|k| k.display()).collect();
-        assert_eq!(names, ["dir/report.sync-conflict-20231114-221320-01010101.txt", "dir/report.txt"]);
+        assert_eq!(
+            names,
+            [
+                "dir/report.sync-conflict-20231114-221320-01010101.txt",
+                "dir/report.txt"
+            ]
+        );
         assert!(is_conflict_copy(view.keys().next().unwrap()));
     }
 
     #[test]
     fn conflict_names_handle_dotfiles_and_no_extension() {
         let h = Hlc::from_parts(0, 0);
-        assert_eq!(conflict_name(&p(".bashrc"), h, &dev(0xab)).unwrap().display(), ".bashrc.sync-conflict-19700101-000000-abababab");
-        assert_eq!(conflict_name(&p("a/Makefile"), h, &dev(1)).unwrap().display(), "a/Makefile.sync-conflict-19700101-000000-01010101");
+        assert_eq!(
+            conflict_name(&p(".bashrc"), h, &dev(0xab))
+                .unwrap()
+                .display(),
+            ".bashrc.sync-conflict-19700101-000000-abababab"
+        );
+        assert_eq!(
+            conflict_name(&p("a/Makefile"), h, &dev(1))
+                .unwrap()
+                .display(),
+            "a/Makefile.sync-conflict-19700101-000000-01010101"
+        );
     }
 
     #[test]
@@ -296,7 +342,10 @@ mod tests {
             (p("x/y"), vec![v(&[(2, 1)], 2, 2, file(2))]),
         ]);
         assert!(matches!(view[&p("x")].entry, Entry::Dir { .. }));
-        assert!(view.keys().any(|k| k.display().starts_with("x.sync-conflict-")));
+        assert!(
+            view.keys()
+                .any(|k| k.display().starts_with("x.sync-conflict-"))
+        );
         assert_eq!(view[&p("x/y")].entry, file(2));
     }
 }

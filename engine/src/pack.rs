@@ -65,7 +65,13 @@ impl PackBuilder {
     }
 
     /// Compresses (when it helps) and seals `data` straight into the pack buffer.
-    pub fn add(&mut self, keys: &Keys, id: ChunkId, data: &[u8], zstd: &mut Compressor) -> BlobEntry {
+    pub fn add(
+        &mut self,
+        keys: &Keys,
+        id: ChunkId,
+        data: &[u8],
+        zstd: &mut Compressor,
+    ) -> BlobEntry {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0u8; NONCE_LEN]);
         match zstd.compress(data) {
@@ -191,7 +197,8 @@ impl Footer {
         if plain.len() != FOOTER_PLAIN_LEN || plain[0] != PACK_FORMAT {
             return Err(Error::corrupt(&object, "footer of unknown format"));
         }
-        let word = |i: usize| u32::from_le_bytes([plain[i], plain[i + 1], plain[i + 2], plain[i + 3]]);
+        let word =
+            |i: usize| u32::from_le_bytes([plain[i], plain[i + 1], plain[i + 2], plain[i + 3]]);
         Ok(Footer {
             blob_count: word(4),
             blobs_len: word(8),
@@ -212,7 +219,12 @@ impl Footer {
 }
 
 /// Opens the sealed trailer of pack `id`.
-pub fn open_trailer(keys: &Keys, id: &PackId, footer: &Footer, sealed: &[u8]) -> Result<Vec<BlobEntry>> {
+pub fn open_trailer(
+    keys: &Keys,
+    id: &PackId,
+    footer: &Footer,
+    sealed: &[u8],
+) -> Result<Vec<BlobEntry>> {
     let object = layout::pack(id);
     let plain = keys
         .open(Kind::PackTrailer, id.as_bytes(), sealed)
@@ -222,7 +234,10 @@ pub fn open_trailer(keys: &Keys, id: &PackId, footer: &Footer, sealed: &[u8]) ->
         return Err(Error::corrupt(&object, "trailer length or format mismatch"));
     }
     if u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]) != footer.blob_count {
-        return Err(Error::corrupt(&object, "trailer and footer disagree on the blob count"));
+        return Err(Error::corrupt(
+            &object,
+            "trailer and footer disagree on the blob count",
+        ));
     }
     let blobs = plain[5..]
         .chunks_exact(TRAILER_ENTRY_LEN)
@@ -243,7 +258,8 @@ pub fn open_trailer(keys: &Keys, id: &PackId, footer: &Footer, sealed: &[u8]) ->
 
 /// Opens one sealed blob, decompresses it and checks that its keyed hash is its id.
 pub fn open_blob(keys: &Keys, pack: &PackId, entry: &BlobEntry, sealed: &[u8]) -> Result<Vec<u8>> {
-    let fail = |why: String| Error::corrupt(layout::pack(pack), format!("chunk {}: {why}", entry.chunk));
+    let fail =
+        |why: String| Error::corrupt(layout::pack(pack), format!("chunk {}: {why}", entry.chunk));
     let plain = keys
         .open(Kind::Chunk, entry.chunk.as_bytes(), sealed)
         .map_err(|e| fail(e.to_string()))?;
@@ -277,11 +293,20 @@ pub fn verify(keys: &Keys, id: &PackId, bytes: &[u8]) -> Result<Vec<BlobEntry>> 
     if footer.total_len() != bytes.len() as u64 {
         return Err(Error::corrupt(
             &object,
-            format!("size {} but footer describes {}", bytes.len(), footer.total_len()),
+            format!(
+                "size {} but footer describes {}",
+                bytes.len(),
+                footer.total_len()
+            ),
         ));
     }
     let t0 = footer.trailer_offset() as usize;
-    let blobs = open_trailer(keys, id, &footer, &bytes[t0..t0 + footer.trailer_len as usize])?;
+    let blobs = open_trailer(
+        keys,
+        id,
+        &footer,
+        &bytes[t0..t0 + footer.trailer_len as usize],
+    )?;
     let (b_end, pad) = (footer.blobs_len as usize, footer.padding_len as usize);
     let mut expected_pad = vec![0u8; pad];
     keys.padding(id.as_bytes(), &mut expected_pad);
@@ -292,13 +317,19 @@ pub fn verify(keys: &Keys, id: &PackId, bytes: &[u8]) -> Result<Vec<BlobEntry>> 
     for b in &blobs {
         let (start, len) = (b.offset as usize, b.sealed_len as usize);
         if start != next || start + len > b_end {
-            return Err(Error::corrupt(&object, "blobs do not tile the data section"));
+            return Err(Error::corrupt(
+                &object,
+                "blobs do not tile the data section",
+            ));
         }
         open_blob(keys, id, b, &bytes[start..start + len])?;
         next = start + len;
     }
     if next != b_end {
-        return Err(Error::corrupt(&object, "unlisted bytes in the data section"));
+        return Err(Error::corrupt(
+            &object,
+            "unlisted bytes in the data section",
+        ));
     }
     Ok(blobs)
 }
@@ -322,7 +353,9 @@ mod tests {
     fn build_verify_and_read_back() {
         let keys = Keys::derive(&MasterKey::generate());
         let text = b"compressible ".repeat(1000);
-        let noise: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+        let noise: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
         let (id, pack) = build(&keys, &[&text, &noise, b""]);
         assert_eq!(pack.bytes.len() % 4096, 0, "padded to a 4 KiB bucket");
         let blobs = verify(&keys, &id, &pack.bytes).unwrap();
@@ -341,9 +374,15 @@ mod tests {
         for pos in [0, 30, 200, len / 2, len - FOOTER_LEN - 5, len - 1] {
             let mut bad = pack.bytes.to_vec();
             bad[pos] ^= 0x01;
-            assert!(verify(&keys, &id, &bad).is_err(), "flip at {pos} of {len} undetected");
+            assert!(
+                verify(&keys, &id, &bad).is_err(),
+                "flip at {pos} of {len} undetected"
+            );
         }
-        assert!(verify(&keys, &PackId::random(), &pack.bytes).is_err(), "pack under another id");
+        assert!(
+            verify(&keys, &PackId::random(), &pack.bytes).is_err(),
+            "pack under another id"
+        );
     }
 
     #[test]

@@ -58,12 +58,19 @@ struct Pending {
 }
 
 /// Pushes `folder` as one commit.
-pub async fn push(repo: &Repository, folder: &Folder, opts: &UploadOptions, progress: &dyn Progress) -> Result<PushReport> {
+pub async fn push(
+    repo: &Repository,
+    folder: &Folder,
+    opts: &UploadOptions,
+    progress: &dyn Progress,
+) -> Result<PushReport> {
     let journal = folder.journal();
     let mut report = PushReport::default();
     flush_outbox(repo, folder).await?;
     let fetched = logs::fetch(repo, journal, &mut |_| {}, progress).await?;
-    report.problems.extend(fetched.errors.iter().map(|e| e.to_string()));
+    report
+        .problems
+        .extend(fetched.errors.iter().map(|e| e.to_string()));
 
     progress.start(Phase::Scan, None, None);
     let root = folder.root().to_path_buf();
@@ -100,8 +107,20 @@ pub async fn push(repo: &Repository, folder: &Folder, opts: &UploadOptions, prog
     report.upload = stats;
     for (task, outcome) in tasks.into_iter().zip(outcomes) {
         match outcome {
-            FileOutcome::Done { chunks, size, after } => {
-                file_result(journal, task, chunks, size, after, &mut pending, &mut stat_only)?;
+            FileOutcome::Done {
+                chunks,
+                size,
+                after,
+            } => {
+                file_result(
+                    journal,
+                    task,
+                    chunks,
+                    size,
+                    after,
+                    &mut pending,
+                    &mut stat_only,
+                )?;
             }
             FileOutcome::Failed(why) => report.problems.push(why),
         }
@@ -145,8 +164,19 @@ fn classify(
                 mode: e.mode,
                 mtime_ns: e.mtime_ns,
             };
-            let unchanged = stat.as_ref().is_some_and(|s| s.kind == LocalKind::Dir && s.mode == e.mode);
-            decide(journal, e, entry, stat, Vec::new(), unchanged, pending, stat_only)?;
+            let unchanged = stat
+                .as_ref()
+                .is_some_and(|s| s.kind == LocalKind::Dir && s.mode == e.mode);
+            decide(
+                journal,
+                e,
+                entry,
+                stat,
+                Vec::new(),
+                unchanged,
+                pending,
+                stat_only,
+            )?;
         }
         LocalKind::Symlink => {
             let fs_path = e.path.to_fs_path(folder.root())?;
@@ -158,7 +188,16 @@ fn classify(
                 target,
                 mtime_ns: e.mtime_ns,
             };
-            decide(journal, e, entry, stat, Vec::new(), false, pending, stat_only)?;
+            decide(
+                journal,
+                e,
+                entry,
+                stat,
+                Vec::new(),
+                false,
+                pending,
+                stat_only,
+            )?;
         }
     }
     Ok(())
@@ -184,7 +223,9 @@ fn file_result(
     let unchanged = stat
         .as_ref()
         .is_some_and(|s| s.kind == LocalKind::File && s.chunks == chunks && s.mode == after.mode);
-    decide(journal, &after, entry, stat, chunks, unchanged, pending, stat_only)
+    decide(
+        journal, &after, entry, stat, chunks, unchanged, pending, stat_only,
+    )
 }
 
 /// New version, adoption of the merged state, or a stat refresh.
@@ -233,17 +274,27 @@ fn decide(
 /// Same content and permissions: nothing to commit.
 fn same_state(a: &Entry, b: &Entry) -> bool {
     match (a, b) {
-        (Entry::File(x), Entry::File(y)) => x.size == y.size && x.chunks == y.chunks && x.mode == y.mode,
+        (Entry::File(x), Entry::File(y)) => {
+            x.size == y.size && x.chunks == y.chunks && x.mode == y.mode
+        }
         (Entry::Dir { .. }, Entry::Dir { .. }) => true,
         _ => a.same_content(b),
     }
 }
 
 /// Synced paths that are gone become tombstones.
-fn deletions(journal: &Journal, scanned: &ScanOutcome, rules: &IgnoreRules, pending: &mut Vec<Pending>) -> Result<()> {
+fn deletions(
+    journal: &Journal,
+    scanned: &ScanOutcome,
+    rules: &IgnoreRules,
+    pending: &mut Vec<Pending>,
+) -> Result<()> {
     let present: HashSet<&RepoPath> = scanned.entries.iter().map(|e| &e.path).collect();
     for (path, stat) in journal.stat_all()? {
-        if present.contains(&path) || scanned.is_unseen(&path) || rules.is_ignored(&path, stat.kind == LocalKind::Dir) {
+        if present.contains(&path)
+            || scanned.is_unseen(&path)
+            || rules.is_ignored(&path, stat.kind == LocalKind::Dir)
+        {
             continue;
         }
         pending.push(Pending {

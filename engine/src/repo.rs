@@ -87,7 +87,9 @@ impl Repository {
         };
         // The slot first: a config without a usable slot would be a dead repository.
         let slot_json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
-        store.put(&layout::key_slot(&slot), Bytes::from(slot_json)).await?;
+        store
+            .put(&layout::key_slot(&slot), Bytes::from(slot_json))
+            .await?;
         let config_json = serde_json::to_vec_pretty(&config).expect("config serializes");
         store.put(layout::CONFIG, Bytes::from(config_json)).await?;
         if let Some(kr) = keyring {
@@ -141,7 +143,9 @@ impl Repository {
             if key_check(&master) == config.key_check {
                 return Ok(Self::assemble(store, config, id, &master));
             }
-            tracing::warn!("the keyring's key for {id} does not match the repository; asking for the passphrase");
+            tracing::warn!(
+                "the keyring's key for {id} does not match the repository; asking for the passphrase"
+            );
         }
         let passphrase = ask()?;
         let master = Self::unlock(&store, &config, passphrase.as_bytes()).await?;
@@ -150,11 +154,18 @@ impl Repository {
     }
 
     /// Tries every key slot with `passphrase`.
-    pub async fn unlock(store: &DynStore, config: &RepoConfig, passphrase: &[u8]) -> Result<MasterKey> {
+    pub async fn unlock(
+        store: &DynStore,
+        config: &RepoConfig,
+        passphrase: &[u8],
+    ) -> Result<MasterKey> {
         let id = config.repo_id()?;
         let slots = store.list(layout::KEYS_PREFIX).await?;
         if slots.is_empty() {
-            return Err(Error::corrupt(layout::KEYS_PREFIX, "the repository has no key slot"));
+            return Err(Error::corrupt(
+                layout::KEYS_PREFIX,
+                "the repository has no key slot",
+            ));
         }
         for meta in slots {
             let Some(slot_id) = layout::parse_slot(&meta.key) else {
@@ -165,7 +176,10 @@ impl Repository {
                 .map_err(|e| Error::corrupt(&meta.key, e.to_string()))?;
             if let Some(master) = slot.open(passphrase, &id, &slot_id)? {
                 if key_check(&master) != config.key_check {
-                    return Err(Error::corrupt(layout::CONFIG, "key check does not match the key slots"));
+                    return Err(Error::corrupt(
+                        layout::CONFIG,
+                        "key check does not match the key slots",
+                    ));
                 }
                 return Ok(master);
             }
@@ -174,11 +188,18 @@ impl Repository {
     }
 
     /// Adds a key slot for another passphrase.
-    pub async fn add_passphrase(&self, master: &MasterKey, passphrase: &[u8], kdf: KdfParams) -> Result<SlotId> {
+    pub async fn add_passphrase(
+        &self,
+        master: &MasterKey,
+        passphrase: &[u8],
+        kdf: KdfParams,
+    ) -> Result<SlotId> {
         let slot = SlotId::random();
         let ks = KeySlot::create(master, passphrase, kdf, &self.id, &slot)?;
         let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
-        self.store.put(&layout::key_slot(&slot), Bytes::from(json)).await?;
+        self.store
+            .put(&layout::key_slot(&slot), Bytes::from(json))
+            .await?;
         Ok(slot)
     }
 
@@ -225,7 +246,9 @@ mod tests {
         let store: DynStore = Arc::new(MemoryStore::new());
         let home = tempfile::tempdir().unwrap();
         let kr = Keyring::new(home.path());
-        let repo = Repository::init(store.clone(), b"pw", KdfParams::MINIMUM, None).await.unwrap();
+        let repo = Repository::init(store.clone(), b"pw", KdfParams::MINIMUM, None)
+            .await
+            .unwrap();
         assert!(matches!(
             Repository::init(store.clone(), b"pw", KdfParams::MINIMUM, None).await,
             Err(Error::AlreadyExists(_))
@@ -236,7 +259,9 @@ mod tests {
             Err(Error::WrongPassphrase)
         ));
         let mut right = || Ok(Zeroizing::new("pw".to_string()));
-        let opened = Repository::open(store.clone(), &kr, &mut right).await.unwrap();
+        let opened = Repository::open(store.clone(), &kr, &mut right)
+            .await
+            .unwrap();
         assert_eq!(opened.id(), repo.id());
         let mut never = || -> Result<Zeroizing<String>> { panic!("keyring should be used") };
         Repository::open(store, &kr, &mut never).await.unwrap();
@@ -250,6 +275,9 @@ mod tests {
             .await
             .unwrap();
         let err = Repository::read_config(&store).await.unwrap_err();
-        assert!(matches!(err, Error::UnsupportedVersion { found: 2, .. }), "{err}");
+        assert!(
+            matches!(err, Error::UnsupportedVersion { found: 2, .. }),
+            "{err}"
+        );
     }
 }

@@ -83,7 +83,12 @@ pub async fn write_files(
         finish_if_complete(&jobs, &states, i);
     }
     let mut order: Vec<(PackId, Vec<Need>)> = packs.into_iter().collect();
-    order.sort_by_key(|(_, needs)| needs.iter().flat_map(|n| n.targets.iter().map(|t| t.0)).min());
+    order.sort_by_key(|(_, needs)| {
+        needs
+            .iter()
+            .flat_map(|n| n.targets.iter().map(|t| t.0))
+            .min()
+    });
     let ranges: Vec<(PackId, Vec<Need>)> = order
         .into_iter()
         .flat_map(|(pack, needs)| coalesce(needs).into_iter().map(move |r| (pack, r)))
@@ -124,7 +129,9 @@ pub async fn write_files(
     states
         .into_iter()
         .map(|st| {
-            let res = st.result.unwrap_or_else(|| Err(Error::Internal("file left incomplete".into())));
+            let res = st
+                .result
+                .unwrap_or_else(|| Err(Error::Internal("file left incomplete".into())));
             if res.is_err() {
                 let _ = fs::remove_file(&st.tmp);
             }
@@ -134,7 +141,11 @@ pub async fn write_files(
 }
 
 /// Locates every chunk; creates the temp files.
-fn plan(journal: &Journal, jobs: &[FileJob], tmp_dir: &Path) -> (Vec<JobState>, HashMap<PackId, Vec<Need>>) {
+fn plan(
+    journal: &Journal,
+    jobs: &[FileJob],
+    tmp_dir: &Path,
+) -> (Vec<JobState>, HashMap<PackId, Vec<Need>>) {
     let mut states = Vec::with_capacity(jobs.len());
     let mut packs: HashMap<PackId, BTreeMap<u32, Need>> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -149,7 +160,10 @@ fn plan(journal: &Journal, jobs: &[FileJob], tmp_dir: &Path) -> (Vec<JobState>, 
         }
         states.push(st);
     }
-    let packs = packs.into_iter().map(|(p, m)| (p, m.into_values().collect())).collect();
+    let packs = packs
+        .into_iter()
+        .map(|(p, m)| (p, m.into_values().collect()))
+        .collect();
     (states, packs)
 }
 
@@ -163,14 +177,20 @@ fn plan_job(
     let mut locs = Vec::with_capacity(job.entry.chunks.len());
     let mut offset = 0u64;
     for chunk in &job.entry.chunks {
-        let loc = journal
-            .location(chunk)?
-            .ok_or_else(|| Error::corrupt(job.path.display(), format!("chunk {chunk} is in no known pack")))?;
+        let loc = journal.location(chunk)?.ok_or_else(|| {
+            Error::corrupt(
+                job.path.display(),
+                format!("chunk {chunk} is in no known pack"),
+            )
+        })?;
         locs.push((loc, offset));
         offset += u64::from(loc.raw_len);
     }
     if offset != job.entry.size {
-        return Err(Error::corrupt(job.path.display(), "chunk sizes do not add up to the file size"));
+        return Err(Error::corrupt(
+            job.path.display(),
+            "chunk sizes do not add up to the file size",
+        ));
     }
     let f = fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
     f.set_len(job.entry.size).map_err(|e| Error::io(tmp, e))?;
@@ -207,7 +227,13 @@ fn coalesce(needs: Vec<Need>) -> Vec<Vec<Need>> {
     out
 }
 
-fn open_range(keys: &crate::crypto::Keys, pack: &PackId, need: &Need, bytes: &[u8], start: u64) -> Result<Vec<u8>> {
+fn open_range(
+    keys: &crate::crypto::Keys,
+    pack: &PackId,
+    need: &Need,
+    bytes: &[u8],
+    start: u64,
+) -> Result<Vec<u8>> {
     let from = usize::try_from(u64::from(need.loc.offset) - start).unwrap_or(usize::MAX);
     let to = from.saturating_add(need.loc.sealed_len as usize);
     let sealed = bytes
@@ -224,7 +250,12 @@ fn open_range(keys: &crate::crypto::Keys, pack: &PackId, need: &Need, bytes: &[u
 
 /// Writes one opened blob (or its failure) to every file that needs it; returns
 /// the bytes written.
-fn deliver(jobs: &[FileJob], states: &Mutex<Vec<JobState>>, need: &Need, data: Result<Vec<u8>>) -> u64 {
+fn deliver(
+    jobs: &[FileJob],
+    states: &Mutex<Vec<JobState>>,
+    need: &Need,
+    data: Result<Vec<u8>>,
+) -> u64 {
     let mut written = 0;
     for &(i, off) in &need.targets {
         let tmp = {
@@ -273,7 +304,10 @@ fn finish_if_complete(jobs: &[FileJob], states: &Mutex<Vec<JobState>>, i: usize)
 }
 
 fn install(job: &FileJob, tmp: &Path) -> Result<LocalEntry> {
-    let f = OpenOptions::new().write(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(tmp)
+        .map_err(|e| Error::io(tmp, e))?;
     f.set_times(fs::FileTimes::new().set_modified(system_time(job.entry.mtime_ns)))
         .map_err(|e| Error::io(tmp, e))?;
     f.set_permissions(fs::Permissions::from_mode(job.entry.mode & 0o7777))
@@ -327,9 +361,9 @@ pub async fn stream_file(
 ) -> Result<()> {
     let mut locs = Vec::with_capacity(entry.chunks.len());
     for chunk in &entry.chunks {
-        let loc = journal
-            .location(chunk)?
-            .ok_or_else(|| Error::corrupt(path.display(), format!("chunk {chunk} is in no known pack")))?;
+        let loc = journal.location(chunk)?.ok_or_else(|| {
+            Error::corrupt(path.display(), format!("chunk {chunk} is in no known pack"))
+        })?;
         locs.push((*chunk, loc));
     }
     let mut blobs = futures::stream::iter(locs)
@@ -338,21 +372,84 @@ pub async fn stream_file(
             async move {
                 let start = u64::from(loc.offset);
                 let end = start + u64::from(loc.sealed_len);
-                let sealed = store.get_range(&layout::pack(&loc.pack), start..end).await?;
+                let sealed = store
+                    .get_range(&layout::pack(&loc.pack), start..end)
+                    .await?;
                 let entry = BlobEntry {
                     chunk,
                     offset: loc.offset,
                     sealed_len: loc.sealed_len,
                     raw_len: loc.raw_len,
                 };
-                tokio::task::spawn_blocking(move || pack::open_blob(&keys, &loc.pack, &entry, &sealed))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?
+                tokio::task::spawn_blocking(move || {
+                    pack::open_blob(&keys, &loc.pack, &entry, &sealed)
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
             }
         })
         .buffered(FETCH_CONCURRENCY);
     while let Some(data) = blobs.next().await {
-        out.write_all(&data?).map_err(|e| Error::io("<output>", e))?;
+        out.write_all(&data?)
+            .map_err(|e| Error::io("<output>", e))?;
     }
     out.flush().map_err(|e| Error::io("<output>", e))
+}
+
+/// Creates the directory `path` (and its parents) under `root`.
+pub fn ensure_dir(root: &Path, path: &RepoPath) -> Result<()> {
+    ensure_parents(root, path)?;
+    let fs_path = path.to_fs_path(root)?;
+    match fs::create_dir(&fs_path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_real_dir(&fs_path) => Ok(()),
+        Err(e) => Err(Error::io(&fs_path, e)),
+    }
+}
+
+fn is_real_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// Makes every ancestor of `path` a real, writable directory under `root`; refuses
+/// to go through a symlink or a file.
+pub fn ensure_parents(root: &Path, path: &RepoPath) -> Result<()> {
+    for anc in path.ancestors() {
+        let p = anc.to_fs_path(root)?;
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::UnsafePath {
+                    path: path.display(),
+                    reason: format!("parent {anc} is a symlink"),
+                });
+            }
+            Ok(_) => {
+                return Err(Error::Config(format!(
+                    "{path}: parent {anc} is not a directory here"
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+            }
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    writable_parent(root, path)
+}
+
+/// Adds owner write permission to the parent of `path` if it lacks it (a
+/// read-only directory being filled); `finish_dirs` restores the synced mode.
+pub fn writable_parent(root: &Path, path: &RepoPath) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) => p.to_fs_path(root)?,
+        None => root.to_path_buf(),
+    };
+    let meta = fs::symlink_metadata(&parent).map_err(|e| Error::io(&parent, e))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o200 == 0 {
+        fs::set_permissions(&parent, fs::Permissions::from_mode(mode | 0o700))
+            .map_err(|e| Error::io(&parent, e))?;
+    }
+    Ok(())
 }

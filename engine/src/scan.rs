@@ -108,7 +108,10 @@ impl IgnoreRules {
             if let Some(e) = b.add(&file) {
                 return Err(Error::Config(format!("{}: {e}", file.display())));
             }
-            Some(b.build().map_err(|e| Error::Config(format!("{}: {e}", file.display())))?)
+            Some(
+                b.build()
+                    .map_err(|e| Error::Config(format!("{}: {e}", file.display())))?,
+            )
         } else {
             None
         };
@@ -171,7 +174,8 @@ pub fn scan(root: &Path, rules: &IgnoreRules) -> Result<ScanOutcome> {
                     pending.push(collect_sorted(Some(&path), rd, &mut out));
                 }
                 Err(e) => {
-                    out.problems.push(format!("{path}: cannot read directory: {e}"));
+                    out.problems
+                        .push(format!("{path}: cannot read directory: {e}"));
                     out.unreadable.push(path);
                 }
             }
@@ -192,7 +196,10 @@ fn collect_sorted(
         let dirent = match dirent {
             Ok(d) => d,
             Err(e) => {
-                out.problems.push(format!("{}: {e}", parent.map(|p| p.display()).unwrap_or_default()));
+                out.problems.push(format!(
+                    "{}: {e}",
+                    parent.map(|p| p.display()).unwrap_or_default()
+                ));
                 if let Some(p) = parent {
                     out.unreadable.push(p.clone());
                 }
@@ -235,8 +242,15 @@ mod tests {
         std::os::unix::fs::symlink("a.txt", r.join("link")).unwrap();
         let out = scan(r, &IgnoreRules::load(r).unwrap()).unwrap();
         let paths: Vec<String> = out.entries.iter().map(|e| e.path.display()).collect();
-        assert_eq!(paths, [".cofferignore", "a.txt", "b", "b/c", "b/c/d.txt", "link"]);
-        let link = out.entries.iter().find(|e| e.path.display() == "link").unwrap();
+        assert_eq!(
+            paths,
+            [".cofferignore", "a.txt", "b", "b/c", "b/c/d.txt", "link"]
+        );
+        let link = out
+            .entries
+            .iter()
+            .find(|e| e.path.display() == "link")
+            .unwrap();
         assert_eq!(link.kind, LocalKind::Symlink);
         assert!(out.problems.is_empty());
     }

@@ -51,7 +51,9 @@ impl Default for UploadOptions {
     fn default() -> Self {
         UploadOptions {
             pack_target: crate::pack::DEFAULT_PACK_TARGET,
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             window: UploadWindow::new(8),
         }
     }
@@ -98,9 +100,23 @@ struct Job {
 }
 
 enum Msg {
-    Chunk { file: u32, index: u32, id: ChunkId, len: u64, new: bool },
-    FileEnd { file: u32, chunks: u32, size: u64, after: LocalEntry },
-    FileFailed { file: u32, error: String },
+    Chunk {
+        file: u32,
+        index: u32,
+        id: ChunkId,
+        len: u64,
+        new: bool,
+    },
+    FileEnd {
+        file: u32,
+        chunks: u32,
+        size: u64,
+        after: LocalEntry,
+    },
+    FileFailed {
+        file: u32,
+        error: String,
+    },
     Pack(FinishedPack),
     Leftover(PackBuilder),
     Fatal(Error),
@@ -126,7 +142,11 @@ impl Claims {
         if self.journal.has_chunk(&id)? {
             return Ok(false);
         }
-        Ok(self.run.lock().unwrap_or_else(|p| p.into_inner()).insert(id))
+        Ok(self
+            .run
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id))
     }
 }
 
@@ -149,7 +169,9 @@ pub async fn upload_files(
     let mut threads = Vec::new();
     {
         let (chunker, msg_tx) = (chunker.clone(), msg_tx.clone());
-        threads.push(tokio::task::spawn_blocking(move || read_files(&tasks, &chunker, &job_tx, &msg_tx)));
+        threads.push(tokio::task::spawn_blocking(move || {
+            read_files(&tasks, &chunker, &job_tx, &msg_tx)
+        }));
     }
     let claims = Arc::new(Claims {
         journal: journal.clone(),
@@ -159,7 +181,9 @@ pub async fn upload_files(
         let (keys, claims, rx, tx) = (keys.clone(), claims.clone(), job_rx.clone(), msg_tx.clone());
         let target = opts.pack_target;
         let max_chunk = chunker.params().max as usize;
-        threads.push(tokio::task::spawn_blocking(move || seal_worker(&keys, &claims, &rx, &tx, target, max_chunk)));
+        threads.push(tokio::task::spawn_blocking(move || {
+            seal_worker(&keys, &claims, &rx, &tx, target, max_chunk)
+        }));
     }
     drop((job_rx, msg_tx));
 
@@ -170,7 +194,13 @@ pub async fn upload_files(
     let mut fatal = None;
     while let Some(msg) = msg_rx.recv().await {
         match msg {
-            Msg::Chunk { file, index, id, len, new } => {
+            Msg::Chunk {
+                file,
+                index,
+                id,
+                len,
+                new,
+            } => {
                 let st = &mut files[file as usize];
                 let i = index as usize;
                 if st.chunks.len() <= i {
@@ -186,7 +216,12 @@ pub async fn upload_files(
                 }
                 progress.advance(len, 0);
             }
-            Msg::FileEnd { file, chunks, size, after } => {
+            Msg::FileEnd {
+                file,
+                chunks,
+                size,
+                after,
+            } => {
                 files[file as usize].end = Some((chunks, size, after));
                 progress.advance(0, 1);
             }
@@ -210,7 +245,8 @@ pub async fn upload_files(
     // Dropping the receiver makes every pipeline thread stop at its next send.
     drop(msg_rx);
     for t in threads {
-        t.await.map_err(|e| Error::Internal(format!("pipeline thread failed: {e}")))?;
+        t.await
+            .map_err(|e| Error::Internal(format!("pipeline thread failed: {e}")))?;
     }
     if let Some(e) = fatal {
         uploader.abort().await;
@@ -231,7 +267,9 @@ fn outcome(st: FileState) -> FileOutcome {
         return FileOutcome::Failed(e);
     }
     match st.end {
-        Some((count, size, after)) if count == st.received && st.chunks.iter().all(Option::is_some) => {
+        Some((count, size, after))
+            if count == st.received && st.chunks.iter().all(Option::is_some) =>
+        {
             FileOutcome::Done {
                 chunks: st.chunks.into_iter().flatten().collect(),
                 size,
@@ -258,11 +296,21 @@ fn merge_leftovers(keys: &Keys, leftovers: Vec<PackBuilder>, target: usize) -> V
     out
 }
 
-fn read_files(tasks: &[FileTask], chunker: &Chunker, jobs: &crossbeam_channel::Sender<Job>, msgs: &mpsc::Sender<Msg>) {
+fn read_files(
+    tasks: &[FileTask],
+    chunker: &Chunker,
+    jobs: &crossbeam_channel::Sender<Job>,
+    msgs: &mpsc::Sender<Msg>,
+) {
     for (i, task) in tasks.iter().enumerate() {
         let file = u32::try_from(i).expect("fewer than 4 billion files per run");
         let msg = match read_one(file, task, chunker, jobs) {
-            Ok((chunks, size, after)) => Msg::FileEnd { file, chunks, size, after },
+            Ok((chunks, size, after)) => Msg::FileEnd {
+                file,
+                chunks,
+                size,
+                after,
+            },
             Err(error) => Msg::FileFailed { file, error },
         };
         if msgs.blocking_send(msg).is_err() {
@@ -290,8 +338,12 @@ fn read_one(
     let meta = f.metadata().map_err(|e| format!("{}: {e}", task.path))?;
     let after = LocalEntry::from_metadata(task.path.clone(), &meta)
         .ok_or_else(|| format!("{}: no longer a regular file", task.path))?;
-    if after.size != size || after.mtime_ns != task.before.mtime_ns || after.ino != task.before.ino {
-        return Err(format!("{}: changed while being read; it will be sent next time", task.path));
+    if after.size != size || after.mtime_ns != task.before.mtime_ns || after.ino != task.before.ino
+    {
+        return Err(format!(
+            "{}: changed while being read; it will be sent next time",
+            task.path
+        ));
     }
     Ok((index, size, after))
 }
@@ -323,11 +375,20 @@ fn seal_worker(
         drop(job.data);
         if builder.len() >= target {
             let full = std::mem::replace(&mut builder, PackBuilder::with_capacity(capacity));
-            if msgs.blocking_send(Msg::Pack(full.finish(keys, PackId::random()))).is_err() {
+            if msgs
+                .blocking_send(Msg::Pack(full.finish(keys, PackId::random())))
+                .is_err()
+            {
                 return;
             }
         }
-        let msg = Msg::Chunk { file: job.file, index: job.index, id, len, new };
+        let msg = Msg::Chunk {
+            file: job.file,
+            index: job.index,
+            id,
+            len,
+            new,
+        };
         if msgs.blocking_send(msg).is_err() {
             return;
         }
@@ -371,7 +432,11 @@ impl Uploader {
             self.reap(r)?;
         }
         let permit = self.window.acquire().await;
-        let (store, journal, window) = (self.store.clone(), self.journal.clone(), self.window.clone());
+        let (store, journal, window) = (
+            self.store.clone(),
+            self.journal.clone(),
+            self.window.clone(),
+        );
         self.tasks.spawn(async move {
             let key = layout::pack(&pack.record.id);
             let size = pack.bytes.len() as u64;

@@ -87,7 +87,9 @@ impl VersionVector {
 /// A hybrid logical clock stamp: milliseconds since the Unix epoch in the high 48
 /// bits, a logical counter in the low 16. Monotonic per device even when the wall
 /// clock steps back, and always above every stamp the device has observed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Hlc(pub u64);
 
 impl Hlc {

@@ -39,7 +39,11 @@ pub struct RepoView {
 
 impl RepoView {
     /// Replays every log; with `at` (Unix ms), only commits stamped at or before it.
-    pub async fn load(repo: &Repository, at: Option<u64>, progress: &dyn Progress) -> Result<RepoView> {
+    pub async fn load(
+        repo: &Repository,
+        at: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<RepoView> {
         let all = Journal::temporary()?;
         let mut commits = Vec::new();
         let mut packs = BTreeMap::new();
@@ -81,7 +85,10 @@ impl RepoView {
     }
 
     /// The merged entries at or below `prefix` (a subtree or one path).
-    pub fn merged_under(&self, prefix: Option<&RepoPath>) -> Result<BTreeMap<RepoPath, MergedEntry>> {
+    pub fn merged_under(
+        &self,
+        prefix: Option<&RepoPath>,
+    ) -> Result<BTreeMap<RepoPath, MergedEntry>> {
         let view = self.merged()?;
         Ok(match prefix {
             None => view,

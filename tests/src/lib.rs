@@ -1,1 +1,8 @@
-//! placeholder
+//! Support for coffer's integration tests: deterministic trees and their exact
+//! comparison, and a sandboxed environment to run the real binary in.
+//!
+//! Test-support code: a failed `unwrap` here is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod env;
+pub mod tree;

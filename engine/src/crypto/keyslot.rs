@@ -81,13 +81,9 @@ const SLOT_VERSION: u32 = 1;
 
 fn kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
     params.validate()?;
-    let argon_params = argon2::Params::new(
-        params.m_cost_kib,
-        params.t_cost,
-        params.p_cost,
-        Some(32),
-    )
-    .map_err(|e| Error::Config(format!("invalid Argon2id parameters: {e}")))?;
+    let argon_params =
+        argon2::Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
+            .map_err(|e| Error::Config(format!("invalid Argon2id parameters: {e}")))?;
     let argon = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
         argon2::Version::V0x13,
@@ -123,7 +119,12 @@ impl KeySlot {
         super::fill_random(&mut salt);
         let kek = kek(passphrase, &salt, params)?;
         let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
-        let wrapped = seal_with(&cipher, Kind::KeySlot, &identity(repo, slot), master.as_bytes());
+        let wrapped = seal_with(
+            &cipher,
+            Kind::KeySlot,
+            &identity(repo, slot),
+            master.as_bytes(),
+        );
         Ok(KeySlot {
             version: SLOT_VERSION,
             kind: "passphrase".into(),
@@ -150,8 +151,7 @@ impl KeySlot {
             });
         }
         let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(&object, "bad salt"))?;
-        let wrapped =
-            hex::decode(&self.wrapped).map_err(|_| Error::corrupt(&object, "bad hex"))?;
+        let wrapped = hex::decode(&self.wrapped).map_err(|_| Error::corrupt(&object, "bad hex"))?;
         if wrapped.len() != 32 + SEAL_OVERHEAD || salt.len() < 16 {
             return Err(Error::corrupt(&object, "wrong length"));
         }
@@ -177,14 +177,21 @@ mod tests {
     fn slot_round_trip_and_wrong_passphrase() {
         let master = MasterKey::generate();
         let (repo, slot) = (RepoId::random(), SlotId::random());
-        let ks = KeySlot::create(&master, b"correct horse", KdfParams::MINIMUM, &repo, &slot)
-            .unwrap();
+        let ks =
+            KeySlot::create(&master, b"correct horse", KdfParams::MINIMUM, &repo, &slot).unwrap();
         let json = serde_json::to_string(&ks).unwrap();
         let back: KeySlot = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.open(b"correct horse", &repo, &slot).unwrap(), Some(master));
+        assert_eq!(
+            back.open(b"correct horse", &repo, &slot).unwrap(),
+            Some(master)
+        );
         assert_eq!(back.open(b"wrong", &repo, &slot).unwrap(), None);
         // A slot moved to another repository does not open.
-        assert_eq!(back.open(b"correct horse", &RepoId::random(), &slot).unwrap(), None);
+        assert_eq!(
+            back.open(b"correct horse", &RepoId::random(), &slot)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -196,7 +203,9 @@ mod tests {
         };
         assert!(weak.validate().is_err());
         let master = MasterKey::generate();
-        assert!(KeySlot::create(&master, b"x", weak, &RepoId::random(), &SlotId::random()).is_err());
+        assert!(
+            KeySlot::create(&master, b"x", weak, &RepoId::random(), &SlotId::random()).is_err()
+        );
         assert!(KdfParams::DEFAULT.validate().is_ok());
     }
 

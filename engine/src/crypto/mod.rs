@@ -116,7 +116,7 @@ impl Keys {
 
     /// The keyed BLAKE3 id of a plaintext chunk.
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
-        ChunkId(*blake3::keyed_hash(&self.chunk_id, data).as_bytes())
+        ChunkId(keyed_hash(&self.chunk_id, data))
     }
 
     /// The seed XORed into FastCDC's gear table.
@@ -172,11 +172,23 @@ fn seal_tail_with(
 ) {
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce);
-    buf[start..start + NONCE_LEN].copy_from_slice(&nonce);
+    seal_raw_in_place(cipher, &nonce, &aad(kind, identity), buf, start);
+}
+
+/// The envelope primitive: `buf[start..]` = 24 bytes (overwritten by `nonce`) then
+/// the plaintext, encrypted in place; the tag is appended.
+fn seal_raw_in_place(
+    cipher: &XChaCha20Poly1305,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+    start: usize,
+) {
+    buf[start..start + NONCE_LEN].copy_from_slice(nonce);
     let tag = cipher
         .encrypt_in_place_detached(
-            XNonce::from_slice(&nonce),
-            &aad(kind, identity),
+            XNonce::from_slice(nonce),
+            aad,
             &mut buf[start + NONCE_LEN..],
         )
         .expect("XChaCha20-Poly1305 encrypts any length below 256 GiB");
@@ -189,6 +201,10 @@ pub(crate) fn open_with(
     identity: &[u8],
     sealed: &[u8],
 ) -> Result<Vec<u8>, OpenError> {
+    open_raw(cipher, &aad(kind, identity), sealed)
+}
+
+fn open_raw(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(OpenError);
     }
@@ -198,12 +214,36 @@ pub(crate) fn open_with(
     cipher
         .decrypt_in_place_detached(
             XNonce::from_slice(nonce),
-            &aad(kind, identity),
+            aad,
             &mut plain,
             Tag::from_slice(tag),
         )
         .map_err(|_| OpenError)?;
     Ok(plain)
+}
+
+/// The envelope with an explicit nonce and raw AAD — exposed only so the official
+/// XChaCha20-Poly1305 vectors can pin the exact code path every object uses.
+pub fn envelope_seal_with_nonce(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let mut buf = vec![0u8; NONCE_LEN];
+    buf.extend_from_slice(plaintext);
+    seal_raw_in_place(&XChaCha20Poly1305::new(key.into()), nonce, aad, &mut buf, 0);
+    buf
+}
+
+/// Opens `nonce || ciphertext || tag` with raw AAD (see [`envelope_seal_with_nonce`]).
+pub fn envelope_open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    open_raw(&XChaCha20Poly1305::new(key.into()), aad, sealed)
+}
+
+/// Keyed BLAKE3, the chunk-id function (exposed for the official vectors).
+pub fn keyed_hash(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(key, data).as_bytes()
 }
 
 /// `"coffer1" || kind || identity`.

@@ -14,7 +14,11 @@ pub const LIST_PAGE_PROBE: usize = 1_100;
 /// Runs every check. `store` must be empty.
 pub async fn run(store: &dyn ObjectStore) {
     assert!(
-        store.list("").await.expect("list on an empty store").is_empty(),
+        store
+            .list("")
+            .await
+            .expect("list on an empty store")
+            .is_empty(),
         "conformance suite needs an empty store ({})",
         store.describe()
     );
@@ -29,15 +33,24 @@ pub async fn run(store: &dyn ObjectStore) {
 }
 
 async fn put_get_round_trip(store: &dyn ObjectStore) {
-    store.put("a/one", Bytes::from_static(b"hello")).await.unwrap();
+    store
+        .put("a/one", Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
     assert_eq!(store.get("a/one").await.unwrap(), "hello");
     // Writing identical bytes again (a retried PUT) is harmless.
-    store.put("a/one", Bytes::from_static(b"hello")).await.unwrap();
+    store
+        .put("a/one", Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
     assert_eq!(store.get("a/one").await.unwrap(), "hello");
     store.put("a/empty", Bytes::new()).await.unwrap();
     assert_eq!(store.get("a/empty").await.unwrap().len(), 0);
     let binary: Vec<u8> = (0..=255u8).collect();
-    store.put("a/bin", Bytes::from(binary.clone())).await.unwrap();
+    store
+        .put("a/bin", Bytes::from(binary.clone()))
+        .await
+        .unwrap();
     assert_eq!(store.get("a/bin").await.unwrap(), binary);
 }
 
@@ -55,9 +68,15 @@ async fn missing_objects(store: &dyn ObjectStore) {
 async fn ranges(store: &dyn ObjectStore) {
     let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
     store.put("r/obj", Bytes::from(data.clone())).await.unwrap();
-    assert_eq!(store.get_range("r/obj", 10..20).await.unwrap(), data[10..20]);
+    assert_eq!(
+        store.get_range("r/obj", 10..20).await.unwrap(),
+        data[10..20]
+    );
     assert_eq!(store.get_range("r/obj", 0..1000).await.unwrap(), data[..]);
-    assert_eq!(store.get_range("r/obj", 990..2000).await.unwrap(), data[990..]);
+    assert_eq!(
+        store.get_range("r/obj", 990..2000).await.unwrap(),
+        data[990..]
+    );
     assert!(
         store.get_range("r/obj", 1000..1010).await.is_err(),
         "a range starting at the end must fail"
@@ -66,7 +85,10 @@ async fn ranges(store: &dyn ObjectStore) {
 
 async fn listing(store: &dyn ObjectStore) {
     for k in ["l/x/1", "l/x/2", "l/xy/1", "l/y", "lz"] {
-        store.put(k, Bytes::from(k.as_bytes().to_vec())).await.unwrap();
+        store
+            .put(k, Bytes::from(k.as_bytes().to_vec()))
+            .await
+            .unwrap();
     }
     let keys = |v: Vec<super::ObjectMeta>| v.into_iter().map(|m| m.key).collect::<Vec<_>>();
     assert_eq!(keys(store.list("l/x/").await.unwrap()), ["l/x/1", "l/x/2"]);
@@ -93,7 +115,10 @@ async fn large_object(store: &dyn ObjectStore) {
     let big: Vec<u8> = (0..20 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    store.put("big/obj", Bytes::from(big.clone())).await.unwrap();
+    store
+        .put("big/obj", Bytes::from(big.clone()))
+        .await
+        .unwrap();
     let back = store.get("big/obj").await.unwrap();
     assert!(back == big, "20 MiB object round trip");
     let mid = 7 * 1024 * 1024u64;
@@ -124,14 +149,21 @@ async fn deletes(store: &dyn ObjectStore) {
         store.get("a/one").await,
         Err(StoreError::NotFound { .. })
     ));
-    store.delete("a/one").await.expect("deleting an absent object is not an error");
+    store
+        .delete("a/one")
+        .await
+        .expect("deleting an absent object is not an error");
 }
 
 async fn long_listing(store: &dyn ObjectStore) {
     let n = LIST_PAGE_PROBE;
     let mut pending = Vec::new();
     for i in 0..n {
-        pending.push(async move { store.put(&format!("p/{i:05}"), Bytes::from_static(b"x")).await });
+        pending.push(async move {
+            store
+                .put(&format!("p/{i:05}"), Bytes::from_static(b"x"))
+                .await
+        });
         if pending.len() == 32 {
             for r in join_all(std::mem::take(&mut pending)).await {
                 r.unwrap();

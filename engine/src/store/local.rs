@@ -136,7 +136,9 @@ impl LocalStore {
                 } else {
                     format!("{key_prefix}/{name}")
                 };
-                let meta = entry.metadata().map_err(|e| StoreError::io(entry.path(), e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| StoreError::io(entry.path(), e))?;
                 if meta.is_dir() {
                     if prefix.starts_with(&key) || key.starts_with(prefix) {
                         stack.push((entry.path(), key));
@@ -195,13 +197,11 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File), StoreError> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(StoreError::Unusable {
-                detail: format!("store worker failed: {e}"),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Unusable {
+            detail: format!("store worker failed: {e}"),
         })
+    })
 }
 
 #[async_trait]

@@ -98,7 +98,9 @@ impl StoreLocation {
         }
         if s.contains("://") {
             return Err(StoreError::Unusable {
-                detail: format!("{s}: unsupported store URL (use a path, file:///path or s3://bucket/prefix)"),
+                detail: format!(
+                    "{s}: unsupported store URL (use a path, file:///path or s3://bucket/prefix)"
+                ),
             });
         }
         if s.is_empty() {

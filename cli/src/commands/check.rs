@@ -1,0 +1,55 @@
+//! `coffer check STORE [--read-data]`.
+
+use crate::context::Ctx;
+use crate::output::bytes;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The repository.
+    pub store: String,
+    /// Download and verify every byte of every pack.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let (repo, opened) = ctx.repo(&a.store).await?;
+    let r = coffer_engine::check::check(&repo, a.read_data, ctx.progress.as_ref()).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for e in &r.errors {
+            eprintln!("error: {e}");
+        }
+        for w in &r.warnings {
+            ctx.progress_warn(w);
+        }
+        let data = if a.read_data {
+            format!(
+                ", {} pack(s) read and verified ({})",
+                r.packs_verified,
+                bytes(r.bytes_verified)
+            )
+        } else {
+            String::new()
+        };
+        ctx.say(format!(
+            "{}: {} device(s), {} commit(s), {} path(s), {} pack(s) referenced{data}: {}",
+            opened.url,
+            r.devices,
+            r.commits,
+            r.paths,
+            r.packs_referenced,
+            if r.is_ok() {
+                "no errors".to_string()
+            } else {
+                format!("{} error(s)", r.errors.len())
+            }
+        ));
+    }
+    Ok(super::status(r.errors.len()))
+}

@@ -1,0 +1,99 @@
+//! `coffer ls STORE [PATH]`: the merged file list.
+
+use crate::context::Ctx;
+use crate::output::{mode_string, time_ns};
+use coffer_engine::commit::Entry;
+use coffer_engine::merge::MergedEntry;
+use coffer_engine::path::RepoPath;
+use coffer_engine::view::RepoView;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The repository.
+    pub store: String,
+    /// Only this path and what is below it.
+    pub path: Option<String>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let (repo, _) = ctx.repo(&a.store).await?;
+    let prefix = a
+        .path
+        .as_deref()
+        .map(|p| RepoPath::new(p.trim_end_matches('/').as_bytes().to_vec()))
+        .transpose()?;
+    let view = RepoView::load(&repo, None, ctx.progress.as_ref()).await?;
+    let entries = view.merged_under(prefix.as_ref())?;
+    if let Some(p) = &prefix
+        && entries.is_empty()
+    {
+        anyhow::bail!("not in the repository: {p}");
+    }
+    let mut out = std::io::stdout().lock();
+    for (path, m) in &entries {
+        let line = if a.json {
+            json_line(path, m)
+        } else {
+            table_line(path, m)
+        };
+        use std::io::Write;
+        writeln!(out, "{line}")?;
+    }
+    for e in &view.errors {
+        eprintln!("coffer: {e}");
+    }
+    Ok(super::status(view.errors.len()))
+}
+
+fn kind_and_size(e: &Entry) -> (char, u64, u32, i64) {
+    match e {
+        Entry::File(f) => ('-', f.size, f.mode, f.mtime_ns),
+        Entry::Dir { mode, mtime_ns } => ('d', 0, *mode, *mtime_ns),
+        Entry::Symlink { target, mtime_ns } => ('l', target.len() as u64, 0o777, *mtime_ns),
+        Entry::Deleted => ('?', 0, 0, 0),
+    }
+}
+
+fn table_line(path: &RepoPath, m: &MergedEntry) -> String {
+    let (kind, size, mode, mtime) = kind_and_size(&m.entry);
+    let mut line = format!(
+        "{} {:>14} {} {}",
+        mode_string(kind, mode),
+        size,
+        time_ns(mtime),
+        path
+    );
+    if let Entry::Symlink { target, .. } = &m.entry {
+        line.push_str(&format!(" -> {}", String::from_utf8_lossy(target)));
+    }
+    line
+}
+
+fn json_line(path: &RepoPath, m: &MergedEntry) -> String {
+    let (kind, size, mode, mtime) = kind_and_size(&m.entry);
+    let kind = match kind {
+        '-' => "file",
+        'd' => "dir",
+        'l' => "symlink",
+        _ => "unknown",
+    };
+    let mut v = serde_json::json!({
+        "path": path.display(),
+        "type": kind,
+        "size": size,
+        "mode": format!("{mode:04o}"),
+        "mtime": time_ns(mtime),
+        "device": m.origin.to_hex(),
+    });
+    if let Entry::Symlink { target, .. } = &m.entry {
+        v["target"] = String::from_utf8_lossy(target).into_owned().into();
+    }
+    if let Some(of) = &m.conflict_of {
+        v["conflict_of"] = of.display().into();
+    }
+    v.to_string()
+}

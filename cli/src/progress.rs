@@ -1,0 +1,106 @@
+//! Progress bars on stderr when it is a terminal; warnings always reach stderr.
+
+use coffer_engine::progress::{Phase, Progress};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+/// The CLI's [`Progress`].
+#[derive(Debug)]
+pub struct Bars {
+    enabled: bool,
+    quiet: bool,
+    bar: Mutex<Option<(ProgressBar, Unit)>>,
+}
+
+/// What a bar counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Bytes,
+    Items,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Self {
+        Bars {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            quiet,
+            bar: Mutex::new(None),
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&ProgressBar, Unit)) {
+        if let Some((b, unit)) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            f(b, *unit);
+        }
+    }
+}
+
+fn label(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Scan => "scanning",
+        Phase::Upload => "uploading",
+        Phase::Logs => "reading logs",
+        Phase::Download => "downloading",
+        Phase::Verify => "verifying",
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, phase: Phase, total_bytes: Option<u64>, total_items: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let (bar, unit) = match (total_bytes, total_items) {
+            (Some(n), _) => (
+                ProgressBar::new(n).with_style(
+                    ProgressStyle::with_template(
+                        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                ),
+                Unit::Bytes,
+            ),
+            (None, Some(n)) => (
+                ProgressBar::new(n).with_style(
+                    ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                ),
+                Unit::Items,
+            ),
+            (None, None) => (ProgressBar::new_spinner(), Unit::Items),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_message(label(phase));
+        *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = Some((bar, unit));
+    }
+
+    fn advance(&self, bytes: u64, items: u64) {
+        self.with_bar(|b, unit| match unit {
+            Unit::Bytes => b.inc(bytes),
+            Unit::Items => b.inc(items),
+        });
+    }
+
+    fn finish(&self, _phase: Phase) {
+        if let Some((b, _)) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        let mut printed = false;
+        self.with_bar(|b, _| {
+            b.println(format!("warning: {message}"));
+            printed = true;
+        });
+        if !printed {
+            eprintln!("warning: {message}");
+        }
+    }
+}

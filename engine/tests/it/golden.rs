@@ -1,0 +1,91 @@
+//! A repository written by format v1 (`fixtures/v1-repo/`, passphrase
+//! `coffer-v1-fixture`) must stay readable by every later version. It holds two
+//! commits of one device: `hello.txt` (rewritten), `dir/data.bin` (300,000 bytes of
+//! `(i * 7) % 251`), an empty `dir/empty`, a symlink `link -> hello.txt`, and
+//! `run.sh` (0755), deleted by the second commit.
+
+use coffer_engine::check::check;
+use coffer_engine::commit::Entry;
+use coffer_engine::keyring::Keyring;
+use coffer_engine::path::RepoPath;
+use coffer_engine::progress::NoProgress;
+use coffer_engine::repo::Repository;
+use coffer_engine::restore::stream_file;
+use coffer_engine::store::{DynStore, LocalStore};
+use coffer_engine::view::RepoView;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+const PASSPHRASE: &str = "coffer-v1-fixture";
+
+async fn open() -> Repository {
+    let store: DynStore = Arc::new(LocalStore::open(super::fixture("v1-repo"), false).unwrap());
+    let home = tempfile::tempdir().unwrap();
+    let mut ask = || Ok(Zeroizing::new(PASSPHRASE.to_string()));
+    Repository::open(store, &Keyring::new(home.path()), &mut ask)
+        .await
+        .unwrap()
+}
+
+fn p(s: &str) -> RepoPath {
+    RepoPath::new(s.as_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_v1_repository_reads_and_verifies() {
+    let repo = open().await;
+    let view = RepoView::load(&repo, None, &NoProgress).await.unwrap();
+    assert!(view.errors.is_empty(), "{:?}", view.errors);
+    assert_eq!(view.commits.len(), 2);
+    let merged = view.merged().unwrap();
+    let names: Vec<String> = merged.keys().map(|k| k.display()).collect();
+    assert_eq!(
+        names,
+        ["dir", "dir/data.bin", "dir/empty", "hello.txt", "link"]
+    );
+    assert!(
+        matches!(&merged[&p("link")].entry, Entry::Symlink { target, .. } if target == b"hello.txt")
+    );
+
+    let mut out = Vec::new();
+    let Entry::File(hello) = &merged[&p("hello.txt")].entry else {
+        panic!("not a file")
+    };
+    stream_file(&repo, &view.journal, &p("hello.txt"), hello, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, b"hello again\n");
+
+    let Entry::File(data) = &merged[&p("dir/data.bin")].entry else {
+        panic!("not a file")
+    };
+    let mut out = Vec::new();
+    stream_file(&repo, &view.journal, &p("dir/data.bin"), data, &mut out)
+        .await
+        .unwrap();
+    let expected: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert!(out == expected, "dir/data.bin content");
+
+    let report = check(&repo, true, &NoProgress).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+    assert_eq!(report.packs_verified, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_v1_history_is_reachable() {
+    let repo = open().await;
+    let view = RepoView::load(&repo, None, &NoProgress).await.unwrap();
+    let first = view.commits[0].hlc.millis();
+    let past = RepoView::load(&repo, Some(first), &NoProgress)
+        .await
+        .unwrap();
+    let merged = past.merged().unwrap();
+    assert!(
+        merged.contains_key(&p("run.sh")),
+        "run.sh existed after the first commit"
+    );
+    let Entry::File(f) = &merged[&p("run.sh")].entry else {
+        panic!("not a file")
+    };
+    assert_eq!(f.mode, 0o755);
+}

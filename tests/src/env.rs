@@ -1,0 +1,158 @@
+//! A sandbox to run the coffer binary in: its own temp dir, `COFFER_HOME`,
+//! passphrase, and fast (minimum) Argon2id parameters. Proxy/CA variables of the
+//! machine are removed so loopback endpoints are reached directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The passphrase every test repository uses.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// One sandbox.
+#[derive(Debug)]
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+    home: PathBuf,
+    extra: Vec<(String, String)>,
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub raw_stdout: Vec<u8>,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl Env {
+    pub fn new(bin: &str) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("coffer-it-")
+            .tempdir()
+            .unwrap();
+        let home = dir.path().join("home");
+        Env {
+            bin: PathBuf::from(bin),
+            home,
+            dir,
+            extra: Vec::new(),
+        }
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Another machine: same sandbox, another `COFFER_HOME` (empty keyring).
+    pub fn machine(&self, name: &str) -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("coffer-it-m-")
+                .tempdir_in(self.dir.path())
+                .unwrap(),
+            bin: self.bin.clone(),
+            home: self.dir.path().join(format!("home-{name}")),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// Adds an environment variable to every command.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.extra.push((key.into(), value.into()));
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The command, with the sandbox environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        for var in [
+            "AWS_CA_BUNDLE",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+            "COFFER_PASSPHRASE_FILE",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("COFFER_HOME", &self.home)
+            .env("COFFER_PASSPHRASE", PASSPHRASE)
+            .env("COFFER_KDF_MEMORY_MIB", "19")
+            .env("COFFER_KDF_ITERATIONS", "2")
+            .env("COFFER_KDF_PARALLELISM", "1")
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path());
+        for (k, v) in &self.extra {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs `coffer ARGS...`.
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
+        let out = self.cmd().args(args).output().unwrap();
+        to_run(out)
+    }
+
+    /// Runs and asserts success.
+    pub fn ok<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
+        let r = self.run(args);
+        assert!(
+            r.ok(),
+            "coffer {:?} failed ({:?}):\n{}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+            r.code,
+            r.stderr
+        );
+        r
+    }
+
+    /// Runs and asserts failure; returns the result for message checks.
+    pub fn fails<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
+        let r = self.run(args);
+        assert!(
+            !r.ok(),
+            "coffer {:?} should have failed:\n{}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+            r.stderr
+        );
+        assert!(
+            r.code.is_some(),
+            "killed by a signal (a panic?):\n{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "panicked:\n{}", r.stderr);
+        r
+    }
+}
+
+fn to_run(out: Output) -> Run {
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        raw_stdout: out.stdout,
+    }
+}

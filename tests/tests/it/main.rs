@@ -1,0 +1,23 @@
+//! coffer's integration tests, by topic. They run the real program
+//! (`coffer-it`, built from the same library as `coffer`) in sandboxes.
+// Test code: a failed unwrap is a failed assertion, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod local_cli;
+mod tamper;
+mod trees;
+
+use coffer_tests::env::Env;
+
+/// The program under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_coffer-it");
+
+/// A fresh sandbox.
+pub fn env() -> Env {
+    Env::new(BIN)
+}
+
+/// `path` as a string argument.
+pub fn arg(path: &std::path::Path) -> String {
+    path.to_str().expect("test paths are UTF-8").to_string()
+}

@@ -1,0 +1,269 @@
+//! Damaged and forged repositories: refused clearly, nothing bad written.
+
+use crate::{arg, env};
+use coffer_engine::commit::{Change, Commit, Entry, FileEntry};
+use coffer_engine::crypto::Keys;
+use coffer_engine::id::{CommitHash, DeviceId, RepoId};
+use coffer_engine::keyring::Keyring;
+use coffer_engine::path::RepoPath;
+use coffer_engine::version::{Hlc, VersionVector};
+use coffer_tests::env::Env;
+use coffer_tests::tree::{random_file, snapshot};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Ten 700 KB files in 1 MiB packs: each file's data lands in its own pack(s).
+fn repo_with_many_packs() -> (Env, PathBuf) {
+    let e = env();
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..10u64 {
+        random_file(&src.join(format!("file{i}.bin")), 700_000, i);
+    }
+    e.ok(&["init", "store"]);
+    e.ok(&["push", "--pack-mib", "1", "src", "store"]);
+    (e, src)
+}
+
+fn packs(store: &Path) -> Vec<PathBuf> {
+    let mut v = coffer_tests::tree::files(&store.join("data"));
+    v.sort();
+    v
+}
+
+/// Every file `pull` wrote has exactly the pushed content, at least one file is
+/// missing (the damaged one), and most still arrive: a 1 MiB pack holds chunks of
+/// at most four of the 700 KB files.
+fn assert_partial_restore(src: &Path, dst: &Path) {
+    let n = written_files_are_intact(src, dst);
+    assert!((5..10).contains(&n), "{n} of 10 files restored");
+}
+
+/// Every file `pull` wrote has exactly the pushed content; returns how many.
+fn written_files_are_intact(src: &Path, dst: &Path) -> usize {
+    let (a, b) = (snapshot(src), snapshot(dst));
+    for (p, node) in &b {
+        if let coffer_tests::tree::Node::File { .. } = node {
+            assert_eq!(
+                Some(node),
+                a.get(p),
+                "{} was written with other content",
+                p.display()
+            );
+        }
+    }
+    b.len()
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_fails_check_and_pull_writes_only_intact_files() {
+    let (e, src) = repo_with_many_packs();
+    let store = e.path("store");
+    let victim = &packs(&store)[1];
+    let mut bytes = fs::read(victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(victim, bytes).unwrap();
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
+
+    let r = e.fails(&["check", "store", "--read-data"]);
+    assert!(
+        r.stderr.contains(&name),
+        "check must name the pack: {}",
+        r.stderr
+    );
+
+    let r = e.fails(&["pull", "store", "dst"]);
+    assert!(r.stderr.contains(&name), "{}", r.stderr);
+    assert_partial_restore(&src, &e.path("dst"));
+    assert!(
+        coffer_tests::tree::files(&e.path("dst/.coffer/tmp")).is_empty(),
+        "temp files are removed"
+    );
+}
+
+#[test]
+fn a_truncated_pack_is_reported_without_reading_data() {
+    let (e, src) = repo_with_many_packs();
+    let victim = packs(&e.path("store"))[0].clone();
+    let len = fs::metadata(&victim).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let r = e.fails(&["check", "store"]);
+    assert!(r.stderr.contains("truncated"), "{}", r.stderr);
+    e.fails(&["pull", "store", "dst"]);
+    assert_partial_restore(&src, &e.path("dst"));
+}
+
+#[test]
+fn a_missing_pack_is_reported() {
+    let (e, src) = repo_with_many_packs();
+    let victim = packs(&e.path("store"))[2].clone();
+    fs::remove_file(&victim).unwrap();
+    let r = e.fails(&["check", "store"]);
+    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    let r = e.fails(&["pull", "store", "dst"]);
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+    assert_partial_restore(&src, &e.path("dst"));
+}
+
+#[test]
+fn a_damaged_commit_is_refused_naming_it() {
+    let (e, _) = repo_with_many_packs();
+    let logs = coffer_tests::tree::files(&e.path("store/log"));
+    assert_eq!(logs.len(), 1);
+    let len = fs::metadata(&logs[0]).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&logs[0])
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let other = e.machine("b");
+    let r = other.fails(&["pull", &arg(&e.path("store")), &arg(&other.path("dst"))]);
+    assert!(r.stderr.contains("corrupt object log/"), "{}", r.stderr);
+    assert!(
+        coffer_tests::tree::files(&other.path("dst"))
+            .iter()
+            .all(|p| p.starts_with(other.path("dst/.coffer")))
+    );
+}
+
+#[test]
+fn hiding_the_newest_commit_is_reported_as_a_rollback() {
+    let e = env();
+    fs::create_dir_all(e.path("src")).unwrap();
+    fs::write(e.path("src/a"), "1").unwrap();
+    e.ok(&["init", "store"]);
+    e.ok(&["push", "src", "store"]);
+    fs::write(e.path("src/a"), "2").unwrap();
+    e.ok(&["push", "src", "store"]);
+    e.ok(&["pull", "store", "dst"]);
+    let mut logs = coffer_tests::tree::files(&e.path("store/log"));
+    logs.sort();
+    fs::remove_file(logs.last().unwrap()).unwrap();
+    let r = e.fails(&["pull", "store", "dst"]);
+    assert!(
+        r.stderr.contains("rollback detected for device"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(e.path("dst/a")).unwrap(),
+        "2",
+        "nothing was applied"
+    );
+}
+
+/// Seals commits the way a malicious holder of the key would.
+struct Forger {
+    keys: Keys,
+    store: PathBuf,
+}
+
+impl Forger {
+    fn new(e: &Env) -> Forger {
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(e.path("store/config")).unwrap()).unwrap();
+        let repo = RepoId::from_hex(config["repository"].as_str().unwrap()).unwrap();
+        let master = Keyring::new(e.home()).load(&repo).unwrap().unwrap();
+        Forger {
+            keys: Keys::derive(&master),
+            store: e.path("store"),
+        }
+    }
+
+    /// Writes a device's log of one commit per change list.
+    fn write_log(&self, commits: Vec<Vec<(RepoPath, Entry)>>) {
+        let device = DeviceId::random();
+        let mut prev = CommitHash([0; 32]);
+        for (i, changes) in commits.into_iter().enumerate() {
+            let seq = i as u64 + 1;
+            let c = Commit {
+                device,
+                seq,
+                prev,
+                hlc: Hlc::from_parts(1_800_000_000_000 + seq, 0),
+                time_ms: 1_800_000_000_000,
+                packs: Vec::new(),
+                changes: changes
+                    .into_iter()
+                    .map(|(path, entry)| Change {
+                        path,
+                        vv: VersionVector::new().advanced(device, seq),
+                        entry,
+                    })
+                    .collect(),
+            };
+            let sealed = c.seal(&self.keys).unwrap();
+            let key = coffer_engine::store::layout::commit(&device, seq);
+            let file = self.store.join(key);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, &sealed.bytes).unwrap();
+            prev = sealed.hash;
+        }
+    }
+}
+
+/// A path that bypasses validation, as a forger's own encoder would produce.
+fn raw_path(bytes: &[u8]) -> RepoPath {
+    postcard::from_bytes(&postcard::to_allocvec(&bytes.to_vec()).unwrap()).unwrap()
+}
+
+fn empty_file() -> Entry {
+    Entry::File(FileEntry {
+        size: 0,
+        mode: 0o644,
+        mtime_ns: 0,
+        chunks: Vec::new(),
+    })
+}
+
+#[test]
+fn forged_commits_cannot_write_outside_the_folder() {
+    let e = env();
+    fs::create_dir_all(e.path("src")).unwrap();
+    fs::write(e.path("src/honest.txt"), "honest").unwrap();
+    e.ok(&["init", "store"]);
+    e.ok(&["push", "src", "store"]);
+    let outside = e.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let forger = Forger::new(&e);
+    forger.write_log(vec![vec![(raw_path(b"../escaped.txt"), empty_file())]]);
+    let abs = format!("{}/absolute.txt", outside.display());
+    forger.write_log(vec![vec![(raw_path(abs.as_bytes()), empty_file())]]);
+    forger.write_log(vec![vec![(raw_path(b"a/../../dotdot.txt"), empty_file())]]);
+    // A symlink to the outside, then a file "through" it.
+    let link = RepoPath::new(b"evil".to_vec()).unwrap();
+    let target = outside.as_os_str().as_encoded_bytes().to_vec();
+    forger.write_log(vec![
+        vec![(
+            link,
+            Entry::Symlink {
+                target,
+                mtime_ns: 0,
+            },
+        )],
+        vec![(
+            RepoPath::new(b"evil/planted.txt".to_vec()).unwrap(),
+            empty_file(),
+        )],
+    ]);
+
+    let r = e.fails(&["pull", "store", "dst"]);
+    assert!(r.stderr.contains("unsafe path"), "{}", r.stderr);
+    assert!(!e.path("escaped.txt").exists() && !e.path("dotdot.txt").exists());
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing may be written outside the folder"
+    );
+    assert_eq!(
+        fs::read_to_string(e.path("dst/honest.txt")).unwrap(),
+        "honest",
+        "honest files still arrive"
+    );
+}
