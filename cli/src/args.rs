@@ -1,5 +1,5 @@
 //! Command-line surface. Each command's own arguments live beside its code in
-//! `commands/`; this file holds the top level and the options every command shares.
+//! `commands/`; this file holds the top level and the options shared by commands.
 
 use crate::commands;
 use clap::{Parser, Subcommand};
@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 /// Keep folders in sync, encrypted client-side, through S3 buckets or local stores.
 ///
-/// STORE is a directory path, file:///abs/path, or s3://bucket[/prefix].
+/// STORE is a directory path, file:///abs/path, or s3://bucket[/prefix]; a bare
+/// word that is not an existing path and is a valid bucket name means s3://BUCKET.
 #[derive(Debug, Parser)]
 #[command(
     name = "coffer",
@@ -37,6 +38,98 @@ pub struct GlobalArgs {
     /// No progress bars or summaries; errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS). Path-style addressing
+    /// is used for custom endpoints.
+    #[arg(long, global = true, value_name = "URL", help_heading = "S3")]
+    pub endpoint: Option<String>,
+    /// Allow plain http:// to a non-loopback endpoint.
+    #[arg(long, global = true, help_heading = "S3")]
+    pub allow_http: bool,
+    /// Add SSE-C with the key in FILE (32 raw bytes or 64 hex characters) to every
+    /// object request.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "COFFER_SSE_C_KEY_FILE",
+        help_heading = "S3"
+    )]
+    pub sse_c_key_file: Option<PathBuf>,
+    /// Store new objects with SSE-KMS under this key id ("" = the bucket's default).
+    #[arg(
+        long,
+        global = true,
+        value_name = "ID",
+        env = "COFFER_SSE_KMS_KEY_ID",
+        help_heading = "S3"
+    )]
+    pub sse_kms_key_id: Option<String>,
+    /// Give up on a request after retrying it for this many seconds.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value_t = 900,
+        env = "COFFER_REQUEST_BUDGET",
+        help_heading = "S3"
+    )]
+    pub request_budget: u64,
+    /// Cut (and retry) a transfer that makes no progress for this many seconds.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value_t = 10,
+        env = "COFFER_STALL_TIMEOUT",
+        help_heading = "S3"
+    )]
+    pub stall_timeout: u64,
+    /// Uploads in flight at most (the window adapts below this on SlowDown).
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 8,
+        env = "COFFER_UPLOADS",
+        help_heading = "Tuning"
+    )]
+    pub uploads: usize,
+    /// Pack size target in MiB.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MIB",
+        default_value_t = 16,
+        env = "COFFER_PACK_MIB",
+        help_heading = "Tuning"
+    )]
+    pub pack_mib: usize,
+}
+
+/// Argon2id cost of a new key slot.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KdfArgs {
+    /// Argon2id memory in MiB (at least 19).
+    #[arg(long, default_value_t = 64, env = "COFFER_KDF_MEMORY_MIB")]
+    pub kdf_memory_mib: u32,
+    /// Argon2id passes (at least 2).
+    #[arg(long, default_value_t = 3, env = "COFFER_KDF_ITERATIONS")]
+    pub kdf_iterations: u32,
+    /// Argon2id lanes.
+    #[arg(long, default_value_t = 4, env = "COFFER_KDF_PARALLELISM")]
+    pub kdf_parallelism: u32,
+}
+
+impl KdfArgs {
+    pub fn params(&self) -> anyhow::Result<coffer_engine::crypto::keyslot::KdfParams> {
+        let p = coffer_engine::crypto::keyslot::KdfParams {
+            m_cost_kib: self.kdf_memory_mib.saturating_mul(1024),
+            t_cost: self.kdf_iterations,
+            p_cost: self.kdf_parallelism,
+        };
+        p.validate()?;
+        Ok(p)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,4 +146,22 @@ pub enum Command {
     Get(commands::get::Args),
     /// Verify the repository; with --read-data, every byte of every pack.
     Check(commands::check::Args),
+    /// hcs3: create a bucket with a repository and its key.
+    Create(commands::create::Args),
+    /// hcs3: delete a bucket that holds no files, and forget its key.
+    Delete(commands::delete::Args),
+    /// hcs3: list buckets, or the files of BUCKET.
+    List(commands::list::Args),
+    /// hcs3: encrypt and upload files, each under its file name.
+    Add(commands::add::Args),
+    /// hcs3: remove files from BUCKET.
+    Rm(commands::rm::Args),
+    /// hcs3: credentials, buckets and properties of this machine.
+    Status(commands::status::Args),
+    /// hcs3: save S3 credentials for this machine (environment variables override them).
+    Setstore(commands::setstore::Args),
+    /// hcs3: set a property (tmp=PATH).
+    Set(commands::set::Args),
+    /// Print the version.
+    Version,
 }

@@ -1,19 +1,43 @@
-//! What every command needs: the coffer home, the keyring, stores and unlocking.
+//! What every command needs: the coffer home, the keyring, settings, stores (with
+//! retries sharing the upload window) and unlocking.
 
 use crate::args::GlobalArgs;
 use crate::progress::Bars;
+use crate::settings::{self, Settings};
 use anyhow::{Context as _, bail};
 use coffer_engine::keyring::{self, Keyring};
 use coffer_engine::repo::Repository;
-use coffer_engine::store::{DynStore, LocalStore, StoreLocation};
+use coffer_engine::store::{
+    DynStore, LocalStore, RetryPolicy, RetryStore, S3Options, S3Store, Sse, SseCustomerKey,
+    StoreLocation, validate_bucket,
+};
+use coffer_engine::upload::UploadOptions;
+use coffer_engine::window::UploadWindow;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Shared state of one invocation.
 #[derive(Debug)]
 pub struct Ctx {
     pub global: GlobalArgs,
+    pub home: PathBuf,
     pub keyring: Keyring,
+    pub settings: Settings,
     pub progress: Arc<Bars>,
+    /// Upload window shared by the pipeline and the retry layer (AIMD).
+    pub window: Arc<UploadWindow>,
+}
+
+/// How a bare STORE word is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locate {
+    /// A local path, created if missing (`init`).
+    Create,
+    /// An existing local path, else a bucket name.
+    Existing,
+    /// Always a bucket name (hcs3 commands).
+    Bucket,
 }
 
 /// An opened store and the URL it was named by.
@@ -21,6 +45,8 @@ pub struct Ctx {
 pub struct OpenStore {
     pub store: DynStore,
     pub url: String,
+    /// The bucket, for administration, when the store is S3.
+    pub s3: Option<S3Store>,
 }
 
 impl Ctx {
@@ -28,42 +54,116 @@ impl Ctx {
         let home = keyring::default_home()?;
         Ok(Ctx {
             keyring: Keyring::new(&home),
+            settings: Settings::load(&home)?,
             progress: Arc::new(Bars::new(global.quiet)),
+            window: UploadWindow::new(global.uploads.clamp(1, 256)),
+            home,
             global,
         })
     }
 
-    /// Opens the store named by `location`; `create` makes a local directory.
-    pub async fn store(&self, location: &str, create: bool) -> anyhow::Result<OpenStore> {
-        let loc = StoreLocation::parse(location)?;
-        let (store, url): (DynStore, String) = match loc {
+    /// Pipeline options for commands that upload.
+    pub fn upload_options(&self) -> UploadOptions {
+        UploadOptions {
+            pack_target: self.global.pack_mib.clamp(1, 1024) * 1024 * 1024,
+            window: self.window.clone(),
+            ..UploadOptions::default()
+        }
+    }
+
+    /// Where temporary state goes (`coffer set tmp=`).
+    pub fn scratch(&self) -> Option<&Path> {
+        self.settings.tmp.as_deref()
+    }
+
+    /// Opens the store named by `location`.
+    pub async fn store(&self, location: &str, how: Locate) -> anyhow::Result<OpenStore> {
+        match locate(location, how)? {
             StoreLocation::Local(path) => {
-                let s = LocalStore::open(&path, create)?;
+                let s = LocalStore::open(&path, how == Locate::Create)?;
                 let url = format!("file://{}", s.root().display());
-                (Arc::new(s), url)
+                Ok(OpenStore {
+                    store: Arc::new(s),
+                    url,
+                    s3: None,
+                })
             }
-            StoreLocation::S3 { .. } => {
-                bail!("{location}: S3 stores are not built into this version yet")
+            StoreLocation::S3 { bucket, prefix } => {
+                let s3 = self.s3(&bucket, &prefix).await?;
+                let policy = RetryPolicy {
+                    budget: Duration::from_secs(self.global.request_budget.max(1)),
+                    ..RetryPolicy::default()
+                };
+                let retrying =
+                    RetryStore::new(Arc::new(s3.clone()), policy, Some(self.window.clone()));
+                let url = coffer_engine::store::ObjectStore::describe(&s3);
+                Ok(OpenStore {
+                    store: Arc::new(retrying),
+                    url,
+                    s3: Some(s3),
+                })
             }
             StoreLocation::Memory(_) => {
                 bail!("{location}: memory stores exist only inside one process")
             }
-        };
-        Ok(OpenStore { store, url })
+        }
+    }
+
+    /// A client for `bucket` (no request is made).
+    pub async fn s3(&self, bucket: &str, prefix: &str) -> anyhow::Result<S3Store> {
+        let mut opts = S3Options::new(bucket, prefix);
+        opts.endpoint = self.global.endpoint.clone();
+        opts.allow_http = self.global.allow_http;
+        opts.sse = self.sse()?;
+        opts.saved_credentials = settings::load_credentials(&self.home)?;
+        opts.stall_grace = Duration::from_secs(self.global.stall_timeout.max(1));
+        Ok(S3Store::connect(opts).await?)
+    }
+
+    fn sse(&self) -> anyhow::Result<Sse> {
+        match (&self.global.sse_c_key_file, &self.global.sse_kms_key_id) {
+            (Some(_), Some(_)) => bail!("choose one of --sse-c-key-file and --sse-kms-key-id"),
+            (Some(file), None) => {
+                let bytes =
+                    zeroize::Zeroizing::new(std::fs::read(file).with_context(|| {
+                        format!("cannot read SSE-C key file {}", file.display())
+                    })?);
+                let key = SseCustomerKey::from_file_bytes(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                Ok(Sse::Customer(key))
+            }
+            (None, Some(id)) => Ok(Sse::Kms { key_id: id.clone() }),
+            (None, None) => Ok(Sse::None),
+        }
     }
 
     /// Opens and unlocks the repository at `location`.
-    pub async fn repo(&self, location: &str) -> anyhow::Result<(Repository, OpenStore)> {
-        let opened = self.store(location, false).await?;
-        let file = self.global.passphrase_file.clone();
+    pub async fn repo(
+        &self,
+        location: &str,
+        how: Locate,
+    ) -> anyhow::Result<(Repository, OpenStore)> {
+        let opened = self.store(location, how).await?;
+        let repo = self
+            .unlock(&opened, self.global.passphrase_file.as_deref())
+            .await?;
+        Ok((repo, opened))
+    }
+
+    /// Unlocks the repository of an opened store (keyring, else passphrase).
+    pub async fn unlock(
+        &self,
+        opened: &OpenStore,
+        passphrase_file: Option<&Path>,
+    ) -> anyhow::Result<Repository> {
+        let file = passphrase_file.map(Path::to_path_buf);
         let mut ask = move || {
             crate::passphrase::read(file.as_deref(), false)
                 .map_err(|e| coffer_engine::Error::KeyRequired(crate::output::one_line(&e)))
         };
-        let repo = Repository::open(opened.store.clone(), &self.keyring, &mut ask)
+        Repository::open(opened.store.clone(), &self.keyring, &mut ask)
             .await
-            .with_context(|| format!("cannot open {}", opened.url))?;
-        Ok((repo, opened))
+            .with_context(|| format!("cannot open {}", opened.url))
     }
 
     /// Prints a summary line unless `--quiet`.
@@ -72,12 +172,65 @@ impl Ctx {
             eprintln!("{}", line.as_ref());
         }
     }
-}
 
-impl Ctx {
     /// A warning on stderr (above any progress bar) unless `--quiet`.
     pub fn progress_warn(&self, message: &str) {
         use coffer_engine::progress::Progress;
         self.progress.warn(message);
+    }
+}
+
+/// Reads a STORE argument.
+fn locate(location: &str, how: Locate) -> anyhow::Result<StoreLocation> {
+    if location.contains("://") {
+        return Ok(StoreLocation::parse(location)?);
+    }
+    let bare_bucket = !location.contains('/') && validate_bucket(location).is_ok();
+    Ok(match how {
+        Locate::Bucket => {
+            validate_bucket(location)?;
+            StoreLocation::S3 {
+                bucket: location.to_string(),
+                prefix: String::new(),
+            }
+        }
+        Locate::Existing if bare_bucket && !Path::new(location).exists() => StoreLocation::S3 {
+            bucket: location.to_string(),
+            prefix: String::new(),
+        },
+        _ => StoreLocation::parse(location)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_words_are_buckets_only_when_not_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        std::fs::create_dir("localstore").unwrap();
+        assert!(matches!(
+            locate("localstore", Locate::Existing).unwrap(),
+            StoreLocation::Local(_)
+        ));
+        assert!(matches!(
+            locate("my-bucket", Locate::Existing).unwrap(),
+            StoreLocation::S3 { .. }
+        ));
+        assert!(matches!(
+            locate("my-bucket", Locate::Create).unwrap(),
+            StoreLocation::Local(_)
+        ));
+        assert!(matches!(
+            locate("my-bucket", Locate::Bucket).unwrap(),
+            StoreLocation::S3 { .. }
+        ));
+        assert!(locate("Bad_Bucket", Locate::Bucket).is_err());
+        assert!(matches!(
+            locate("./dir", Locate::Existing).unwrap(),
+            StoreLocation::Local(_)
+        ));
     }
 }

@@ -11,6 +11,7 @@ mod context;
 mod output;
 mod passphrase;
 mod progress;
+mod settings;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -45,9 +45,10 @@ impl CheckReport {
 pub async fn check(
     repo: &Repository,
     read_data: bool,
+    scratch: Option<&std::path::Path>,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
-    let view = RepoView::load(repo, None, progress).await?;
+    let view = RepoView::load(repo, None, scratch, progress).await?;
     let mut r = CheckReport {
         devices: view.journal.all_heads()?.len(),
         commits: view.commits.len(),

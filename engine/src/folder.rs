@@ -6,6 +6,7 @@
 //! log). `DIR/.coffer/tmp/` holds files being written; leftovers of a killed run
 //! are removed on open.
 
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::id::{DeviceId, RepoId};
 use crate::journal::Journal;
@@ -32,9 +33,8 @@ pub struct Binding {
 #[derive(Debug)]
 pub struct Folder {
     root: PathBuf,
-    device: DeviceId,
     binding: Binding,
-    journal: Journal,
+    device: Device,
     /// Whether the journal was (re)built empty on open.
     pub fresh_journal: bool,
 }
@@ -101,9 +101,8 @@ impl Folder {
         let (journal, fresh_journal) = Journal::open(&state.join("journal"))?;
         let folder = Folder {
             root,
-            device,
             binding,
-            journal,
+            device: Device::new(device, journal),
             fresh_journal,
         };
         folder.clean_tmp()?;
@@ -114,8 +113,9 @@ impl Folder {
         &self.root
     }
 
-    pub fn device(&self) -> DeviceId {
-        self.device
+    /// The folder's device (identity, journal, commit writing).
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     pub fn binding(&self) -> &Binding {
@@ -123,7 +123,7 @@ impl Folder {
     }
 
     pub fn journal(&self) -> &Journal {
-        &self.journal
+        self.device.journal()
     }
 
     /// Where files are written before being renamed into place.

@@ -127,8 +127,17 @@ impl Journal {
 
     /// A throw-away journal, for commands that read a repository without a folder.
     pub fn temporary() -> Result<Journal> {
-        let db = sled::Config::new().temporary(true).open()?;
-        Ok(Self::from_db(db)?.0)
+        Self::temporary_in(None)
+    }
+
+    /// A throw-away journal under `scratch` (else the system temp dir).
+    pub fn temporary_in(scratch: Option<&Path>) -> Result<Journal> {
+        let mut config = sled::Config::new().temporary(true);
+        if let Some(dir) = scratch {
+            let name = format!("coffer-{}", crate::id::DeviceId::random());
+            config = config.path(dir.join(name));
+        }
+        Ok(Self::from_db(config.open()?)?.0)
     }
 
     fn from_db(db: sled::Db) -> Result<(Journal, bool)> {

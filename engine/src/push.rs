@@ -11,10 +11,11 @@
 //! 5. Paths synced before and now gone become tombstones.
 //! 6. The commit goes to the outbox (flushed), then to the store, then is ingested.
 
-use crate::commit::{Change, Commit, Entry, FileEntry};
+use crate::commit::{Entry, FileEntry};
+use crate::device::{PendingChange, StatUpdate};
 use crate::error::{Error, Result};
 use crate::folder::Folder;
-use crate::id::{ChunkId, CommitHash};
+use crate::id::ChunkId;
 use crate::journal::{Journal, LocalKind, StatEntry};
 use crate::logs;
 use crate::merge;
@@ -22,10 +23,8 @@ use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
 use crate::scan::{self, IgnoreRules, LocalEntry, ScanOutcome};
-use crate::store::layout;
 use crate::upload::{self, FileOutcome, FileTask, UploadOptions, UploadStats};
 use crate::version::{VersionVector, now_millis};
-use bytes::Bytes;
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 
@@ -48,15 +47,6 @@ pub struct PushReport {
     pub problems: Vec<String>,
 }
 
-/// A change waiting for its commit's seq.
-struct Pending {
-    path: RepoPath,
-    base: VersionVector,
-    entry: Entry,
-    /// The stat entry to record once committed; `None` removes it (tombstone).
-    stat: Option<StatEntry>,
-}
-
 /// Pushes `folder` as one commit.
 pub async fn push(
     repo: &Repository,
@@ -66,7 +56,7 @@ pub async fn push(
 ) -> Result<PushReport> {
     let journal = folder.journal();
     let mut report = PushReport::default();
-    flush_outbox(repo, folder).await?;
+    folder.device().flush_outbox(repo).await?;
     let fetched = logs::fetch(repo, journal, &mut |_| {}, progress).await?;
     report
         .problems
@@ -131,7 +121,7 @@ pub async fn push(
     report.deleted = pending.iter().filter(|p| p.entry.is_deleted()).count();
     report.changes = pending.len();
     if !pending.is_empty() {
-        report.commit = Some(write_commit(repo, folder, pending).await?);
+        report.commit = Some(folder.device().commit(repo, pending).await?);
     }
     journal.meta_put("last_push_ms", &now_millis())?;
     journal.flush_async().await?;
@@ -142,7 +132,7 @@ pub async fn push(
 fn classify(
     folder: &Folder,
     e: &LocalEntry,
-    pending: &mut Vec<Pending>,
+    pending: &mut Vec<PendingChange>,
     stat_only: &mut Vec<(RepoPath, StatEntry)>,
     tasks: &mut Vec<FileTask>,
 ) -> Result<()> {
@@ -210,7 +200,7 @@ fn file_result(
     chunks: Vec<ChunkId>,
     size: u64,
     after: LocalEntry,
-    pending: &mut Vec<Pending>,
+    pending: &mut Vec<PendingChange>,
     stat_only: &mut Vec<(RepoPath, StatEntry)>,
 ) -> Result<()> {
     let stat = journal.stat_get(&task.path)?;
@@ -237,7 +227,7 @@ fn decide(
     stat: Option<StatEntry>,
     chunks: Vec<ChunkId>,
     unchanged: bool,
-    pending: &mut Vec<Pending>,
+    pending: &mut Vec<PendingChange>,
     stat_only: &mut Vec<(RepoPath, StatEntry)>,
 ) -> Result<()> {
     let record = |synced: VersionVector| StatEntry {
@@ -262,17 +252,17 @@ fn decide(
         return Ok(());
     }
     let base = stat.map(|s| s.synced).unwrap_or_default();
-    pending.push(Pending {
+    pending.push(PendingChange {
         path: local.path.clone(),
         base: base.clone(),
         entry,
-        stat: Some(record(base)),
+        stat: StatUpdate::Record(record(base)),
     });
     Ok(())
 }
 
 /// Same content and permissions: nothing to commit.
-fn same_state(a: &Entry, b: &Entry) -> bool {
+pub(crate) fn same_state(a: &Entry, b: &Entry) -> bool {
     match (a, b) {
         (Entry::File(x), Entry::File(y)) => {
             x.size == y.size && x.chunks == y.chunks && x.mode == y.mode
@@ -287,7 +277,7 @@ fn deletions(
     journal: &Journal,
     scanned: &ScanOutcome,
     rules: &IgnoreRules,
-    pending: &mut Vec<Pending>,
+    pending: &mut Vec<PendingChange>,
 ) -> Result<()> {
     let present: HashSet<&RepoPath> = scanned.entries.iter().map(|e| &e.path).collect();
     for (path, stat) in journal.stat_all()? {
@@ -297,76 +287,12 @@ fn deletions(
         {
             continue;
         }
-        pending.push(Pending {
+        pending.push(PendingChange {
             path,
             base: stat.synced,
             entry: Entry::Deleted,
-            stat: None,
+            stat: StatUpdate::Remove,
         });
     }
     Ok(())
-}
-
-/// Seals, journals (outbox), uploads and ingests the commit; records stat entries.
-async fn write_commit(repo: &Repository, folder: &Folder, pending: Vec<Pending>) -> Result<u64> {
-    let journal = folder.journal();
-    let device = folder.device();
-    let head = journal.head(&device)?;
-    let seq = head.map(|h| h.seq).unwrap_or(0) + 1;
-    let prev = head.map(|h| h.hash).unwrap_or(CommitHash([0; 32]));
-    let now = now_millis();
-    let changes = pending
-        .iter()
-        .map(|p| Change {
-            path: p.path.clone(),
-            vv: p.base.advanced(device, seq),
-            entry: p.entry.clone(),
-        })
-        .collect();
-    let commit = Commit {
-        device,
-        seq,
-        prev,
-        hlc: journal.next_hlc(now)?,
-        time_ms: now,
-        packs: journal.uncommitted_packs()?,
-        changes,
-    };
-    let sealed = commit.seal(repo.keys())?;
-    journal.outbox_put(seq, &sealed.bytes)?;
-    journal.flush_async().await?;
-    repo.store()
-        .put(&layout::commit(&device, seq), Bytes::from(sealed.bytes))
-        .await?;
-    logs::ingest(journal, &commit, sealed.hash)?;
-    for p in pending {
-        match p.stat {
-            Some(mut s) => {
-                s.synced = p.base.advanced(device, seq);
-                journal.stat_put(&p.path, &s)?;
-            }
-            None => journal.stat_remove(&p.path)?,
-        }
-    }
-    journal.outbox_remove(seq)?;
-    journal.flush_async().await?;
-    Ok(seq)
-}
-
-/// Writes commits a killed run left in the outbox (identical bytes: a retried PUT).
-pub async fn flush_outbox(repo: &Repository, folder: &Folder) -> Result<()> {
-    let journal = folder.journal();
-    let device = folder.device();
-    for (seq, bytes) in journal.outbox_all()? {
-        let head = journal.head(&device)?.map(|h| h.seq).unwrap_or(0);
-        if seq > head {
-            let commit = Commit::open(repo.keys(), &device, seq, &bytes)?;
-            repo.store()
-                .put(&layout::commit(&device, seq), Bytes::from(bytes.clone()))
-                .await?;
-            logs::ingest(journal, &commit, crate::commit::commit_hash(&bytes))?;
-        }
-        journal.outbox_remove(seq)?;
-    }
-    journal.flush_async().await
 }

@@ -12,6 +12,7 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::version::Hlc;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// One commit, summarized for `coffer log`.
 #[derive(Debug, Clone)]
@@ -39,12 +40,14 @@ pub struct RepoView {
 
 impl RepoView {
     /// Replays every log; with `at` (Unix ms), only commits stamped at or before it.
+    /// The temporary journal lives under `scratch` (else the system temp dir).
     pub async fn load(
         repo: &Repository,
         at: Option<u64>,
+        scratch: Option<&Path>,
         progress: &dyn Progress,
     ) -> Result<RepoView> {
-        let all = Journal::temporary()?;
+        let all = Journal::temporary_in(scratch)?;
         let mut commits = Vec::new();
         let mut packs = BTreeMap::new();
         let mut kept: Vec<Commit> = Vec::new();
@@ -63,7 +66,7 @@ impl RepoView {
         let journal = match at {
             None => all,
             Some(_) => {
-                let past = Journal::temporary()?;
+                let past = Journal::temporary_in(scratch)?;
                 for c in &kept {
                     logs::ingest(&past, c, crate::id::CommitHash([0; 32]))?;
                 }

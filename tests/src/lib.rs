@@ -5,4 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod env;
+pub mod proxy;
+pub mod s3;
 pub mod tree;

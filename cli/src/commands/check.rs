@@ -1,6 +1,6 @@
 //! `coffer check STORE [--read-data]`.
 
-use crate::context::Ctx;
+use crate::context::{Ctx, Locate};
 use crate::output::bytes;
 use std::process::ExitCode;
 
@@ -17,8 +17,10 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
-    let (repo, opened) = ctx.repo(&a.store).await?;
-    let r = coffer_engine::check::check(&repo, a.read_data, ctx.progress.as_ref()).await?;
+    let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
+    let r = coffer_engine::check::check(&repo, a.read_data, ctx.scratch(), ctx.progress.as_ref())
+        .await?;
+
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

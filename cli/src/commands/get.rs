@@ -1,6 +1,6 @@
 //! `coffer get STORE PATH [OUT]`: one file (or a directory) out of the repository.
 
-use crate::context::Ctx;
+use crate::context::{Ctx, Locate};
 use coffer_engine::commit::Entry;
 use coffer_engine::path::RepoPath;
 use coffer_engine::view::RepoView;
@@ -21,9 +21,10 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
-    let (repo, _) = ctx.repo(&a.store).await?;
+    let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
     let path = RepoPath::new(a.path.trim_end_matches('/').as_bytes().to_vec())?;
-    let view = RepoView::load(&repo, None, ctx.progress.as_ref()).await?;
+    let view = RepoView::load(&repo, None, ctx.scratch(), ctx.progress.as_ref()).await?;
+
     let entry = view.entry(&path)?;
     let name = PathBuf::from(OsStr::from_bytes(path.file_name()));
     if a.out.as_deref() == Some(std::path::Path::new("-")) {

@@ -1,6 +1,6 @@
 //! `coffer ls STORE [PATH]`: the merged file list.
 
-use crate::context::Ctx;
+use crate::context::{Ctx, Locate};
 use crate::output::{mode_string, time_ns};
 use coffer_engine::commit::Entry;
 use coffer_engine::merge::MergedEntry;
@@ -20,13 +20,14 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
-    let (repo, _) = ctx.repo(&a.store).await?;
+    let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
     let prefix = a
         .path
         .as_deref()
         .map(|p| RepoPath::new(p.trim_end_matches('/').as_bytes().to_vec()))
         .transpose()?;
-    let view = RepoView::load(&repo, None, ctx.progress.as_ref()).await?;
+    let view = RepoView::load(&repo, None, ctx.scratch(), ctx.progress.as_ref()).await?;
+
     let entries = view.merged_under(prefix.as_ref())?;
     if let Some(p) = &prefix
         && entries.is_empty()

@@ -1,11 +1,19 @@
 //! One module per command; [`run`] dispatches.
 
+pub mod add;
 pub mod check;
+pub mod create;
+pub mod delete;
 pub mod get;
 pub mod init;
+pub mod list;
 pub mod ls;
 pub mod pull;
 pub mod push;
+pub mod rm;
+pub mod set;
+pub mod setstore;
+pub mod status;
 
 use crate::args::{Cli, Command};
 use crate::context::Ctx;
@@ -21,6 +29,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls(a) => ls::run(&ctx, a).await,
         Command::Get(a) => get::run(&ctx, a).await,
         Command::Check(a) => check::run(&ctx, a).await,
+        Command::Create(a) => create::run(&ctx, a).await,
+        Command::Delete(a) => delete::run(&ctx, a).await,
+        Command::List(a) => list::run(&ctx, a).await,
+        Command::Add(a) => add::run(&ctx, a).await,
+        Command::Rm(a) => rm::run(&ctx, a).await,
+        Command::Status(a) => status::run(&ctx, a).await,
+        Command::Setstore(a) => setstore::run(&ctx, a).await,
+        Command::Set(a) => set::run(&ctx, a).await,
+        Command::Version => {
+            println!(
+                "coffer {} (repository format {})",
+                env!("CARGO_PKG_VERSION"),
+                coffer_engine::repo::REPO_FORMAT
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

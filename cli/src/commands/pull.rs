@@ -1,6 +1,6 @@
 //! `coffer pull STORE DIR`: the repository's merged state written into DIR.
 
-use crate::context::Ctx;
+use crate::context::{Ctx, Locate};
 use crate::output::bytes;
 use coffer_engine::folder::Folder;
 use std::path::PathBuf;
@@ -16,7 +16,8 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     // Unlock first: a wrong passphrase must leave DIR untouched.
-    let (repo, opened) = ctx.repo(&a.store).await?;
+    let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
+
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
     let r = coffer_engine::apply::pull(&repo, &folder, ctx.progress.as_ref()).await?;
     for k in &r.kept_local {

@@ -1,9 +1,8 @@
 //! `coffer push DIR STORE`: DIR's current state as one commit of DIR's device.
 
-use crate::context::Ctx;
+use crate::context::{Ctx, Locate};
 use crate::output::bytes;
 use coffer_engine::folder::Folder;
-use coffer_engine::upload::UploadOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,36 +12,14 @@ pub struct Args {
     pub dir: PathBuf,
     /// The repository.
     pub store: String,
-    #[command(flatten)]
-    pub tuning: Tuning,
-}
-
-/// Pipeline tuning shared by commands that upload.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Tuning {
-    /// Uploads in flight at most (the window adapts below this on SlowDown).
-    #[arg(long, default_value_t = 8, env = "COFFER_UPLOADS")]
-    pub uploads: usize,
-    /// Pack size target in MiB.
-    #[arg(long, default_value_t = 16, env = "COFFER_PACK_MIB")]
-    pub pack_mib: usize,
-}
-
-impl Tuning {
-    pub fn options(&self) -> UploadOptions {
-        UploadOptions {
-            pack_target: self.pack_mib.clamp(1, 1024) * 1024 * 1024,
-            window: coffer_engine::window::UploadWindow::new(self.uploads.clamp(1, 256)),
-            ..UploadOptions::default()
-        }
-    }
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
-    let (repo, opened) = ctx.repo(&a.store).await?;
+    let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, false)?;
-    let r = coffer_engine::push::push(&repo, &folder, &a.tuning.options(), ctx.progress.as_ref())
+    let r = coffer_engine::push::push(&repo, &folder, &ctx.upload_options(), ctx.progress.as_ref())
         .await?;
+
     for p in &r.problems {
         eprintln!("coffer: {p}");
     }

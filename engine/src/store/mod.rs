@@ -9,13 +9,20 @@
 //! only ever writes keys from [`layout`]. Objects are never overwritten with different
 //! bytes, so no back-end needs conditional writes.
 
+mod bucket;
 pub mod conformance;
 pub mod layout;
 mod local;
 mod memory;
+pub mod retry;
+pub mod s3;
+mod upload_body;
 
+pub use bucket::Created;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryStore};
+pub use s3::{S3Options, S3Store, Sse, SseCustomerKey};
 
 use crate::error::StoreError;
 use async_trait::async_trait;

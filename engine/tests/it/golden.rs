@@ -34,7 +34,9 @@ fn p(s: &str) -> RepoPath {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_v1_repository_reads_and_verifies() {
     let repo = open().await;
-    let view = RepoView::load(&repo, None, &NoProgress).await.unwrap();
+    let view = RepoView::load(&repo, None, None, &NoProgress)
+        .await
+        .unwrap();
     assert!(view.errors.is_empty(), "{:?}", view.errors);
     assert_eq!(view.commits.len(), 2);
     let merged = view.merged().unwrap();
@@ -66,7 +68,7 @@ async fn format_v1_repository_reads_and_verifies() {
     let expected: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     assert!(out == expected, "dir/data.bin content");
 
-    let report = check(&repo, true, &NoProgress).await.unwrap();
+    let report = check(&repo, true, None, &NoProgress).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.errors);
     assert_eq!(report.packs_verified, 2);
 }
@@ -74,9 +76,11 @@ async fn format_v1_repository_reads_and_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_v1_history_is_reachable() {
     let repo = open().await;
-    let view = RepoView::load(&repo, None, &NoProgress).await.unwrap();
+    let view = RepoView::load(&repo, None, None, &NoProgress)
+        .await
+        .unwrap();
     let first = view.commits[0].hlc.millis();
-    let past = RepoView::load(&repo, Some(first), &NoProgress)
+    let past = RepoView::load(&repo, Some(first), None, &NoProgress)
         .await
         .unwrap();
     let merged = past.merged().unwrap();

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod local_cli;
+mod s3;
+
 mod tamper;
 mod trees;
 

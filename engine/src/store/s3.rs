@@ -1,0 +1,680 @@
+//! S3 and S3-compatible servers (AWS S3, Garage, ...), through aws-sdk-s3.
+//!
+//! - Credentials: the standard chain (environment, profiles, SSO, instance roles);
+//!   keys saved by `coffer setstore` are used only when the environment has none.
+//! - Endpoint: `--endpoint` or `AWS_ENDPOINT_URL[_S3]`, path-style for custom
+//!   endpoints; plain `http://` only to loopback unless explicitly allowed (and
+//!   never with SSE-C keys, which travel in headers).
+//! - Integrity: the SDK's default extra checksum on every request breaks some
+//!   servers, so the SDK computes checksums only when an operation requires one,
+//!   and every PUT carries one explicit CRC32C header (`x-amz-checksum-crc32c`,
+//!   computed here) that the server verifies. Payloads are not SHA-256-signed
+//!   (`UNSIGNED-PAYLOAD`): the CRC32C and coffer's own AEAD cover integrity, and a
+//!   second pass over every byte is saved.
+//! - Retries are *not* done here (the SDK's are disabled): [`super::RetryStore`]
+//!   wraps this store. Stalled transfers are cut — downloads by the SDK's
+//!   stalled-stream protection, uploads by [`super::upload_body`] — and surface as
+//!   transient errors.
+
+//! - Errors are mapped by meaning into [`StoreError`]; 403 and credential errors say
+//!   which bucket and what to check.
+
+use super::upload_body::{Progress, WatchedBody, watch};
+use super::{ObjectMeta, ObjectStore, validate_bucket};
+use crate::error::StoreError;
+use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use base64::Engine as _;
+use bytes::Bytes;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// An SSE-C key: 32 bytes, sent base64 with its MD5 on every object request.
+#[derive(Clone)]
+pub struct SseCustomerKey {
+    key_b64: Zeroizing<String>,
+    md5_b64: String,
+}
+
+impl fmt::Debug for SseCustomerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SseCustomerKey(md5 {})", self.md5_b64)
+    }
+}
+
+impl SseCustomerKey {
+    /// From a key file: exactly 32 raw bytes, or 64 hex characters (surrounding
+    /// whitespace ignored).
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let raw: Zeroizing<Vec<u8>> = if bytes.len() == 32 {
+            Zeroizing::new(bytes.to_vec())
+        } else {
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| "not 32 raw bytes nor 64 hex characters")?;
+            let decoded =
+                hex::decode(text.trim()).map_err(|_| "not 32 raw bytes nor 64 hex characters")?;
+            if decoded.len() != 32 {
+                return Err("an SSE-C key is 32 bytes (64 hex characters)".into());
+            }
+            Zeroizing::new(decoded)
+        };
+        use md5::Digest;
+        let md5 = md5::Md5::digest(&raw[..]);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(SseCustomerKey {
+            key_b64: Zeroizing::new(b64.encode(&raw[..])),
+            md5_b64: b64.encode(md5),
+        })
+    }
+}
+
+/// Server-side encryption added on top of coffer's own.
+#[derive(Debug, Clone, Default)]
+pub enum Sse {
+    #[default]
+    None,
+    /// SSE-C: the server encrypts with a key the client sends every time.
+    Customer(SseCustomerKey),
+    /// SSE-KMS with this key id (or the bucket's default KMS key if empty).
+    Kms { key_id: String },
+}
+
+/// How to reach a bucket.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/`.
+    pub prefix: String,
+    /// Custom endpoint; else `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`; else AWS.
+    pub endpoint: Option<String>,
+    /// Region; else the standard variables and profiles; else `us-east-1`.
+    pub region: Option<String>,
+    /// Allow plain http to a non-loopback endpoint.
+    pub allow_http: bool,
+    pub sse: Sse,
+    /// Keys from `coffer setstore`, used when the environment has none.
+    pub saved_credentials: Option<(String, Zeroizing<String>)>,
+    /// A transfer with no progress for this long is cut (and retried).
+    pub stall_grace: Duration,
+    /// Upper bound of one attempt of one request.
+    pub attempt_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl S3Options {
+    pub fn new(bucket: &str, prefix: &str) -> Self {
+        S3Options {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            sse: Sse::None,
+            saved_credentials: None,
+            stall_grace: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A bucket (and prefix) as an [`ObjectStore`].
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    custom_endpoint: bool,
+    bucket: String,
+    /// Empty, or ends with `/`.
+    prefix: String,
+    sse: Sse,
+    stall_grace: Duration,
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl S3Store {
+    /// Builds the client (no request is made).
+    pub async fn connect(opts: S3Options) -> Result<S3Store, StoreError> {
+        validate_bucket(&opts.bucket)?;
+        let endpoint = opts
+            .endpoint
+            .clone()
+            .or_else(|| env_nonempty("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env_nonempty("AWS_ENDPOINT_URL"));
+        if let Some(ep) = &endpoint {
+            check_endpoint(ep, opts.allow_http, matches!(opts.sse, Sse::Customer(_)))?;
+        }
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(opts.connect_timeout)
+            .operation_attempt_timeout(opts.attempt_timeout)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(timeouts)
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(opts.stall_grace)
+                    .build(),
+            );
+        if let Some(r) = &opts.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if env_nonempty("AWS_ACCESS_KEY_ID").is_none()
+            && let Some((id, secret)) = &opts.saved_credentials
+        {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                secret.as_str(),
+                None,
+                None,
+                "coffer-setstore",
+            ));
+        }
+        let sdk = loader.load().await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if sdk.region().is_none() {
+            conf = conf.region(Region::new("us-east-1"));
+        }
+        let custom_endpoint = endpoint.is_some();
+        if let Some(ep) = endpoint {
+            conf = conf.endpoint_url(ep).force_path_style(true);
+        }
+        let prefix = if opts.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", opts.prefix)
+        };
+        Ok(S3Store {
+            client: aws_sdk_s3::Client::from_conf(conf.build()),
+            custom_endpoint,
+            bucket: opts.bucket,
+            prefix,
+            sse: opts.sse,
+            stall_grace: opts.stall_grace,
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// Whether requests go to a custom endpoint (not AWS).
+    pub fn has_custom_endpoint(&self) -> bool {
+        self.custom_endpoint
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn errors(&self, op: &'static str, key: &str) -> ErrorContext {
+        ErrorContext {
+            op,
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            sse_c: matches!(self.sse, Sse::Customer(_)),
+        }
+    }
+
+    async fn get_object(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
+        let ctx = self.errors("GET", key);
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key));
+        if let Some(r) = &range {
+            if r.start >= r.end {
+                return Err(StoreError::Rejected {
+                    detail: format!("empty range {r:?} for {key}"),
+                });
+            }
+            req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        if let Sse::Customer(k) = &self.sse {
+            req = req
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(k.key_b64.as_str())
+                .sse_customer_key_md5(&k.md5_b64);
+        }
+        let resp = req.send().await.map_err(|e| ctx.map(e))?;
+        let body = resp
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Transient {
+                detail: format!("GET {key}: body interrupted: {e}"),
+                slow_down: false,
+            })?;
+        Ok(body.into_bytes())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let ctx = self.errors("PUT", key);
+        let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let crc = b64.encode(crc32c::crc32c(&data).to_be_bytes());
+        let progress = Progress::new();
+        let body = ByteStream::from_body_1_x(WatchedBody::new(data, progress.clone()));
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .content_length(len)
+            .checksum_crc32_c(crc)
+            .body(body);
+        match &self.sse {
+            Sse::None => {}
+            Sse::Customer(k) => {
+                req = req
+                    .sse_customer_algorithm("AES256")
+                    .sse_customer_key(k.key_b64.as_str())
+                    .sse_customer_key_md5(&k.md5_b64);
+            }
+            Sse::Kms { key_id } => {
+                req = req.server_side_encryption(ServerSideEncryption::AwsKms);
+                if !key_id.is_empty() {
+                    req = req.ssekms_key_id(key_id);
+                }
+            }
+        }
+        let send = req.customize().disable_payload_signing().send();
+        match watch(send, &progress, self.stall_grace).await {
+            Some(r) => r.map(|_| ()).map_err(|e| ctx.map(e)),
+            None => Err(StoreError::Transient {
+                detail: format!(
+                    "PUT s3://{}/{}: transfer stalled (no progress for {:?})",
+                    self.bucket, key, self.stall_grace
+                ),
+                slow_down: false,
+            }),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.get_object(key, None).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.get_object(key, Some(range)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let ctx = self.errors("LIST", prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| ctx.map(e))?;
+            for obj in resp.contents() {
+                let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: k.to_string(),
+                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                });
+            }
+            token = resp.next_continuation_token().map(str::to_string);
+            if resp.is_truncated() != Some(true) || token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let ctx = self.errors("DELETE", key);
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match ctx.map(e) {
+                StoreError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+/// Plain http only to loopback (unless allowed), and never with SSE-C elsewhere.
+pub fn check_endpoint(endpoint: &str, allow_http: bool, sse_c: bool) -> Result<(), StoreError> {
+    let uri: http::Uri = endpoint.parse().map_err(|e| StoreError::Unusable {
+        detail: format!("invalid endpoint {endpoint:?}: {e}"),
+    })?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let host = uri
+                .host()
+                .unwrap_or("")
+                .trim_matches(|c| c == '[' || c == ']');
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else if sse_c {
+                Err(StoreError::Unusable {
+                    detail: format!(
+                        "refusing to send an SSE-C key over plain http to {host}; use an https endpoint"
+                    ),
+                })
+            } else if allow_http {
+                Ok(())
+            } else {
+                Err(StoreError::Unusable {
+                    detail: format!(
+                        "refusing plain http to {host} (not loopback); use https or --allow-http"
+                    ),
+                })
+            }
+        }
+        _ => Err(StoreError::Unusable {
+            detail: format!(
+                "endpoint {endpoint:?} must start with https:// (or http:// on loopback)"
+            ),
+        }),
+    }
+}
+
+/// What a failed request was, to turn an SDK error into a [`StoreError`].
+#[derive(Debug)]
+struct ErrorContext {
+    op: &'static str,
+    bucket: String,
+    key: String,
+    sse_c: bool,
+}
+
+impl ErrorContext {
+    fn map<E>(&self, err: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let what = format!("{} s3://{}/{}", self.op, self.bucket, self.key);
+        match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                self.classify(status, se.err().code(), se.err().message(), &what)
+            }
+            SdkError::ResponseError(re) => {
+                let status = re.raw().status().as_u16();
+                if status >= 300 {
+                    self.classify(status, None, None, &what)
+                } else {
+                    transient(&what, &err)
+                }
+            }
+            SdkError::TimeoutError(_) => transient(&what, "timed out"),
+            SdkError::DispatchFailure(d) => {
+                if d.is_user() {
+                    StoreError::Unusable {
+                        detail: format!("{what}: {}", source_chain(&err)),
+                    }
+                } else {
+                    transient(&what, source_chain(&err))
+                }
+            }
+            SdkError::ConstructionFailure(_) => {
+                let chain = source_chain(&err);
+                if chain.to_lowercase().contains("credential") {
+                    StoreError::Denied {
+                        detail: format!(
+                            "no usable AWS credentials for s3://{}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use a profile, or run `coffer setstore` ({chain})",
+                            self.bucket
+                        ),
+                    }
+                } else {
+                    StoreError::Unusable {
+                        detail: format!("{what}: {chain}"),
+                    }
+                }
+            }
+            _ => transient(&what, source_chain(&err)),
+        }
+    }
+
+    fn classify(
+        &self,
+        status: u16,
+        code: Option<&str>,
+        message: Option<&str>,
+        what: &str,
+    ) -> StoreError {
+        let code = code.unwrap_or("");
+        let msg = message.unwrap_or("");
+        let detail = || {
+            format!("{what}: HTTP {status} {code} {msg}")
+                .trim_end()
+                .to_string()
+        };
+        let credential_code = matches!(
+            code,
+            "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "AuthorizationHeaderMalformed"
+                | "ExpiredToken"
+                | "InvalidToken"
+                | "AccessDenied"
+        );
+        let reading = self.op == "GET";
+        let encryption_hint = msg.to_lowercase().contains("encrypt") || code.contains("Encryption");
+        match status {
+            404 if code == "NoSuchBucket" => StoreError::Unusable {
+                detail: format!(
+                    "bucket {} does not exist (create it with `coffer create {}`)",
+                    self.bucket, self.bucket
+                ),
+            },
+            404 => StoreError::NotFound {
+                key: self.key.clone(),
+            },
+            400 | 403
+                if reading
+                    && !self.sse_c
+                    && (encryption_hint || status == 400 && code.is_empty()) =>
+            {
+                StoreError::Denied {
+                    detail: format!(
+                        "this repository needs its SSE-C key (--sse-c-key-file): {} refused a plain read ({})",
+                        self.bucket,
+                        detail()
+                    ),
+                }
+            }
+            400 | 403 if reading && self.sse_c && encryption_hint => StoreError::Denied {
+                detail: format!(
+                    "the SSE-C key does not match the objects in {} ({})",
+                    self.bucket,
+                    detail()
+                ),
+            },
+            403 => StoreError::Denied {
+                detail: format!(
+                    "access denied to bucket {} — check credentials and permissions ({})",
+                    self.bucket,
+                    detail()
+                ),
+            },
+            400 | 401 if credential_code => StoreError::Denied {
+                detail: format!(
+                    "bucket {}: credentials refused — check credentials ({})",
+                    self.bucket,
+                    detail()
+                ),
+            },
+            301 | 307 => StoreError::Unusable {
+                detail: format!(
+                    "bucket {} is in another region; set AWS_REGION ({})",
+                    self.bucket,
+                    detail()
+                ),
+            },
+            429 => StoreError::Transient {
+                detail: detail(),
+                slow_down: true,
+            },
+            503 => StoreError::Transient {
+                detail: detail(),
+                slow_down: true,
+            },
+            500..=599 => StoreError::Transient {
+                detail: detail(),
+                slow_down: code == "SlowDown",
+            },
+            _ => StoreError::Rejected { detail: detail() },
+        }
+    }
+}
+
+fn transient(what: &str, why: impl fmt::Display) -> StoreError {
+    StoreError::Transient {
+        detail: format!("{what}: {why}"),
+        slow_down: false,
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_only_to_loopback_and_never_sse_c_elsewhere() {
+        assert!(check_endpoint("https://s3.example.com", false, true).is_ok());
+        assert!(check_endpoint("http://127.0.0.1:3900", false, true).is_ok());
+        assert!(check_endpoint("http://[::1]:3900", false, false).is_ok());
+        assert!(check_endpoint("http://localhost:3900", false, false).is_ok());
+        assert!(check_endpoint("http://10.0.0.5:3900", false, false).is_err());
+        assert!(check_endpoint("http://10.0.0.5:3900", true, false).is_ok());
+        assert!(check_endpoint("http://10.0.0.5:3900", true, true).is_err());
+        assert!(check_endpoint("ftp://x", true, false).is_err());
+    }
+
+    #[test]
+    fn sse_c_keys_from_raw_or_hex() {
+        let raw = [7u8; 32];
+        let a = SseCustomerKey::from_file_bytes(&raw).unwrap();
+        let b =
+            SseCustomerKey::from_file_bytes(format!("{}\n", hex::encode(raw)).as_bytes()).unwrap();
+        assert_eq!(a.md5_b64, b.md5_b64);
+        assert!(SseCustomerKey::from_file_bytes(b"short").is_err());
+        assert!(!format!("{a:?}").contains(a.key_b64.as_str()));
+    }
+
+    fn ctx(op: &'static str, sse_c: bool) -> ErrorContext {
+        ErrorContext {
+            op,
+            bucket: "b".into(),
+            key: "k".into(),
+            sse_c,
+        }
+    }
+
+    #[test]
+    fn statuses_map_by_meaning() {
+        let c = ctx("PUT", false);
+        assert!(matches!(
+            c.classify(503, Some("SlowDown"), None, "x"),
+            StoreError::Transient {
+                slow_down: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            c.classify(500, Some("InternalError"), None, "x"),
+            StoreError::Transient {
+                slow_down: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            c.classify(429, None, None, "x"),
+            StoreError::Transient {
+                slow_down: true,
+                ..
+            }
+        ));
+        let denied = c.classify(403, Some("AccessDenied"), None, "x");
+        assert!(
+            denied
+                .to_string()
+                .contains("access denied to bucket b — check credentials"),
+            "{denied}"
+        );
+        assert!(!denied.is_retryable());
+        assert!(matches!(
+            c.classify(404, Some("NoSuchKey"), None, "x"),
+            StoreError::NotFound { .. }
+        ));
+        assert!(matches!(
+            c.classify(400, Some("SignatureDoesNotMatch"), None, "x"),
+            StoreError::Denied { .. }
+        ));
+        assert!(matches!(
+            c.classify(400, Some("InvalidArgument"), None, "x"),
+            StoreError::Rejected { .. }
+        ));
+        let sse = ctx("GET", false).classify(
+            400,
+            Some("InvalidRequest"),
+            Some("Object is encrypted"),
+            "x",
+        );
+        assert!(sse.to_string().contains("needs its SSE-C key"), "{sse}");
+    }
+}
