@@ -123,6 +123,32 @@ impl Chunker {
     /// Streams `reader` into chunks. `size_hint` (e.g. the file size) keeps the read
     /// buffer small for small inputs.
     pub fn chunks<R: Read>(&self, reader: R, size_hint: Option<u64>) -> ChunkStream<'_, R> {
+        self.chunks_resyncing(reader, size_hint, Vec::new())
+    }
+
+    /// Like [`Chunker::chunks`], but also cuts at the boundaries of the previous
+    /// version of the same file (`previous`: end offsets of its chunks, ascending)
+    /// when no content-defined cut comes first.
+    ///
+    /// Why: with normalized chunking, the cut mask depends on the distance from the
+    /// chunk start, so after an edit the new chain of cuts can step over the old
+    /// boundaries for several chunks before it falls back in step, re-uploading
+    /// unchanged data. Taking the first old boundary at least `min` bytes ahead puts
+    /// the chain back in step right after the edited region; once on an old boundary
+    /// with unchanged content after it, every later chunk is the old one again. Cuts
+    /// stay content-defined otherwise, and every chunk still respects `min`/`max`.
+    /// Old boundaries are taken only where the content still passes a cut mask
+    /// ([`Chunker::is_boundary`]), so offsets moved by an insertion are ignored.
+    /// Measured with `engine/examples/edit_cost.rs` (40 MiB random file, 299 keys):
+    /// after 1 MiB is overwritten, new data median 2.78 → 2.29 MiB, p90 5.76 → 3.12
+    /// MiB, p99 12.25 → 4.43 MiB; after a 100-byte insertion, unchanged (median 1.20
+    /// MiB, p99 2.38 MiB).
+    pub fn chunks_resyncing<R: Read>(
+        &self,
+        reader: R,
+        size_hint: Option<u64>,
+        previous: Vec<u64>,
+    ) -> ChunkStream<'_, R> {
         let block = size_hint
             .map(|s| usize::try_from(s.saturating_add(1)).unwrap_or(READ_BLOCK))
             .unwrap_or(READ_BLOCK)
@@ -133,7 +159,38 @@ impl Chunker {
             buf: BytesMut::new(),
             block,
             eof: false,
+            offset: 0,
+            previous,
+            next_previous: 0,
         }
+    }
+
+    /// The length of the next chunk of `data` (which starts at stream offset
+    /// `offset`), cutting at the previous version's `boundary` (an absolute offset)
+    /// if no content-defined cut comes first and the content there still looks like
+    /// a boundary.
+    fn cut_before(&self, data: &[u8], offset: u64, boundary: Option<u64>) -> usize {
+        let (min, max) = (u64::from(self.params.min), u64::from(self.params.max));
+        let limit = boundary
+            .filter(|&b| b >= offset + min && b < offset + max)
+            .and_then(|b| usize::try_from(b - offset).ok())
+            .filter(|&at| at < data.len() && self.is_boundary(data, at));
+        // On a prefix shorter than `avg`, FastCDC narrows its small-mask region to
+        // the prefix, which is exactly the region the full input would use before
+        // the same point: the content-defined cuts before `limit` are unchanged.
+        self.cut(&data[..limit.unwrap_or(data.len())])
+    }
+
+    /// Whether the gear hash of the 64 bytes ending at `data[at]` passes either
+    /// mask, as it does at every content-defined cut (but those within 64 bytes of
+    /// `min`, whose hash starts there). An old boundary moved by an
+    /// insertion or deletion does not (but for a 2^-18 chance), so stale offsets
+    /// are ignored and chunking stays content-defined there.
+    fn is_boundary(&self, data: &[u8], at: usize) -> bool {
+        let hash = data[at.saturating_sub(63)..=at].iter().fold(0u64, |h, &b| {
+            (h << 1).wrapping_add(self.gear[usize::from(b)])
+        });
+        hash & self.mask_s == 0 || hash & self.mask_l == 0
     }
 }
 
@@ -145,6 +202,11 @@ pub struct ChunkStream<'a, R> {
     buf: BytesMut,
     block: usize,
     eof: bool,
+    /// Stream offset of `buf[0]`.
+    offset: u64,
+    /// Chunk ends of the previous version (see [`Chunker::chunks_resyncing`]).
+    previous: Vec<u64>,
+    next_previous: usize,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
@@ -191,7 +253,12 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
         if self.buf.is_empty() {
             return None;
         }
-        let len = self.chunker.cut(&self.buf);
+        let min = self.offset + u64::from(self.chunker.params.min);
+        let rest = &self.previous[self.next_previous..];
+        self.next_previous += rest.partition_point(|&b| b < min);
+        let boundary = self.previous.get(self.next_previous).copied();
+        let len = self.chunker.cut_before(&self.buf, self.offset, boundary);
+        self.offset += len as u64;
         Some(Ok(self.buf.split_to(len).freeze()))
     }
 }
@@ -264,6 +331,89 @@ mod tests {
             .map(|r| r.unwrap().len())
             .collect();
         assert_ne!(a, b);
+    }
+
+    fn lengths(c: &Chunker, data: &[u8], previous: Vec<u64>) -> Vec<usize> {
+        c.chunks_resyncing(Trickle(data, 3000), None, previous)
+            .map(|r| r.unwrap().len())
+            .collect()
+    }
+
+    fn ends(lengths: &[usize]) -> Vec<u64> {
+        lengths
+            .iter()
+            .scan(0u64, |o, &n| {
+                *o += n as u64;
+                Some(*o)
+            })
+            .collect()
+    }
+
+    /// Bytes of the chunks of `new_data` (cut at `new` lengths) that are not chunks
+    /// of `old_data`, and the range they span.
+    fn fresh(old_data: &[u8], old: &[usize], new_data: &[u8], new: &[usize]) -> (u64, u64, u64) {
+        let pieces = |data: &[u8], lens: &[usize]| -> Vec<(u64, Vec<u8>)> {
+            ends(lens)
+                .into_iter()
+                .zip(lens)
+                .map(|(end, &n)| (end, data[end as usize - n..end as usize].to_vec()))
+                .collect()
+        };
+        let known: std::collections::HashSet<Vec<u8>> =
+            pieces(old_data, old).into_iter().map(|(_, d)| d).collect();
+        let (mut bytes, mut first, mut last) = (0, u64::MAX, 0);
+        for (end, d) in pieces(new_data, new) {
+            if !known.contains(&d) {
+                bytes += d.len() as u64;
+                first = first.min(end - d.len() as u64);
+                last = end;
+            }
+        }
+        (bytes, first, last)
+    }
+
+    #[test]
+    fn resyncing_on_unchanged_data_reproduces_the_previous_chunks() {
+        let data = pseudo_random(300_000);
+        let c = Chunker::new(small(), 5);
+        let plain = lengths(&c, &data, Vec::new());
+        assert_eq!(lengths(&c, &data, ends(&plain)), plain);
+    }
+
+    #[test]
+    fn after_an_overwrite_resyncing_re_sends_one_contiguous_range_and_less() {
+        let (at, len) = (100_000usize, 1000usize);
+        let old_data = pseudo_random(200_000);
+        let mut new_data = old_data.clone();
+        new_data[at..at + len].iter_mut().for_each(|b| *b ^= 0xa5);
+        let (mut with, mut without) = (0, 0);
+        for seed in 1..60u64 {
+            let c = Chunker::new(small(), seed);
+            let old = lengths(&c, &old_data, Vec::new());
+            let old_ends = ends(&old);
+            let resynced = lengths(&c, &new_data, old_ends.clone());
+            let (bytes, first, last) = fresh(&old_data, &old, &new_data, &resynced);
+            // Only the chunks around the edit are new, and they end on an old boundary.
+            let before = old_ends.iter().rev().find(|&&e| e <= at as u64).unwrap();
+            assert_eq!(first, *before, "seed {seed}");
+            assert!(
+                old_ends.contains(&last) && last >= (at + len) as u64,
+                "seed {seed}"
+            );
+            assert_eq!(bytes, last - first, "seed {seed}: one range");
+            with += bytes;
+            without += fresh(
+                &old_data,
+                &old,
+                &new_data,
+                &lengths(&c, &new_data, Vec::new()),
+            )
+            .0;
+        }
+        assert!(
+            with < without,
+            "resyncing sent {with} bytes, plain chunking {without}"
+        );
     }
 
     #[test]

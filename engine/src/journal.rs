@@ -263,6 +263,21 @@ impl Journal {
             .transpose()
     }
 
+    /// End offsets of `chunks` laid end to end (a file's chunk boundaries), as far
+    /// as the index knows their lengths.
+    pub fn chunk_ends(&self, chunks: &[ChunkId]) -> Result<Vec<u64>> {
+        let mut ends = Vec::with_capacity(chunks.len());
+        let mut offset = 0u64;
+        for chunk in chunks {
+            let Some(loc) = self.location(chunk)? else {
+                break;
+            };
+            offset += u64::from(loc.raw_len);
+            ends.push(offset);
+        }
+        Ok(ends)
+    }
+
     pub fn has_chunk(&self, chunk: &ChunkId) -> Result<bool> {
         Ok(self.index.contains_key(chunk.as_bytes())?)
     }

@@ -76,10 +76,18 @@ pub async fn add_files(
         }
         let before = LocalEntry::from_metadata(path.clone(), &meta)
             .ok_or_else(|| Error::Config(format!("{}: not a regular file", fs_path.display())))?;
+        let previous = match merge::resolve(&device.journal().versions(&path)?) {
+            Some(r) => match &r.entry {
+                Entry::File(f) => device.journal().chunk_ends(&f.chunks)?,
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
         tasks.push(FileTask {
             path,
             fs_path,
             before,
+            previous,
         });
     }
     let journal = device.journal();

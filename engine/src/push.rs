@@ -148,6 +148,10 @@ fn classify(
             path: e.path.clone(),
             fs_path: e.path.to_fs_path(folder.root())?,
             before: e.clone(),
+            previous: match &stat {
+                Some(s) if s.kind == LocalKind::File => journal.chunk_ends(&s.chunks)?,
+                _ => Vec::new(),
+            },
         }),
         LocalKind::Dir => {
             let entry = Entry::Dir {

@@ -66,6 +66,9 @@ pub struct FileTask {
     pub fs_path: PathBuf,
     /// `lstat` at scan time.
     pub before: LocalEntry,
+    /// Chunk ends of the version last synced, if any: the chunker falls back in
+    /// step with them after an edit (see [`Chunker::chunks_resyncing`]).
+    pub previous: Vec<u64>,
 }
 
 /// What became of a file.
@@ -328,7 +331,7 @@ fn read_one(
     let f = std::fs::File::open(&task.fs_path).map_err(|e| format!("{}: {e}", task.path))?;
     let mut index = 0u32;
     let mut size = 0u64;
-    for chunk in chunker.chunks(&f, Some(task.before.size)) {
+    for chunk in chunker.chunks_resyncing(&f, Some(task.before.size), task.previous.clone()) {
         let data = chunk.map_err(|e| format!("{}: read error: {e}", task.path))?;
         size += data.len() as u64;
         jobs.send(Job { file, index, data })

@@ -39,9 +39,18 @@ proptest! {
     }
 
     #[test]
-    fn chunks_concatenate_to_the_input(data in proptest::collection::vec(any::<u8>(), 0..20_000), seed in any::<u64>(), step in 1usize..3000) {
+    fn chunks_concatenate_to_the_input(
+        data in proptest::collection::vec(any::<u8>(), 0..20_000),
+        seed in any::<u64>(),
+        step in 1usize..3000,
+        previous in proptest::collection::btree_set(0u64..25_000, 0..60),
+    ) {
         let c = small_chunker(seed);
-        let chunks: Vec<_> = c.chunks(Trickle(&data, step), None).map(|r| r.unwrap()).collect();
+        let previous: Vec<u64> = previous.into_iter().collect();
+        let chunks: Vec<_> = c
+            .chunks_resyncing(Trickle(&data, step), None, previous)
+            .map(|r| r.unwrap())
+            .collect();
         let joined: Vec<u8> = chunks.iter().flat_map(|b| b.iter().copied()).collect();
         prop_assert_eq!(&joined, &data);
         for (i, ch) in chunks.iter().enumerate() {

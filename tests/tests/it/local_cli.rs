@@ -1,9 +1,16 @@
 //! The CLI on a local store, end to end.
 
 use crate::{arg, env};
+use bytes::Bytes;
+use coffer_engine::chunker::Chunker;
+use coffer_engine::crypto::Keys;
+use coffer_engine::keyring::Keyring;
+use coffer_engine::repo::RepoConfig;
+use coffer_tests::env::Env;
 use coffer_tests::tree::{
     MixedSpec, assert_same_tree, du, files, mixed_tree, overwrite, random_file,
 };
+use std::collections::HashSet;
 use std::fs;
 
 const MIB: u64 = 1024 * 1024;
@@ -35,6 +42,62 @@ fn a_mixed_tree_round_trips_with_modes_onto_a_fresh_machine() {
     );
 }
 
+/// The repository's chunker, from the key the CLI left in the keyring.
+fn chunker_of(e: &Env) -> Chunker {
+    let config: RepoConfig =
+        serde_json::from_slice(&fs::read(e.path("store/config")).unwrap()).unwrap();
+    let master = Keyring::new(e.home())
+        .load(&config.repo_id().unwrap())
+        .unwrap()
+        .unwrap();
+    Chunker::new(config.chunker, Keys::derive(&master).chunker_seed())
+}
+
+/// Cuts `data` as push does, resyncing on the previous version's chunk ends.
+fn cut(chunker: &Chunker, data: &[u8], previous: &[Bytes]) -> Vec<Bytes> {
+    let ends = previous
+        .iter()
+        .scan(0u64, |at, c| {
+            *at += c.len() as u64;
+            Some(*at)
+        })
+        .collect();
+    chunker
+        .chunks_resyncing(data, None, ends)
+        .map(|c| c.unwrap())
+        .collect()
+}
+
+/// The bytes in `chunks` that `known` does not have, and the range they span.
+fn fresh_range(known: &[Bytes], chunks: &[Bytes]) -> (u64, u64, u64) {
+    let known: HashSet<&Bytes> = known.iter().collect();
+    let (mut fresh, mut first, mut last, mut at) = (0, u64::MAX, 0, 0u64);
+    for chunk in chunks {
+        let len = chunk.len() as u64;
+        if !known.contains(chunk) {
+            fresh += len;
+            first = first.min(at);
+            last = at + len;
+        }
+        at += len;
+    }
+    (fresh, first, last)
+}
+
+/// Checks that an edit of `[at, at + len)` made exactly one range of new chunks
+/// around it, and that the store grew by those bytes plus pack and commit overhead.
+fn assert_edit_cost(known: &[Bytes], chunks: &[Bytes], at: u64, len: u64, added: u64) {
+    let (fresh, first, last) = fresh_range(known, chunks);
+    assert!(
+        first <= at && last >= at + len && last - first == fresh,
+        "the new chunks [{first}, {last}) are not one range around the edit"
+    );
+    assert!(
+        added >= fresh && added <= fresh + fresh / 16 + 64 * 1024,
+        "the edit added {added} bytes for {fresh} bytes of new chunks"
+    );
+}
+
 #[test]
 fn an_unchanged_push_adds_nothing_and_small_edits_add_little() {
     let e = env();
@@ -56,22 +119,25 @@ fn an_unchanged_push_adds_nothing_and_small_edits_add_little() {
         "a no-change push must upload nothing"
     );
 
+    // 1 MiB overwritten in the middle: only the chunks around it are new (how many
+    // bytes that is depends on the key; `engine/examples/edit_cost.rs` measures the
+    // distribution), and the store grows by just those.
+    let chunker = chunker_of(&e);
+    let v1 = cut(&chunker, &fs::read(&big).unwrap(), &[]);
     overwrite(&big, 50 * MIB, MIB as usize, 99);
+    let v2 = cut(&chunker, &fs::read(&big).unwrap(), &v1);
     e.ok(&["push", "src", "store"]);
     let s1 = du(&e.path("store"));
-    assert!(s1 - s0 < 4 * MIB, "1 MiB overwrite added {} bytes", s1 - s0);
+    assert_edit_cost(&v1, &v2, 50 * MIB, MIB, s1 - s0);
 
     // 100 bytes inserted in the middle shift everything after them.
     let mut data = fs::read(&big).unwrap();
     data.splice(30 * MIB as usize..30 * MIB as usize, [42u8; 100]);
     fs::write(&big, &data).unwrap();
+    let v3 = cut(&chunker, &data, &v2);
     e.ok(&["push", "src", "store"]);
     let s2 = du(&e.path("store"));
-    assert!(
-        s2 - s1 < 5 * MIB,
-        "a 100-byte insertion added {} bytes",
-        s2 - s1
-    );
+    assert_edit_cost(&v2, &v3, 30 * MIB, 100, s2 - s1);
 
     let dst = e.path("dst");
     e.ok(&["pull", "store", "dst"]);

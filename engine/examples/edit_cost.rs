@@ -1,0 +1,96 @@
+//! How many bytes an edit makes a push send, over many repository keys.
+//!
+//! ```text
+//! cargo run --release -p coffer-engine --example edit_cost -- [overwrite|insert] [--plain] [KEYS]
+//! ```
+//! A 40 MiB pseudo-random file is chunked with the default parameters and a gear table
+//! seeded per key; then either 1 MiB at 10 MiB is overwritten or 100 bytes are
+//! inserted there, and the new version is chunked again — resyncing on the old
+//! boundaries as `push` does, or plainly with `--plain`. Prints the distribution of
+//! the bytes in chunks the old version did not have (what a push would upload).
+
+use coffer_engine::chunker::{Chunker, ChunkerParams};
+use std::collections::HashSet;
+
+const MIB: usize = 1 << 20;
+
+fn pseudo_random(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 33) as u8
+        })
+        .collect()
+}
+
+fn lengths(c: &Chunker, data: &[u8], previous: Vec<u64>) -> Vec<usize> {
+    c.chunks_resyncing(data, None, previous)
+        .map(|r| r.map(|b| b.len()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_default()
+}
+
+/// Bytes of `new`'s chunks whose content is not a chunk of `old`.
+fn fresh_bytes(c: &Chunker, old: &[u8], new: &[u8], resync: bool) -> usize {
+    let mut known = HashSet::new();
+    let mut ends = Vec::new();
+    let mut at = 0;
+    for n in lengths(c, old, Vec::new()) {
+        known.insert(blake3::hash(&old[at..at + n]));
+        at += n;
+        ends.push(at as u64);
+    }
+    let mut fresh = 0;
+    let mut at = 0;
+    for n in lengths(c, new, if resync { ends } else { Vec::new() }) {
+        if !known.contains(&blake3::hash(&new[at..at + n])) {
+            fresh += n;
+        }
+        at += n;
+    }
+    fresh
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let insert = args.iter().any(|a| a == "insert");
+    let resync = !args.iter().any(|a| a == "--plain");
+    let keys: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(299);
+
+    let old = pseudo_random(7, 40 * MIB);
+    let mut new = old.clone();
+    if insert {
+        new.splice(10 * MIB..10 * MIB, [42u8; 100]);
+    } else {
+        new[10 * MIB..11 * MIB].copy_from_slice(&pseudo_random(99, MIB));
+    }
+    let mut costs: Vec<usize> = (1..=keys)
+        .map(|k| {
+            let c = Chunker::new(
+                ChunkerParams::DEFAULT,
+                k.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+            fresh_bytes(&c, &old, &new, resync)
+        })
+        .collect();
+    costs.sort_unstable();
+    let mib = |i: usize| costs[i.min(costs.len() - 1)] as f64 / MIB as f64;
+    let n = costs.len();
+    println!(
+        "{} ({}), {n} keys: median {:.2} MiB, p90 {:.2}, p99 {:.2}, max {:.2}; >= 4 MiB: {}",
+        if insert {
+            "100-byte insert"
+        } else {
+            "1 MiB overwrite"
+        },
+        if resync { "resync" } else { "plain" },
+        mib(n / 2),
+        mib(n * 9 / 10),
+        mib(n * 99 / 100),
+        mib(n - 1),
+        costs.iter().filter(|&&c| c >= 4 * MIB).count()
+    );
+}
