@@ -140,10 +140,16 @@ pub enum Command {
     Push(commands::push::Args),
     /// Write the repository's latest merged state into DIR.
     Pull(commands::pull::Args),
+    /// Push DIR's changes, then pull everyone else's, once.
+    Sync(commands::sync::Args),
     /// List the repository's files (or those under PATH).
     Ls(commands::ls::Args),
     /// Write one file or directory of the repository to OUT (`-` = stdout).
     Get(commands::get::Args),
+    /// Show the commits of every device, oldest first.
+    Log(commands::log::Args),
+    /// Write a path (or `.`, everything) as it was at a given time.
+    Restore(commands::restore::Args),
     /// Verify the repository; with --read-data, every byte of every pack.
     Check(commands::check::Args),
     /// hcs3: create a bucket with a repository and its key.

@@ -3,6 +3,7 @@
 use crate::context::{Ctx, Locate};
 use coffer_engine::commit::Entry;
 use coffer_engine::path::RepoPath;
+use coffer_engine::repo::Repository;
 use coffer_engine::view::RepoView;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -24,28 +25,43 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
     let path = RepoPath::new(a.path.trim_end_matches('/').as_bytes().to_vec())?;
     let view = RepoView::load(&repo, None, ctx.scratch(), ctx.progress.as_ref()).await?;
+    write_out(ctx, &repo, &view, Some(&path), a.out).await
+}
 
-    let entry = view.entry(&path)?;
-    let name = PathBuf::from(OsStr::from_bytes(path.file_name()));
-    if a.out.as_deref() == Some(std::path::Path::new("-")) {
-        let Entry::File(f) = &entry.entry else {
-            anyhow::bail!("{path} is not a regular file; it cannot go to stdout");
+/// Writes `path` of `view` (everything when `None`) to `out` (see [`Args::out`]).
+pub async fn write_out(
+    ctx: &Ctx,
+    repo: &Repository,
+    view: &RepoView,
+    path: Option<&RepoPath>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let entry = match path {
+        Some(p) => Some(view.entry(p)?.entry),
+        None => None,
+    };
+    if out.as_deref() == Some(std::path::Path::new("-")) {
+        let (Some(path), Some(Entry::File(f))) = (path, &entry) else {
+            anyhow::bail!("only a regular file can go to stdout");
         };
         let mut stdout = std::io::stdout();
-        coffer_engine::restore::stream_file(&repo, &view.journal, &path, f, &mut stdout).await?;
+        coffer_engine::restore::stream_file(repo, &view.journal, path, f, &mut stdout).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let out = match a.out {
-        None => name,
-        Some(o) if o.is_dir() && !matches!(entry.entry, Entry::Dir { .. }) => o.join(name),
-        Some(o) => o,
+    let name = path.map(|p| PathBuf::from(OsStr::from_bytes(p.file_name())));
+    let is_dir = !matches!(entry, Some(Entry::File(_) | Entry::Symlink { .. }));
+    let out = match (out, name) {
+        (None, Some(name)) => name,
+        (None, None) => PathBuf::from("."),
+        (Some(o), Some(name)) if o.is_dir() && !is_dir => o.join(name),
+        (Some(o), _) => o,
     };
-    let entries = view.merged_under(Some(&path))?;
+    let entries = view.merged_under(path)?;
     let r = coffer_engine::export::export_tree(
-        &repo,
+        repo,
         &view.journal,
         &entries,
-        Some(&path),
+        path,
         &out,
         ctx.progress.as_ref(),
     )

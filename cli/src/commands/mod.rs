@@ -7,13 +7,16 @@ pub mod delete;
 pub mod get;
 pub mod init;
 pub mod list;
+pub mod log;
 pub mod ls;
 pub mod pull;
 pub mod push;
+pub mod restore;
 pub mod rm;
 pub mod set;
 pub mod setstore;
 pub mod status;
+pub mod sync;
 
 use crate::args::{Cli, Command};
 use crate::context::Ctx;
@@ -26,6 +29,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(a) => init::run(&ctx, a).await,
         Command::Push(a) => push::run(&ctx, a).await,
         Command::Pull(a) => pull::run(&ctx, a).await,
+        Command::Sync(a) => sync::run(&ctx, a).await,
+        Command::Log(a) => log::run(&ctx, a).await,
+        Command::Restore(a) => restore::run(&ctx, a).await,
         Command::Ls(a) => ls::run(&ctx, a).await,
         Command::Get(a) => get::run(&ctx, a).await,
         Command::Check(a) => check::run(&ctx, a).await,

@@ -2,6 +2,7 @@
 
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
+use coffer_engine::apply::PullReport;
 use coffer_engine::folder::Folder;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
     let r = coffer_engine::apply::pull(&repo, &folder, ctx.progress.as_ref()).await?;
+    report(ctx, &r);
+    Ok(super::status(r.errors.len()))
+}
+
+/// Prints what a pull did (errors on stderr, a summary unless `--quiet`).
+pub fn report(ctx: &Ctx, r: &PullReport) {
     for k in &r.kept_local {
         ctx.progress_warn(k);
     }
@@ -44,5 +51,4 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             r.errors.len()
         );
     }
-    Ok(super::status(r.errors.len()))
 }

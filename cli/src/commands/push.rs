@@ -3,6 +3,7 @@
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
 use coffer_engine::folder::Folder;
+use coffer_engine::push::PushReport;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,7 +20,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, false)?;
     let r = coffer_engine::push::push(&repo, &folder, &ctx.upload_options(), ctx.progress.as_ref())
         .await?;
+    report(ctx, &r);
+    Ok(super::status(r.problems.len()))
+}
 
+/// Prints what a push did (problems on stderr, a summary unless `--quiet`).
+pub fn report(ctx: &Ctx, r: &PushReport) {
     for p in &r.problems {
         eprintln!("coffer: {p}");
     }
@@ -41,5 +47,4 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             r.problems.len()
         );
     }
-    Ok(super::status(r.problems.len()))
 }

@@ -419,6 +419,14 @@ pub fn check_endpoint(endpoint: &str, allow_http: bool, sse_c: bool) -> Result<(
     }
 }
 
+/// Whether the request failed because no credentials could be loaded: the SDK reports
+/// that as a construction or (for the instance-metadata provider) dispatch failure.
+/// Retrying cannot help, and waiting out the budget would hide a configuration error.
+fn is_credential_failure(err: &dyn std::error::Error) -> bool {
+    let chain = source_chain(err).to_lowercase();
+    chain.contains("loading credentials") || chain.contains("no credentials")
+}
+
 /// What a failed request was, to turn an SDK error into a [`StoreError`].
 #[derive(Debug)]
 struct ErrorContext {
@@ -448,6 +456,9 @@ impl ErrorContext {
                 }
             }
             SdkError::TimeoutError(_) => transient(&what, "timed out"),
+            SdkError::DispatchFailure(_) if is_credential_failure(&err) => {
+                self.no_credentials(&err)
+            }
             SdkError::DispatchFailure(d) => {
                 if d.is_user() {
                     StoreError::Unusable {
@@ -457,22 +468,23 @@ impl ErrorContext {
                     transient(&what, source_chain(&err))
                 }
             }
-            SdkError::ConstructionFailure(_) => {
-                let chain = source_chain(&err);
-                if chain.to_lowercase().contains("credential") {
-                    StoreError::Denied {
-                        detail: format!(
-                            "no usable AWS credentials for s3://{}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use a profile, or run `coffer setstore` ({chain})",
-                            self.bucket
-                        ),
-                    }
-                } else {
-                    StoreError::Unusable {
-                        detail: format!("{what}: {chain}"),
-                    }
-                }
+            SdkError::ConstructionFailure(_) if is_credential_failure(&err) => {
+                self.no_credentials(&err)
             }
+            SdkError::ConstructionFailure(_) => StoreError::Unusable {
+                detail: format!("{what}: {}", source_chain(&err)),
+            },
             _ => transient(&what, source_chain(&err)),
+        }
+    }
+
+    fn no_credentials(&self, err: &dyn std::error::Error) -> StoreError {
+        StoreError::Denied {
+            detail: format!(
+                "no usable AWS credentials for s3://{}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use a profile, or run `coffer setstore` ({})",
+                self.bucket,
+                source_chain(err)
+            ),
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod local_cli;
 mod s3;
+mod sync_cli;
 
 mod tamper;
 mod trees;

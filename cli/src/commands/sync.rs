@@ -1,0 +1,48 @@
+//! `coffer sync DIR [STORE]`: push, then pull, once.
+//!
+//! The push records local changes first, so the pull that follows sees them as
+//! versions: a concurrent edit elsewhere then becomes a conflict copy instead of
+//! overwriting anything. STORE defaults to the one DIR was bound to.
+
+use crate::context::{Ctx, Locate};
+use anyhow::{Context, bail};
+use coffer_engine::folder::Folder;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The folder to sync (bound to the repository on first use).
+    pub dir: PathBuf,
+    /// The repository (default: the one DIR is bound to).
+    pub store: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let store = match a.store {
+        Some(s) => s,
+        None => bound_store(&a.dir)?,
+    };
+    let (repo, opened) = ctx.repo(&store, Locate::Existing).await?;
+    let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
+    let pushed =
+        coffer_engine::push::push(&repo, &folder, &ctx.upload_options(), ctx.progress.as_ref())
+            .await?;
+    super::push::report(ctx, &pushed);
+    let pulled = coffer_engine::apply::pull(&repo, &folder, ctx.progress.as_ref()).await?;
+    super::pull::report(ctx, &pulled);
+    Ok(super::status(pushed.problems.len() + pulled.errors.len()))
+}
+
+/// The store URL DIR was bound to.
+pub fn bound_store(dir: &std::path::Path) -> anyhow::Result<String> {
+    match Folder::read_binding(dir)
+        .with_context(|| format!("reading the binding of {}", dir.display()))?
+    {
+        Some(b) => Ok(b.store),
+        None => bail!(
+            "{} is not bound to a repository yet; give the STORE once",
+            dir.display()
+        ),
+    }
+}
