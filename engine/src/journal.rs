@@ -107,21 +107,40 @@ fn tx_err(e: sled::transaction::TransactionError<()>) -> Error {
     Error::Journal(format!("transaction: {e:?}"))
 }
 
+/// How long [`Journal::open`] waits for a lock held by a closing handle.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`. Returns whether it was
     /// (re)built empty, in which case the caller must rescan and replay the logs.
     pub fn open(dir: &Path) -> Result<(Journal, bool)> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) => Error::Journal(format!(
-                    "cannot open {} ({io}); is another coffer running on this folder?",
-                    dir.display()
-                )),
-                e => Error::from(e),
-            })?;
+            .mode(sled::Mode::HighThroughput);
+        // sled releases its file lock only when its background I/O threads let go
+        // of the page cache, a moment after the last handle is dropped. So a
+        // journal closed and reopened at once (the daemon's next cycle, a test,
+        // a coffer process that is just exiting) can find it still locked: wait
+        // for that briefly before concluding another coffer holds the folder.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(sled::Error::Io(io)) => {
+                    return Err(Error::Journal(format!(
+                        "cannot open {} ({io}); is another coffer running on this folder?",
+                        dir.display()
+                    )));
+                }
+                Err(e) => return Err(Error::from(e)),
+            }
+        };
         Self::from_db(db)
     }
 

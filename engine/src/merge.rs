@@ -95,7 +95,7 @@ pub fn merged_view(all: Vec<(RepoPath, Vec<Version>)>) -> BTreeMap<RepoPath, Mer
         let Some(r) = resolve(&set) else { continue };
         for l in &r.losers {
             copies.push((
-                conflict_name(&path, l.hlc, &l.origin),
+                conflict_name(&path, l.hlc, &l.origin, Some(l.vv.get(&l.origin))),
                 path.clone(),
                 l.clone(),
             ));
@@ -151,7 +151,8 @@ fn fix_structure(view: &mut BTreeMap<RepoPath, MergedEntry>) {
         let Some(old) = view.remove(&path) else {
             continue;
         };
-        if let Some(name) = conflict_name(&path, old.hlc, &old.origin)
+        if let Some(name) =
+            conflict_name(&path, old.hlc, &old.origin, Some(old.vv.get(&old.origin)))
             && !view.contains_key(&name)
         {
             view.insert(
@@ -177,7 +178,16 @@ fn fix_structure(view: &mut BTreeMap<RepoPath, MergedEntry>) {
 
 /// `dir/name.sync-conflict-<yyyymmdd-hhmmss>-<device>.ext` (UTC, from the version's
 /// HLC). `None` if the result would not be a valid path.
-pub fn conflict_name(path: &RepoPath, hlc: Hlc, origin: &DeviceId) -> Option<RepoPath> {
+///
+/// With `seq` (the commit of `origin` that made the version), `-<seq>` follows the
+/// device: two versions of one device stamped in the same second must not share a
+/// name, or one would hide the other.
+pub fn conflict_name(
+    path: &RepoPath,
+    hlc: Hlc,
+    origin: &DeviceId,
+    seq: Option<u64>,
+) -> Option<RepoPath> {
     let name = path.file_name();
     let (stem, ext) = match name.iter().rposition(|&b| b == b'.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
@@ -185,7 +195,10 @@ pub fn conflict_name(path: &RepoPath, hlc: Hlc, origin: &DeviceId) -> Option<Rep
     };
     let stamp = conflict_stamp(hlc.millis());
     let mut out = Vec::with_capacity(name.len() + 40);
-    let tag = format!(".sync-conflict-{stamp}-{}", origin.short());
+    let tag = match seq {
+        Some(seq) => format!(".sync-conflict-{stamp}-{}-{seq}", origin.short()),
+        None => format!(".sync-conflict-{stamp}-{}", origin.short()),
+    };
     let keep = stem
         .len()
         .min(255usize.saturating_sub(tag.len() + ext.len()));
@@ -322,16 +335,22 @@ mod tests {
     fn conflict_names_handle_dotfiles_and_no_extension() {
         let h = Hlc::from_parts(0, 0);
         assert_eq!(
-            conflict_name(&p(".bashrc"), h, &dev(0xab))
+            conflict_name(&p(".bashrc"), h, &dev(0xab), None)
                 .unwrap()
                 .display(),
             ".bashrc.sync-conflict-19700101-000000-abababab"
         );
         assert_eq!(
-            conflict_name(&p("a/Makefile"), h, &dev(1))
+            conflict_name(&p("a/Makefile"), h, &dev(1), Some(7))
                 .unwrap()
                 .display(),
-            "a/Makefile.sync-conflict-19700101-000000-01010101"
+            "a/Makefile.sync-conflict-19700101-000000-01010101-7"
+        );
+        assert_eq!(
+            conflict_name(&p("notes.txt"), h, &dev(1), Some(12))
+                .unwrap()
+                .display(),
+            "notes.sync-conflict-19700101-000000-01010101-12.txt"
         );
     }
 

@@ -7,6 +7,7 @@ mod local_cli;
 mod s3;
 mod sync_cli;
 
+mod convergence;
 mod tamper;
 mod trees;
 

@@ -1,0 +1,230 @@
+//! Model-based test of convergence, in-process on a `MemoryStore`: 3–5 devices make
+//! random creates, edits, deletes and renames in their folders and sync in random
+//! orders. After a final round of syncs:
+//! - every folder holds the same tree;
+//! - every write survives (as the file or as a conflict copy) unless a device that
+//!   had it in its folder later overwrote, deleted or renamed over it;
+//! - when every operation is causally after the previous one (each device syncs
+//!   before and after its operation), no conflict copy ever appears.
+
+use coffer_engine::apply::pull;
+use coffer_engine::crypto::keyslot::KdfParams;
+use coffer_engine::folder::Folder;
+use coffer_engine::progress::NoProgress;
+use coffer_engine::push::push;
+use coffer_engine::repo::Repository;
+use coffer_engine::store::{DynStore, MemoryStore};
+use coffer_engine::upload::UploadOptions;
+use coffer_tests::tree::{assert_same_tree, files};
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Few names, so devices collide on them often.
+const NAMES: &[&str] = &["a.txt", "b.txt", "d/c.txt", "d/e/f.txt"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Write (create or overwrite) `NAMES[name]` on `dev`.
+    Write { dev: usize, name: usize },
+    /// Delete the `pick`-th file of `dev`'s folder.
+    Delete {
+        dev: usize,
+        pick: proptest::sample::Index,
+    },
+    /// Rename the `pick`-th file of `dev`'s folder to `NAMES[to]`.
+    Rename {
+        dev: usize,
+        pick: proptest::sample::Index,
+        to: usize,
+    },
+    /// Push, then pull.
+    Sync { dev: usize },
+}
+
+fn op(devices: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..devices, 0..NAMES.len()).prop_map(|(dev, name)| Op::Write { dev, name }),
+        1 => (0..devices, any::<proptest::sample::Index>())
+            .prop_map(|(dev, pick)| Op::Delete { dev, pick }),
+        1 => (0..devices, any::<proptest::sample::Index>(), 0..NAMES.len())
+            .prop_map(|(dev, pick, to)| Op::Rename { dev, pick, to }),
+        3 => (0..devices).prop_map(|dev| Op::Sync { dev }),
+    ]
+}
+
+fn scenario() -> impl Strategy<Value = (usize, Vec<Op>, bool)> {
+    (3usize..=5).prop_flat_map(|devices| {
+        (
+            Just(devices),
+            proptest::collection::vec(op(devices), 10..40),
+            any::<bool>(),
+        )
+    })
+}
+
+/// The world: a repository and one folder per device, plus what the model knows.
+struct World {
+    rt: tokio::runtime::Runtime,
+    repo: Repository,
+    _tmp: tempfile::TempDir,
+    dirs: Vec<PathBuf>,
+    /// Every content ever written.
+    written: BTreeSet<String>,
+    /// Contents a device had in its folder and then overwrote, deleted or replaced.
+    discarded: BTreeSet<String>,
+    next: usize,
+}
+
+impl World {
+    fn new(devices: usize) -> World {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let repo = rt
+            .block_on(Repository::init(store, b"pw", KdfParams::MINIMUM, None))
+            .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..devices)
+            .map(|d| tmp.path().join(format!("dev{d}")))
+            .collect();
+        for d in &dirs {
+            fs::create_dir_all(d).unwrap();
+        }
+        World {
+            rt,
+            repo,
+            _tmp: tmp,
+            dirs,
+            written: BTreeSet::new(),
+            discarded: BTreeSet::new(),
+            next: 0,
+        }
+    }
+
+    fn sync(&self, dev: usize) {
+        let dir = &self.dirs[dev];
+        self.rt.block_on(async {
+            let folder = Folder::open(dir, self.repo.id(), "memory://", true).unwrap();
+            let r = push(&self.repo, &folder, &UploadOptions::default(), &NoProgress)
+                .await
+                .unwrap();
+            assert!(r.problems.is_empty(), "{:?}", r.problems);
+            let r = pull(&self.repo, &folder, &NoProgress).await.unwrap();
+            assert!(r.errors.is_empty(), "{r:?}");
+        });
+    }
+
+    /// The files of `dev`'s folder (not `.coffer/`), sorted.
+    fn files_of(&self, dev: usize) -> Vec<PathBuf> {
+        let root = &self.dirs[dev];
+        let mut out: Vec<PathBuf> = files(root)
+            .into_iter()
+            .filter(|p| !p.strip_prefix(root).unwrap().starts_with(".coffer"))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Notes that the content at `path` (if any) is being thrown away by its device.
+    fn discard(&mut self, path: &Path) {
+        if let Ok(old) = fs::read_to_string(path) {
+            self.discarded.insert(old);
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Write { dev, name } => {
+                let path = self.dirs[dev].join(NAMES[name]);
+                self.discard(&path);
+                self.next += 1;
+                let content = format!("write {} on device {dev}\n", self.next);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(&path, &content).unwrap();
+                self.written.insert(content);
+            }
+            Op::Delete { dev, pick } => {
+                let all = self.files_of(dev);
+                if !all.is_empty() {
+                    let victim = pick.get(&all).clone();
+                    self.discard(&victim);
+                    fs::remove_file(victim).unwrap();
+                }
+            }
+            Op::Rename { dev, pick, to } => {
+                let all = self.files_of(dev);
+                let target = self.dirs[dev].join(NAMES[to]);
+                if !all.is_empty() {
+                    let from = pick.get(&all).clone();
+                    if from != target {
+                        self.discard(&target);
+                        fs::create_dir_all(target.parent().unwrap()).unwrap();
+                        fs::rename(from, target).unwrap();
+                    }
+                }
+            }
+            Op::Sync { dev } => self.sync(dev),
+        }
+    }
+
+    fn contents(&self, dev: usize) -> BTreeSet<String> {
+        self.files_of(dev)
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    fn conflict_copies(&self, dev: usize) -> Vec<PathBuf> {
+        self.files_of(dev)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".sync-conflict-"))
+            .collect()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn devices_converge_and_no_write_is_lost((devices, ops, causal) in scenario()) {
+        let mut w = World::new(devices);
+        for op in &ops {
+            let dev = match op {
+                Op::Write { dev, .. } | Op::Delete { dev, .. } | Op::Rename { dev, .. } => Some(*dev),
+                Op::Sync { .. } => None,
+            };
+            if causal && let Some(d) = dev {
+                w.sync(d);
+            }
+            w.apply(op);
+            if causal && let Some(d) = dev {
+                w.sync(d);
+            }
+        }
+        // Final rounds: conflict copies written by one round are pushed by the next.
+        for _ in 0..3 {
+            for d in 0..devices {
+                w.sync(d);
+            }
+        }
+        for d in 1..devices {
+            assert_same_tree(&w.dirs[0], &w.dirs[d]);
+        }
+        let present = w.contents(0);
+        for content in &w.written {
+            prop_assert!(
+                present.contains(content) || w.discarded.contains(content),
+                "lost: {content:?} (present: {present:?})"
+            );
+        }
+        if causal {
+            prop_assert!(w.conflict_copies(0).is_empty(), "{:?}", w.conflict_copies(0));
+        }
+    }
+}
