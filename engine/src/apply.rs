@@ -50,7 +50,7 @@ pub async fn pull(
     progress: &dyn Progress,
 ) -> Result<PullReport> {
     let journal = folder.journal();
-    let fetched = logs::fetch(repo, journal, &mut |_| {}, progress).await?;
+    let fetched = logs::fetch_latest(repo, journal, &mut |_| {}, progress).await?;
     let mut report = PullReport {
         errors: fetched.errors.iter().map(|e| e.to_string()).collect(),
         ..PullReport::default()

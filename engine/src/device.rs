@@ -154,6 +154,10 @@ impl Device {
         }
         journal.outbox_remove(seq)?;
         journal.flush_async().await?;
+        // Only an optimization for new devices: a failure must not fail the commit.
+        if let Err(e) = crate::checkpoint::maybe_write(repo, journal, device, seq).await {
+            tracing::warn!("could not write a checkpoint after commit {seq}: {e}");
+        }
         Ok(seq)
     }
 

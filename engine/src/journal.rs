@@ -297,6 +297,35 @@ impl Journal {
         Ok(ends)
     }
 
+    /// Every chunk location whose pack some commit names (for checkpoints).
+    pub fn committed_locations(&self) -> Result<Vec<(ChunkId, Location)>> {
+        let uncommitted: std::collections::HashSet<PackId> =
+            self.uncommitted_packs()?.iter().map(|p| p.id).collect();
+        let mut out = Vec::with_capacity(self.index.len());
+        for item in self.index.iter() {
+            let (k, v) = item?;
+            let chunk = ChunkId(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Journal("bad chunk key in the index".into()))?,
+            );
+            let loc: Location = dec(&v)?;
+            if !uncommitted.contains(&loc.pack) {
+                out.push((chunk, loc));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds chunk locations (from a checkpoint).
+    pub fn put_locations(&self, entries: &[(ChunkId, Location)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (chunk, loc) in entries {
+            batch.insert(chunk.as_bytes(), enc(loc)?);
+        }
+        Ok(self.index.apply_batch(batch)?)
+    }
+
     pub fn has_chunk(&self, chunk: &ChunkId) -> Result<bool> {
         Ok(self.index.contains_key(chunk.as_bytes())?)
     }

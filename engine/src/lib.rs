@@ -40,6 +40,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod checkpoint;
 pub mod chunker;
 pub mod codec;
 pub mod commit;

@@ -74,6 +74,29 @@ fn plan_device(device: &DeviceId, head: Option<Head>, seqs: &[u64]) -> Result<Ve
     Ok(new)
 }
 
+/// Like [`fetch`], but a journal that has seen nothing yet first starts from the
+/// checkpoint covering the most commits (see [`crate::checkpoint`]); `visit` then
+/// sees only the commits after it.
+pub async fn fetch_latest(
+    repo: &Repository,
+    journal: &Journal,
+    visit: &mut (dyn FnMut(&Commit) + Send),
+    progress: &dyn Progress,
+) -> Result<Fetched> {
+    if journal.all_heads()?.is_empty()
+        && let Some(cp) = crate::checkpoint::newest(repo).await?.into_iter().next()
+    {
+        tracing::debug!(
+            device = %cp.device,
+            seq = cp.seq,
+            commits = cp.coverage(),
+            "starting from a checkpoint"
+        );
+        crate::checkpoint::load(journal, &cp)?;
+    }
+    fetch(repo, journal, visit, progress).await
+}
+
 /// Fetches and ingests every commit not yet seen. `visit` sees each new commit.
 pub async fn fetch(
     repo: &Repository,

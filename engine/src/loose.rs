@@ -49,7 +49,7 @@ async fn refresh(
     progress: &dyn Progress,
 ) -> Result<Vec<String>> {
     device.flush_outbox(repo).await?;
-    let fetched = logs::fetch(repo, device.journal(), &mut |_| {}, progress).await?;
+    let fetched = logs::fetch_latest(repo, device.journal(), &mut |_| {}, progress).await?;
     Ok(fetched.errors.iter().map(|e| e.to_string()).collect())
 }
 

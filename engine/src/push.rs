@@ -57,7 +57,7 @@ pub async fn push(
     let journal = folder.journal();
     let mut report = PushReport::default();
     folder.device().flush_outbox(repo).await?;
-    let fetched = logs::fetch(repo, journal, &mut |_| {}, progress).await?;
+    let fetched = logs::fetch_latest(repo, journal, &mut |_| {}, progress).await?;
     report
         .problems
         .extend(fetched.errors.iter().map(|e| e.to_string()));

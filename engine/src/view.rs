@@ -39,6 +39,35 @@ pub struct RepoView {
 }
 
 impl RepoView {
+    /// The latest merged state, starting from the best checkpoint (see
+    /// [`crate::checkpoint`]): `commits` and `packs` then hold only what came after
+    /// it. For `ls`, `get` and the like; history needs [`RepoView::load`].
+    pub async fn load_latest(
+        repo: &Repository,
+        scratch: Option<&Path>,
+        progress: &dyn Progress,
+    ) -> Result<RepoView> {
+        let journal = Journal::temporary_in(scratch)?;
+        let mut commits = Vec::new();
+        let mut packs = BTreeMap::new();
+        let fetched = {
+            let mut visit = |c: &Commit| {
+                for p in &c.packs {
+                    packs.insert(p.id, p.clone());
+                }
+                commits.push(summarize(c));
+            };
+            logs::fetch_latest(repo, &journal, &mut visit, progress).await?
+        };
+        commits.sort_by_key(|c| (c.hlc, c.device, c.seq));
+        Ok(RepoView {
+            journal,
+            commits,
+            packs,
+            errors: fetched.errors,
+        })
+    }
+
     /// Replays every log; with `at` (Unix ms), only commits stamped at or before it.
     /// The temporary journal lives under `scratch` (else the system temp dir).
     pub async fn load(

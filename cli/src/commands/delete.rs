@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         let repo = ctx
             .unlock(&opened, ctx.global.passphrase_file.as_deref())
             .await?;
-        let view = RepoView::load(&repo, None, ctx.scratch(), ctx.progress.as_ref()).await?;
+        let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
         let files = view.merged()?.len();
         if files > 0 {
             bail!(

@@ -24,7 +24,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
     let path = RepoPath::new(a.path.trim_end_matches('/').as_bytes().to_vec())?;
-    let view = RepoView::load(&repo, None, ctx.scratch(), ctx.progress.as_ref()).await?;
+    let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
     write_out(ctx, &repo, &view, Some(&path), a.out).await
 }
 

@@ -28,7 +28,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         }
         Some(bucket) => {
             let (repo, _) = ctx.repo(&bucket, Locate::Bucket).await?;
-            let view = RepoView::load(&repo, None, ctx.scratch(), ctx.progress.as_ref()).await?;
+            let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
             for (path, m) in view.merged()? {
                 if !matches!(m.entry, Entry::Dir { .. }) {
                     writeln!(out, "{path}")?;

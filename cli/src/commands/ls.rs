@@ -26,7 +26,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|p| RepoPath::new(p.trim_end_matches('/').as_bytes().to_vec()))
         .transpose()?;
-    let view = RepoView::load(&repo, None, ctx.scratch(), ctx.progress.as_ref()).await?;
+    let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
 
     let entries = view.merged_under(prefix.as_ref())?;
     if let Some(p) = &prefix

@@ -25,6 +25,15 @@ impl MemoryStore {
         self.lock().values().map(|b| b.len() as u64).sum()
     }
 
+    /// Keys under `prefix`, sorted (for tests).
+    pub fn keys_under(&self, prefix: &str) -> Vec<String> {
+        self.lock()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
     /// Replaces an object's bytes unconditionally: a test hook to simulate a
     /// tampering or faulty server.
     pub fn tamper(&self, key: &str, data: Bytes) {

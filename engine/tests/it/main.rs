@@ -2,6 +2,7 @@
 // Test code: a failed unwrap is a failed assertion, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod checkpoints;
 mod golden;
 mod props;
 mod stores;
