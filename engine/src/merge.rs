@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                "dir/report.sync-conflict-20231114-221320-01010101.txt",
+                "dir/report.sync-conflict-20231114-221320-01010101-1.txt",
                 "dir/report.txt"
             ]
         );

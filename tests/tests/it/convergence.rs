@@ -71,6 +71,9 @@ struct World {
     repo: Repository,
     _tmp: tempfile::TempDir,
     dirs: Vec<PathBuf>,
+    /// Each device's folder, open for the whole run as a daemon would keep it
+    /// (reopening at once can find sled's lock still held by its I/O threads).
+    folders: Vec<Folder>,
     /// Every content ever written.
     written: BTreeSet<String>,
     /// Contents a device had in its folder and then overwrote, deleted or replaced.
@@ -93,14 +96,16 @@ impl World {
         let dirs: Vec<PathBuf> = (0..devices)
             .map(|d| tmp.path().join(format!("dev{d}")))
             .collect();
-        for d in &dirs {
-            fs::create_dir_all(d).unwrap();
-        }
+        let folders = dirs
+            .iter()
+            .map(|d| Folder::open(d, repo.id(), "memory://", true).unwrap())
+            .collect();
         World {
             rt,
             repo,
             _tmp: tmp,
             dirs,
+            folders,
             written: BTreeSet::new(),
             discarded: BTreeSet::new(),
             next: 0,
@@ -108,14 +113,13 @@ impl World {
     }
 
     fn sync(&self, dev: usize) {
-        let dir = &self.dirs[dev];
+        let folder = &self.folders[dev];
         self.rt.block_on(async {
-            let folder = Folder::open(dir, self.repo.id(), "memory://", true).unwrap();
-            let r = push(&self.repo, &folder, &UploadOptions::default(), &NoProgress)
+            let r = push(&self.repo, folder, &UploadOptions::default(), &NoProgress)
                 .await
                 .unwrap();
             assert!(r.problems.is_empty(), "{:?}", r.problems);
-            let r = pull(&self.repo, &folder, &NoProgress).await.unwrap();
+            let r = pull(&self.repo, folder, &NoProgress).await.unwrap();
             assert!(r.errors.is_empty(), "{r:?}");
         });
     }

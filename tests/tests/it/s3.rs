@@ -351,3 +351,76 @@ fn plain_http_goes_only_to_loopback() {
         r.stderr
     );
 }
+
+/// Three folders, each with its own `coffer sync` loop making random edits for two
+/// minutes against one Garage bucket; once quiesced, the trees are identical.
+#[test]
+fn three_sync_loops_converge_on_one_bucket() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    const NAMES: &[&str] = &["a.txt", "b.txt", "docs/c.txt", "docs/deep/d.txt", "e.bin"];
+    const BUSY: Duration = Duration::from_secs(120);
+
+    let s3 = S3Env::from_env();
+    let e = sandbox(&s3, None);
+    let bucket = S3Env::unique_bucket("converge");
+    e.ok(&["create", &bucket]);
+    let url = format!("s3://{bucket}");
+    let dirs: Vec<_> = ["a", "b", "c"].map(|d| e.path(d)).to_vec();
+    let start = Instant::now();
+    let syncs: Vec<usize> = std::thread::scope(|scope| {
+        let loops: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| {
+                let (e, url) = (&e, &url);
+                scope.spawn(move || {
+                    let mut rng = SmallRng::seed_from_u64(i as u64 + 1);
+                    fs::create_dir_all(dir).unwrap();
+                    let mut n = 0;
+                    while start.elapsed() < BUSY {
+                        for _ in 0..rng.random_range(0..3) {
+                            random_edit(&mut rng, dir, NAMES, n);
+                        }
+                        e.ok(&["sync", &arg(dir), url]);
+                        n += 1;
+                        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+                    }
+                    n
+                })
+            })
+            .collect();
+        loops.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(syncs.iter().all(|&n| n >= 5), "too few syncs: {syncs:?}");
+    // Quiesce: conflict copies written in one round are pushed by the next.
+    for _ in 0..3 {
+        for dir in &dirs {
+            e.ok(&["sync", &arg(dir), &url]);
+        }
+    }
+    assert_same_tree(&dirs[0], &dirs[1]);
+    assert_same_tree(&dirs[0], &dirs[2]);
+    e.ok(&["check", &url]);
+}
+
+/// One random create, edit, delete or rename in `dir`.
+fn random_edit(rng: &mut impl rand::Rng, dir: &std::path::Path, names: &[&str], n: usize) {
+    let name = names[rng.random_range(0..names.len())];
+    let path = dir.join(name);
+    match rng.random_range(0..6) {
+        0 => {
+            let _ = fs::remove_file(&path);
+        }
+        1 if path.exists() => {
+            let to = dir.join(names[rng.random_range(0..names.len())]);
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            fs::rename(&path, to).unwrap();
+        }
+        2 if name.ends_with(".bin") => random_file(&path, rng.random_range(0..3 * MIB), n as u64),
+        _ => {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, format!("{} edit {n}\n", dir.display())).unwrap();
+        }
+    }
+}

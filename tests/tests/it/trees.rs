@@ -68,16 +68,15 @@ fn write_tree(root: &Path, files: &[FileSpec], empty_dirs: &[usize]) {
     }
 }
 
-fn sync_once(rt: &tokio::runtime::Runtime, repo: &Repository, src: &Path, dst: &Path) {
+/// Pushes `a`, pulls into `b`. The folders stay open across calls, as a daemon
+/// keeps them (reopening at once can find sled's lock still held by its I/O threads).
+fn sync_once(rt: &tokio::runtime::Runtime, repo: &Repository, a: &Folder, b: &Folder) {
     rt.block_on(async {
-        let a = Folder::open(src, repo.id(), "memory://", false).unwrap();
-        let r = push(repo, &a, &UploadOptions::default(), &NoProgress)
+        let r = push(repo, a, &UploadOptions::default(), &NoProgress)
             .await
             .unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
-        drop(a);
-        let b = Folder::open(dst, repo.id(), "memory://", true).unwrap();
-        let r = pull(repo, &b, &NoProgress).await.unwrap();
+        let r = pull(repo, b, &NoProgress).await.unwrap();
         assert!(r.errors.is_empty() && r.kept_local.is_empty(), "{r:?}");
     });
 }
@@ -100,7 +99,9 @@ proptest! {
         let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
         fs::create_dir_all(&src).unwrap();
         write_tree(&src, &files, &empty);
-        sync_once(&rt, &repo, &src, &dst);
+        let a = Folder::open(&src, repo.id(), "memory://", false).unwrap();
+        let b = Folder::open(&dst, repo.id(), "memory://", true).unwrap();
+        sync_once(&rt, &repo, &a, &b);
         assert_same_tree(&src, &dst);
 
         write_tree(&src, &edits, &[]);
@@ -112,7 +113,7 @@ proptest! {
         if rename && src.join("a").exists() {
             fs::rename(src.join("a"), src.join("renamed-a")).unwrap();
         }
-        sync_once(&rt, &repo, &src, &dst);
+        sync_once(&rt, &repo, &a, &b);
         assert_same_tree(&src, &dst);
     }
 }
