@@ -1,13 +1,15 @@
 //! How many bytes an edit makes a push send, over many repository keys.
 //!
 //! ```text
-//! cargo run --release -p coffer-engine --example edit_cost -- [overwrite|insert] [--plain] [KEYS]
+//! cargo run --release -p coffer-engine --example edit_cost -- [overwrite|insert|both] [--plain] [KEYS]
 //! ```
 //! A 40 MiB pseudo-random file is chunked with the default parameters and a gear table
 //! seeded per key; then either 1 MiB at 10 MiB is overwritten or 100 bytes are
-//! inserted there, and the new version is chunked again — resyncing on the old
-//! boundaries as `push` does, or plainly with `--plain`. Prints the distribution of
-//! the bytes in chunks the old version did not have (what a push would upload).
+//! inserted there (`both`: the overwrite is pushed first, then 100 bytes are inserted
+//! at 5 MiB, and the second step is measured), and the new version is chunked again
+//! — resyncing on the old boundaries as `push` does, or plainly with `--plain`.
+//! Prints the distribution of the bytes in chunks the old version did not have
+//! (what a push would upload).
 
 use coffer_engine::chunker::{Chunker, ChunkerParams};
 use std::collections::HashSet;
@@ -33,12 +35,27 @@ fn lengths(c: &Chunker, data: &[u8], previous: Vec<u64>) -> Vec<usize> {
         .unwrap_or_default()
 }
 
-/// Bytes of `new`'s chunks whose content is not a chunk of `old`.
-fn fresh_bytes(c: &Chunker, old: &[u8], new: &[u8], resync: bool) -> usize {
+fn ends_of(lengths: &[usize]) -> Vec<u64> {
+    lengths
+        .iter()
+        .scan(0u64, |at, &n| {
+            *at += n as u64;
+            Some(*at)
+        })
+        .collect()
+}
+
+/// Bytes of `new`'s chunks whose content is not a chunk of `old` (itself cut as
+/// resyncing on `older` when given, as a previous push would have).
+fn fresh_bytes(c: &Chunker, older: Option<&[u8]>, old: &[u8], new: &[u8], resync: bool) -> usize {
+    let previous = match older {
+        Some(o) if resync => ends_of(&lengths(c, o, Vec::new())),
+        _ => Vec::new(),
+    };
     let mut known = HashSet::new();
     let mut ends = Vec::new();
     let mut at = 0;
-    for n in lengths(c, old, Vec::new()) {
+    for n in lengths(c, old, previous) {
         known.insert(blake3::hash(&old[at..at + n]));
         at += n;
         ends.push(at as u64);
@@ -57,23 +74,32 @@ fn fresh_bytes(c: &Chunker, old: &[u8], new: &[u8], resync: bool) -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let insert = args.iter().any(|a| a == "insert");
+    let both = args.iter().any(|a| a == "both");
     let resync = !args.iter().any(|a| a == "--plain");
     let keys: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(299);
 
-    let old = pseudo_random(7, 40 * MIB);
-    let mut new = old.clone();
+    let first = pseudo_random(7, 40 * MIB);
+    let mut old = first.clone();
+    let older = both.then_some(first.as_slice());
     if insert {
-        new.splice(10 * MIB..10 * MIB, [42u8; 100]);
+        old.splice(10 * MIB..10 * MIB, [42u8; 100]);
     } else {
-        new[10 * MIB..11 * MIB].copy_from_slice(&pseudo_random(99, MIB));
+        old[10 * MIB..11 * MIB].copy_from_slice(&pseudo_random(99, MIB));
     }
+    let (old, new) = if both {
+        let mut new = old.clone();
+        new.splice(5 * MIB..5 * MIB, [42u8; 100]);
+        (old, new)
+    } else {
+        (first.clone(), old)
+    };
     let mut costs: Vec<usize> = (1..=keys)
         .map(|k| {
             let c = Chunker::new(
                 ChunkerParams::DEFAULT,
                 k.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             );
-            fresh_bytes(&c, &old, &new, resync)
+            fresh_bytes(&c, older, &old, &new, resync)
         })
         .collect();
     costs.sort_unstable();
@@ -81,7 +107,9 @@ fn main() {
     let n = costs.len();
     println!(
         "{} ({}), {n} keys: median {:.2} MiB, p90 {:.2}, p99 {:.2}, max {:.2}; >= 4 MiB: {}",
-        if insert {
+        if both {
+            "100-byte insert after a pushed 1 MiB overwrite"
+        } else if insert {
             "100-byte insert"
         } else {
             "1 MiB overwrite"

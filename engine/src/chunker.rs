@@ -137,12 +137,13 @@ impl Chunker {
     /// the chain back in step right after the edited region; once on an old boundary
     /// with unchanged content after it, every later chunk is the old one again. Cuts
     /// stay content-defined otherwise, and every chunk still respects `min`/`max`.
+    ///
     /// Old boundaries are taken only where the content still passes a cut mask
-    /// ([`Chunker::is_boundary`]), so offsets moved by an insertion are ignored.
-    /// Measured with `engine/examples/edit_cost.rs` (40 MiB random file, 299 keys):
-    /// after 1 MiB is overwritten, new data median 2.78 → 2.29 MiB, p90 5.76 → 3.12
-    /// MiB, p99 12.25 → 4.43 MiB; after a 100-byte insertion, unchanged (median 1.20
-    /// MiB, p99 2.38 MiB).
+    /// ([`Chunker::is_boundary`]), so a wrong guess costs nothing. Insertions and
+    /// deletions move the old boundaries: [`Resync`] follows the shift, learned from
+    /// a cut that lands near an old boundary and confirmed by one that lands on one.
+    /// Measured with `engine/examples/edit_cost.rs` (40 MiB random file, 299 keys);
+    /// see `engine/DESIGN.md` §2 for the numbers.
     pub fn chunks_resyncing<R: Read>(
         &self,
         reader: R,
@@ -160,21 +161,22 @@ impl Chunker {
             block,
             eof: false,
             offset: 0,
-            previous,
-            next_previous: 0,
+            resync: Resync::new(previous),
         }
     }
 
     /// The length of the next chunk of `data` (which starts at stream offset
-    /// `offset`), cutting at the previous version's `boundary` (an absolute offset)
-    /// if no content-defined cut comes first and the content there still looks like
-    /// a boundary.
-    fn cut_before(&self, data: &[u8], offset: u64, boundary: Option<u64>) -> usize {
+    /// `offset`), cutting at the earliest of the `candidates` (absolute offsets)
+    /// that lies in `[min, max)` and where the content still looks like a boundary,
+    /// if no content-defined cut comes first.
+    fn cut_before(&self, data: &[u8], offset: u64, candidates: &[u64]) -> usize {
         let (min, max) = (u64::from(self.params.min), u64::from(self.params.max));
-        let limit = boundary
-            .filter(|&b| b >= offset + min && b < offset + max)
-            .and_then(|b| usize::try_from(b - offset).ok())
-            .filter(|&at| at < data.len() && self.is_boundary(data, at));
+        let limit = candidates
+            .iter()
+            .filter(|&&b| b >= offset + min && b < offset + max)
+            .filter_map(|&b| usize::try_from(b - offset).ok())
+            .filter(|&at| at < data.len() && self.is_boundary(data, at))
+            .min();
         // On a prefix shorter than `avg`, FastCDC narrows its small-mask region to
         // the prefix, which is exactly the region the full input would use before
         // the same point: the content-defined cuts before `limit` are unchanged.
@@ -204,9 +206,69 @@ pub struct ChunkStream<'a, R> {
     eof: bool,
     /// Stream offset of `buf[0]`.
     offset: u64,
-    /// Chunk ends of the previous version (see [`Chunker::chunks_resyncing`]).
-    previous: Vec<u64>,
-    next_previous: usize,
+    resync: Resync,
+}
+
+/// The previous version's chunk ends, and where they are now.
+///
+/// `shift` (new offset − old offset) is confirmed whenever a cut lands exactly on
+/// an old end moved by it; `guess` is the shift that would put the last cut on the
+/// nearest old end (within `min / 2`), tried as well until one is confirmed. The
+/// old ends moved by either are the candidates for the next cut.
+#[derive(Debug, Default)]
+struct Resync {
+    ends: Vec<u64>,
+    shift: i64,
+    guess: Option<i64>,
+}
+
+impl Resync {
+    fn new(ends: Vec<u64>) -> Self {
+        Resync {
+            ends,
+            ..Resync::default()
+        }
+    }
+
+    /// For each shift, the first old end at or after `from` once moved by it.
+    fn candidates(&self, from: u64) -> Vec<u64> {
+        let mut out = Vec::with_capacity(2);
+        for shift in std::iter::once(self.shift).chain(self.guess) {
+            let old_from = i128::from(from) - i128::from(shift);
+            let i = self.ends.partition_point(|&e| i128::from(e) < old_from);
+            if let Some(&end) = self.ends.get(i)
+                && let Ok(moved) = u64::try_from(i128::from(end) + i128::from(shift))
+            {
+                out.push(moved);
+            }
+        }
+        out
+    }
+
+    /// Learns from a cut at `cut` (an absolute end offset).
+    fn observe(&mut self, cut: u64, min: u64) {
+        if self.ends.is_empty() {
+            return;
+        }
+        for shift in std::iter::once(self.shift).chain(self.guess) {
+            let old = i128::from(cut) - i128::from(shift);
+            if u64::try_from(old).is_ok_and(|o| self.ends.binary_search(&o).is_ok()) {
+                self.shift = shift;
+                self.guess = None;
+                return;
+            }
+        }
+        let old = i128::from(cut) - i128::from(self.shift);
+        let i = self.ends.partition_point(|&e| i128::from(e) < old);
+        let nearest = [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| self.ends.get(j))
+            .min_by_key(|&&e| (i128::from(e) - old).abs());
+        self.guess = nearest
+            .filter(|&&e| (i128::from(e) - old).abs() <= i128::from(min / 2))
+            .and_then(|&e| i64::try_from(i128::from(cut) - i128::from(e)).ok());
+    }
 }
 
 impl<R: Read> ChunkStream<'_, R> {
@@ -253,12 +315,11 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
         if self.buf.is_empty() {
             return None;
         }
-        let min = self.offset + u64::from(self.chunker.params.min);
-        let rest = &self.previous[self.next_previous..];
-        self.next_previous += rest.partition_point(|&b| b < min);
-        let boundary = self.previous.get(self.next_previous).copied();
-        let len = self.chunker.cut_before(&self.buf, self.offset, boundary);
+        let min = u64::from(self.chunker.params.min);
+        let candidates = self.resync.candidates(self.offset + min);
+        let len = self.chunker.cut_before(&self.buf, self.offset, &candidates);
         self.offset += len as u64;
+        self.resync.observe(self.offset, min);
         Some(Ok(self.buf.split_to(len).freeze()))
     }
 }
@@ -414,6 +475,27 @@ mod tests {
             with < without,
             "resyncing sent {with} bytes, plain chunking {without}"
         );
+    }
+
+    #[test]
+    fn after_an_insertion_resyncing_follows_the_shift() {
+        let v1 = pseudo_random(200_000);
+        let mut v2 = v1.clone();
+        v2[120_000..121_000].iter_mut().for_each(|b| *b ^= 0x5a);
+        let mut v3 = v2.clone();
+        v3.splice(50_000..50_000, [7u8; 37]);
+        for seed in 1..60u64 {
+            let c = Chunker::new(small(), seed);
+            let l1 = lengths(&c, &v1, Vec::new());
+            let l2 = lengths(&c, &v2, ends(&l1));
+            let l3 = lengths(&c, &v3, ends(&l2));
+            let (bytes, first, last) = fresh(&v2, &l2, &v3, &l3);
+            assert!(
+                first <= 50_000 && last >= 50_037,
+                "seed {seed}: [{first}, {last})"
+            );
+            assert_eq!(bytes, last - first, "seed {seed}: one range");
+        }
     }
 
     #[test]
