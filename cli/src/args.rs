@@ -142,6 +142,9 @@ pub enum Command {
     Pull(commands::pull::Args),
     /// Push DIR's changes, then pull everyone else's, once.
     Sync(commands::sync::Args),
+    /// Keep DIR in sync until interrupted: local changes are pushed as they settle,
+    /// other devices' commits are pulled every --poll seconds.
+    Watch(commands::watch::Args),
     /// List the repository's files (or those under PATH).
     Ls(commands::ls::Args),
     /// Write one file or directory of the repository to OUT (`-` = stdout).

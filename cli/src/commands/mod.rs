@@ -17,6 +17,7 @@ pub mod set;
 pub mod setstore;
 pub mod status;
 pub mod sync;
+pub mod watch;
 
 use crate::args::{Cli, Command};
 use crate::context::Ctx;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push(a) => push::run(&ctx, a).await,
         Command::Pull(a) => pull::run(&ctx, a).await,
         Command::Sync(a) => sync::run(&ctx, a).await,
+        Command::Watch(a) => watch::run(&ctx, a).await,
         Command::Log(a) => log::run(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, a).await,
         Command::Ls(a) => ls::run(&ctx, a).await,

@@ -10,6 +10,7 @@ mod sync_cli;
 mod convergence;
 mod tamper;
 mod trees;
+mod watch_cli;
 
 use coffer_tests::env::Env;
 

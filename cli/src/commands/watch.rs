@@ -1,0 +1,148 @@
+//! `coffer watch DIR [STORE]`: a daemon that keeps DIR converged with the store.
+//!
+//! Each step is a `sync` (push, then pull) of the folder, which stays open. A step
+//! runs at start, when local changes settle (the watcher's debounced batches), and
+//! every `--poll` seconds to apply other devices' commits. When a step fails (store
+//! unreachable...), local changes stay journaled in the folder's stat cache and the
+//! next attempt backs off exponentially (1 s → 60 s), then everything is caught up
+//! by the next successful step. SIGINT/SIGTERM finish the current step and exit 0.
+//!
+//! Files the pull writes do raise watcher events; the step they trigger finds them
+//! equal to the stat cache and pushes nothing, so they are never echoed back.
+
+use crate::context::{Ctx, Locate};
+use coffer_engine::apply::PullReport;
+use coffer_engine::folder::Folder;
+use coffer_engine::push::PushReport;
+use coffer_engine::repo::Repository;
+use coffer_watcher::{FolderWatcher, WatchOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The folder to keep in sync (bound to the repository on first use).
+    pub dir: PathBuf,
+    /// The repository (default: the one DIR is bound to).
+    pub store: Option<String>,
+    /// Seconds between polls of the store for other devices' commits.
+    #[arg(long, default_value_t = 10)]
+    pub poll: u64,
+    /// Milliseconds a burst of local changes must settle before it is synced.
+    #[arg(long, default_value_t = 1000)]
+    pub debounce_ms: u64,
+}
+
+/// Longest wait between attempts while the store fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let store = match a.store {
+        Some(s) => s,
+        None => super::sync::bound_store(&a.dir)?,
+    };
+    let (repo, opened) = ctx.repo(&store, Locate::Existing).await?;
+    let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let opts = WatchOptions {
+        debounce: Duration::from_millis(a.debounce_ms),
+        ..WatchOptions::default()
+    };
+    let (changes, stop) = spawn_watcher(folder.root().to_path_buf(), opts)?;
+    let poll = Duration::from_secs(a.poll.max(1));
+    let mut backoff = Duration::from_secs(1);
+    ctx.say(format!(
+        "watching {} (polling {store} every {}s)",
+        folder.root().display(),
+        poll.as_secs()
+    ));
+    let mut changes = changes;
+    loop {
+        let wait = match step(ctx, &repo, &folder).await {
+            Ok(()) => {
+                backoff = Duration::from_secs(1);
+                poll
+            }
+            Err(e) => {
+                eprintln!(
+                    "coffer: sync failed ({}); changes stay journaled, retrying in {}s",
+                    crate::output::one_line(&e),
+                    backoff.as_secs()
+                );
+                let w = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                w
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            // A gone watcher disables this branch; polling goes on.
+            Some(b) = changes.recv() => {
+                tracing::debug!(paths = b.paths.len(), rescan = b.rescan, "local changes settled");
+            }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    ctx.say("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One sync step; problems with single paths are reported but do not fail it.
+async fn step(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<()> {
+    let pushed =
+        coffer_engine::push::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref())
+            .await?;
+    let pulled = coffer_engine::apply::pull(repo, folder, ctx.progress.as_ref()).await?;
+    report(ctx, &pushed, &pulled);
+    Ok(())
+}
+
+fn report(ctx: &Ctx, pushed: &PushReport, pulled: &PullReport) {
+    for p in &pushed.problems {
+        eprintln!("coffer: {p}");
+    }
+    for e in &pulled.errors {
+        eprintln!("coffer: {e}");
+    }
+    let changed =
+        pushed.commit.is_some() || pulled.files_written + pulled.deleted + pulled.dirs_created > 0;
+    if changed {
+        ctx.say(format!(
+            "synced: pushed {} change(s), pulled {} file(s), {} deleted, {} conflict copies",
+            pushed.changes, pulled.files_written, pulled.deleted, pulled.conflict_copies
+        ));
+    }
+}
+
+/// Runs the watcher on its own thread; settled batches arrive on the channel.
+fn spawn_watcher(
+    root: PathBuf,
+    opts: WatchOptions,
+) -> anyhow::Result<(
+    tokio::sync::mpsc::Receiver<coffer_watcher::Batch>,
+    Arc<AtomicBool>,
+)> {
+    let mut watcher = FolderWatcher::new(&root, opts).map_err(anyhow::Error::msg)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::Builder::new()
+        .name("coffer-watcher".into())
+        .spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                if let Some(batch) = watcher.next_batch(Duration::from_millis(250))
+                    && tx.blocking_send(batch).is_err()
+                {
+                    break;
+                }
+            }
+        })?;
+    Ok((rx, stop))
+}

@@ -1,0 +1,102 @@
+//! `coffer watch`: two daemons keep two folders converged, ride out an unreachable
+//! store, and stop cleanly on SIGTERM.
+
+use crate::{arg, env};
+use coffer_tests::env::Env;
+use coffer_tests::tree::assert_same_tree;
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn daemon(e: &Env, dir: &Path) -> Child {
+    e.cmd()
+        .args([
+            "watch",
+            &arg(dir),
+            "store",
+            "--poll",
+            "1",
+            "--debounce-ms",
+            "200",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `cond` every 100 ms for up to `limit`.
+fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn same(a: &Path, b: &Path) -> bool {
+    coffer_tests::tree::snapshot(a) == coffer_tests::tree::snapshot(b)
+}
+
+fn stop(mut child: Child) -> String {
+    assert!(child.try_wait().unwrap().is_none(), "the daemon died early");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    stderr
+}
+
+#[test]
+fn two_daemons_converge_and_ride_out_an_unreachable_store() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (a, b) = (e.path("a"), e.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("gone-later.txt"), "old\n").unwrap();
+    let (da, db) = (daemon(&e, &a), daemon(&e, &b));
+    let limit = Duration::from_secs(20);
+
+    fs::write(a.join("new.txt"), "from a\n").unwrap();
+    within(limit, "a new file reaches b", || {
+        fs::read_to_string(b.join("new.txt")).is_ok_and(|s| s == "from a\n")
+    });
+    fs::write(b.join("new.txt"), "edited on b\n").unwrap();
+    within(limit, "an edit reaches a", || {
+        fs::read_to_string(a.join("new.txt")).is_ok_and(|s| s == "edited on b\n")
+    });
+
+    // The store goes away (and a file takes its place, so nothing can recreate it).
+    let store = e.path("store");
+    let away = e.path("store-away");
+    fs::rename(&store, &away).unwrap();
+    fs::write(&store, "not a store").unwrap();
+    for i in 0..20 {
+        fs::write(a.join(format!("offline-{i}.txt")), format!("{i}\n")).unwrap();
+    }
+    fs::create_dir_all(b.join("made-offline/inner")).unwrap();
+    fs::remove_file(a.join("gone-later.txt")).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    fs::remove_file(&store).unwrap();
+    fs::rename(&away, &store).unwrap();
+
+    within(
+        Duration::from_secs(60),
+        "both folders converge after the store returns",
+        || {
+            same(&a, &b)
+                && b.join("offline-19.txt").exists()
+                && a.join("made-offline/inner").is_dir()
+        },
+    );
+    assert!(!b.join("gone-later.txt").exists());
+    let (la, lb) = (stop(da), stop(db));
+    assert!(la.contains("retrying"), "{la}");
+    assert!(lb.contains("stopped"), "{lb}");
+    assert_same_tree(&a, &b);
+}
