@@ -62,6 +62,7 @@ pub mod push;
 pub mod repo;
 pub mod restore;
 pub mod scan;
+pub mod status;
 pub mod store;
 pub mod upload;
 pub mod version;

@@ -1,5 +1,6 @@
 //! `coffer status` (hcs3): where credentials come from, which buckets they reach,
-//! and this machine's properties.
+//! and this machine's properties. `coffer status DIR`: what DIR has not synced yet,
+//! the last sync and the last error, and its conflict copies.
 
 use crate::context::Ctx;
 use crate::settings;
@@ -7,9 +8,99 @@ use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A synced folder: report its pending changes and last sync instead.
+    pub dir: Option<std::path::PathBuf>,
+    /// JSON output (with DIR).
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub async fn run(ctx: &Ctx, _a: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    match a.dir {
+        Some(dir) => folder_status(&dir, a.json),
+        None => store_status(ctx).await,
+    }
+}
+
+/// `coffer status DIR`.
+fn folder_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    use coffer_engine::folder::Folder;
+    use coffer_engine::id::RepoId;
+    use coffer_engine::status::FolderStatus;
+    let Some(binding) = Folder::read_binding(dir)? else {
+        anyhow::bail!(
+            "{} is not a synced folder (no .coffer/ binding)",
+            dir.display()
+        );
+    };
+    let repo = RepoId::from_hex(&binding.repository)
+        .ok_or_else(|| anyhow::anyhow!("{}: corrupt binding", dir.display()))?;
+    let recorded = FolderStatus::read(dir);
+    // A running `coffer watch` holds the journal: then show what it last recorded.
+    let (status, live) = match Folder::open(dir, repo, &binding.store, false) {
+        Ok(folder) => {
+            let mut s = FolderStatus::local(&folder)?;
+            if let Some(r) = &recorded {
+                s.last_sync_ms = r.last_sync_ms;
+                s.last_error = r.last_error.clone();
+                s.last_error_ms = r.last_error_ms;
+            }
+            (s, true)
+        }
+        Err(e) => match recorded {
+            Some(r) => (r, false),
+            None => return Err(e.into()),
+        },
+    };
+    if json {
+        let mut v = serde_json::to_value(&status)?;
+        v["folder"] = dir.display().to_string().into();
+        v["device"] = binding.device.clone().into();
+        v["store"] = binding.store.clone().into();
+        v["live"] = live.into();
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let when = |ms: Option<u64>| match ms {
+        Some(ms) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        None => "never".to_string(),
+    };
+    println!("folder:     {}", dir.display());
+    println!("store:      {} (device {})", binding.store, &binding.device);
+    if !live {
+        println!(
+            "            (a coffer daemon holds the folder; as of its last step, {})",
+            when(Some(status.taken_ms))
+        );
+    }
+    println!(
+        "pending:    {} change(s), {}, {} deletion(s)",
+        status.pending,
+        crate::output::bytes(status.pending_bytes),
+        status.pending_deletes
+    );
+    println!("last sync:  {}", when(status.last_sync_ms));
+    match &status.last_error {
+        Some(e) => println!("last error: {} ({e})", when(status.last_error_ms)),
+        None => println!("last error: none"),
+    }
+    if status.conflicts.is_empty() {
+        println!("conflicts:  none");
+    } else {
+        println!("conflicts:  {}", status.conflicts.len());
+        for c in &status.conflicts {
+            println!("  {c}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `coffer status` (hcs3).
+async fn store_status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let line = "---------------------------------------------------";
     writeln!(out, "Summary\n{line}\nRegistered Stores\n{line}")?;

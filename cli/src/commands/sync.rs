@@ -7,6 +7,8 @@
 use crate::context::{Ctx, Locate};
 use anyhow::{Context, bail};
 use coffer_engine::folder::Folder;
+use coffer_engine::repo::Repository;
+use coffer_engine::status::FolderStatus;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,11 +27,21 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     };
     let (repo, opened) = ctx.repo(&store, Locate::Existing).await?;
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
+    let outcome = once(ctx, &repo, &folder).await;
+    let error = outcome.as_ref().err().map(crate::output::one_line);
+    if let Err(e) = FolderStatus::record_step(&folder, error) {
+        tracing::warn!("cannot record the folder status: {e}");
+    }
+    outcome
+}
+
+/// One push, then one pull.
+async fn once(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<ExitCode> {
     let pushed =
-        coffer_engine::push::push(&repo, &folder, &ctx.upload_options(), ctx.progress.as_ref())
+        coffer_engine::push::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref())
             .await?;
     super::push::report(ctx, &pushed);
-    let pulled = coffer_engine::apply::pull(&repo, &folder, ctx.progress.as_ref()).await?;
+    let pulled = coffer_engine::apply::pull(repo, folder, ctx.progress.as_ref()).await?;
     super::pull::report(ctx, &pulled);
     Ok(super::status(pushed.problems.len() + pulled.errors.len()))
 }

@@ -15,6 +15,7 @@ use coffer_engine::apply::PullReport;
 use coffer_engine::folder::Folder;
 use coffer_engine::push::PushReport;
 use coffer_engine::repo::Repository;
+use coffer_engine::status::FolderStatus;
 use coffer_watcher::{FolderWatcher, WatchOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,7 +64,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     ));
     let mut changes = changes;
     loop {
-        let wait = match step(ctx, &repo, &folder).await {
+        let outcome = step(ctx, &repo, &folder).await;
+        let error = outcome.as_ref().err().map(crate::output::one_line);
+        if let Err(e) = FolderStatus::record_step(&folder, error) {
+            tracing::warn!("cannot record the folder status: {e}");
+        }
+        let wait = match outcome {
             Ok(()) => {
                 backoff = Duration::from_secs(1);
                 poll

@@ -185,3 +185,46 @@ fn sync_without_a_store_uses_the_bound_one_and_explains_otherwise() {
     let ls = e.ok(&["ls", "store"]);
     assert!(ls.stdout.contains("x.txt"), "{}", ls.stdout);
 }
+
+#[test]
+fn status_dir_shows_pending_changes_last_sync_and_conflicts() {
+    let (e, [a, b, _]) = three();
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("one.txt"), "1").unwrap();
+    fs::write(a.join("two.txt"), "2").unwrap();
+    sync(&e, &a);
+    sync(&e, &b);
+    let status = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&e.ok(&["status", &arg(dir), "--json"]).stdout).unwrap()
+    };
+    let s = status(&a);
+    assert_eq!(s["pending"], 0, "{s}");
+    assert!(
+        s["last_sync_ms"].as_u64().is_some() && s["last_error"].is_null(),
+        "{s}"
+    );
+
+    fs::write(a.join("three.txt"), "333").unwrap();
+    fs::remove_file(a.join("one.txt")).unwrap();
+    let s = status(&a);
+    assert_eq!(
+        (s["pending"].as_u64(), s["pending_deletes"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    assert_eq!(s["pending_bytes"], 3, "{s}");
+
+    fs::write(b.join("two.txt"), "b's two").unwrap();
+    fs::write(a.join("two.txt"), "a's two").unwrap();
+    sync(&e, &a);
+    sync(&e, &b);
+    let s = status(&b);
+    assert_eq!(s["conflicts"].as_array().map(Vec::len), Some(1), "{s}");
+    let text = e.ok(&["status", &arg(&b)]).stdout;
+    assert!(
+        text.contains("conflicts:  1") && text.contains("pending:"),
+        "{text}"
+    );
+    let r = e.fails(&["status", &arg(&e.path("nowhere"))]);
+    assert!(r.stderr.contains("not a synced folder"), "{}", r.stderr);
+}

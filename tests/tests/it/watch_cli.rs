@@ -82,6 +82,12 @@ fn two_daemons_converge_and_ride_out_an_unreachable_store() {
     fs::create_dir_all(b.join("made-offline/inner")).unwrap();
     fs::remove_file(a.join("gone-later.txt")).unwrap();
     std::thread::sleep(Duration::from_secs(3));
+    // The daemon holds a's journal: status shows what it recorded, with the failure.
+    let st = e.ok(&["status", &arg(&a), "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(st["live"], false, "{st}");
+    assert!(st["last_error"].is_string(), "{st}");
+    assert!(st["pending"].as_u64().unwrap() >= 20, "{st}");
     fs::remove_file(&store).unwrap();
     fs::rename(&away, &store).unwrap();
 

@@ -1,0 +1,132 @@
+//! What a folder has not synced yet, and how its last sync went.
+//!
+//! [`local_changes`] compares the folder with the journal's stat cache, without the
+//! network: it is what the next push would send. [`FolderStatus`] adds the outcome
+//! of the last sync step; `sync` and `watch` keep it in `.coffer/status.json`
+//! (written atomically) so `coffer status DIR` can report it even while a daemon
+//! holds the journal.
+
+use crate::error::{Error, Result};
+use crate::folder::Folder;
+use crate::journal::LocalKind;
+use crate::merge::is_conflict_copy;
+use crate::path::{RepoPath, STATE_DIR};
+use crate::scan::{self, IgnoreRules};
+use crate::version::now_millis;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+
+const STATUS_FILE: &str = "status.json";
+
+/// Local changes the next push would record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalChanges {
+    /// New or changed paths (files, directories, symlinks).
+    pub changed: Vec<RepoPath>,
+    /// Bytes of the new or changed files (an upper bound of what is queued).
+    pub bytes: u64,
+    /// Synced paths that are gone.
+    pub deleted: Vec<RepoPath>,
+    /// Conflict copies present in the folder.
+    pub conflicts: Vec<RepoPath>,
+}
+
+/// Scans `folder` against its stat cache.
+pub fn local_changes(folder: &Folder) -> Result<LocalChanges> {
+    let journal = folder.journal();
+    let rules = IgnoreRules::load(folder.root())?;
+    let scanned = scan::scan(folder.root(), &rules)?;
+    let mut out = LocalChanges::default();
+    for e in &scanned.entries {
+        if is_conflict_copy(&e.path) {
+            out.conflicts.push(e.path.clone());
+        }
+        let unchanged = journal
+            .stat_get(&e.path)?
+            .is_some_and(|s| e.unchanged_since(&s));
+        if !unchanged {
+            if e.kind == LocalKind::File {
+                out.bytes += e.size;
+            }
+            out.changed.push(e.path.clone());
+        }
+    }
+    let present: HashSet<&RepoPath> = scanned.entries.iter().map(|e| &e.path).collect();
+    for (path, stat) in journal.stat_all()? {
+        if !present.contains(&path)
+            && !scanned.is_unseen(&path)
+            && !rules.is_ignored(&path, stat.kind == LocalKind::Dir)
+        {
+            out.deleted.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// The state of a folder, as `coffer status DIR` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderStatus {
+    /// Paths changed locally and not pushed yet.
+    pub pending: usize,
+    /// Their bytes (files only).
+    pub pending_bytes: u64,
+    /// Deletions not pushed yet.
+    pub pending_deletes: usize,
+    /// Conflict copies in the folder.
+    pub conflicts: Vec<String>,
+    /// When the last sync step succeeded (Unix ms).
+    pub last_sync_ms: Option<u64>,
+    /// The last failure, if the last step failed.
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<u64>,
+    /// When this status was taken (Unix ms).
+    pub taken_ms: u64,
+}
+
+impl FolderStatus {
+    /// The local half of the status, now.
+    pub fn local(folder: &Folder) -> Result<FolderStatus> {
+        let c = local_changes(folder)?;
+        Ok(FolderStatus {
+            pending: c.changed.len(),
+            pending_bytes: c.bytes,
+            pending_deletes: c.deleted.len(),
+            conflicts: c.conflicts.iter().map(|p| p.to_string()).collect(),
+            taken_ms: now_millis(),
+            ..FolderStatus::default()
+        })
+    }
+
+    /// Records the outcome of a sync step (`error`: why it failed) in
+    /// `.coffer/status.json`, with the local changes as they are now.
+    pub fn record_step(folder: &Folder, error: Option<String>) -> Result<FolderStatus> {
+        let before = Self::read(folder.root()).unwrap_or_default();
+        let mut status = Self::local(folder)?;
+        let now = status.taken_ms;
+        match error {
+            None => {
+                status.last_sync_ms = Some(now);
+            }
+            Some(e) => {
+                status.last_sync_ms = before.last_sync_ms;
+                status.last_error = Some(e);
+                status.last_error_ms = Some(now);
+            }
+        }
+        let dir = folder.root().join(STATE_DIR);
+        let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(&status)
+            .map_err(|e| Error::Internal(format!("cannot encode the status: {e}")))?;
+        std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
+        let file = dir.join(STATUS_FILE);
+        std::fs::rename(&tmp, &file).map_err(|e| Error::io(&file, e))?;
+        Ok(status)
+    }
+
+    /// The status the last sync step recorded, if any.
+    pub fn read(root: &Path) -> Option<FolderStatus> {
+        let bytes = std::fs::read(root.join(STATE_DIR).join(STATUS_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
