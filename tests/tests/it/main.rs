@@ -8,6 +8,7 @@ mod s3;
 mod sync_cli;
 
 mod convergence;
+mod crash;
 mod tamper;
 mod trees;
 mod watch_cli;

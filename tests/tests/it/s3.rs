@@ -424,3 +424,22 @@ fn random_edit(rng: &mut impl rand::Rng, dir: &std::path::Path, names: &[&str], 
         }
     }
 }
+
+#[test]
+fn kill_9_at_twenty_points_of_a_600_mib_push_on_garage() {
+    let s3 = S3Env::from_env();
+    let e = sandbox(&s3, None);
+    let bucket = S3Env::unique_bucket("crash");
+    e.ok(&["create", &bucket]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(s3.store(&bucket, &s3.endpoint));
+    let size = || -> u64 {
+        use coffer_engine::store::ObjectStore;
+        rt.block_on(store.list(""))
+            .unwrap()
+            .iter()
+            .map(|o| o.size)
+            .sum()
+    };
+    crate::crash::kill_and_resume(&e, &format!("s3://{bucket}"), 100..400, &size);
+}
