@@ -7,6 +7,10 @@
 //! next attempt backs off exponentially (1 s → 60 s), then everything is caught up
 //! by the next successful step. SIGINT/SIGTERM finish the current step and exit 0.
 //!
+//! Settled local changes are marked in the journal's `pending` tree the moment the
+//! watcher reports them (and cleared by the next successful step), so they are
+//! recorded in the folder even while the store is unreachable.
+//!
 //! Files the pull writes do raise watcher events; the step they trigger finds them
 //! equal to the stat cache and pushes nothing, so they are never echoed back.
 
@@ -71,6 +75,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         }
         let wait = match outcome {
             Ok(()) => {
+                // Everything marked before this step was scanned and pushed by it.
+                if let Err(e) = folder.journal().clear_pending() {
+                    tracing::warn!("cannot clear the journaled changes: {e}");
+                }
                 backoff = Duration::from_secs(1);
                 poll
             }
@@ -90,6 +98,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             // A gone watcher disables this branch; polling goes on.
             Some(b) = changes.recv() => {
                 tracing::debug!(paths = b.paths.len(), rescan = b.rescan, "local changes settled");
+                if let Err(e) = journal_changes(&folder, &b) {
+                    tracing::warn!("cannot journal local changes: {e}");
+                }
             }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
@@ -98,6 +109,22 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     ctx.say("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Marks the changed paths in the journal at once (so they are on disk, in the
+/// folder, before any network is involved); the next successful step clears them.
+fn journal_changes(folder: &Folder, batch: &coffer_watcher::Batch) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let journal = folder.journal();
+    for path in &batch.paths {
+        if let Ok(rel) = path.strip_prefix(folder.root())
+            && let Ok(p) = coffer_engine::path::RepoPath::new(rel.as_os_str().as_bytes().to_vec())
+        {
+            journal.mark_pending(&p)?;
+        }
+    }
+    journal.flush()?;
+    Ok(())
 }
 
 /// One sync step; problems with single paths are reported but do not fail it.
