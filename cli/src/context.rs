@@ -166,6 +166,11 @@ impl Ctx {
             .with_context(|| format!("cannot open {}", opened.url))
     }
 
+    /// `--quiet` was given.
+    pub fn quiet(&self) -> bool {
+        self.global.quiet
+    }
+
     /// Prints a summary line unless `--quiet`.
     pub fn say(&self, line: impl AsRef<str>) {
         if !self.global.quiet {

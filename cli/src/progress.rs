@@ -104,3 +104,43 @@ impl Progress for Bars {
         }
     }
 }
+
+/// The daemon's one-line status on a terminal (`coffer watch`): shown while it
+/// waits, cleared while a step runs (so the step's progress bars and messages
+/// have stderr to themselves). Does nothing when stderr is not a terminal.
+#[derive(Debug)]
+pub struct StatusLine {
+    enabled: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl StatusLine {
+    pub fn new(quiet: bool) -> Self {
+        StatusLine {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            bar: None,
+        }
+    }
+
+    /// Replaces the line with `message`; `{elapsed}` counts from now.
+    pub fn show(&mut self, message: String) {
+        if !self.enabled {
+            return;
+        }
+        self.clear();
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed} ago)")
+                .expect("valid template"),
+        );
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_message(message);
+        bar.enable_steady_tick(std::time::Duration::from_secs(1));
+        self.bar = Some(bar);
+    }
+
+    pub fn clear(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}

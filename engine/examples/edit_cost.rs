@@ -1,15 +1,18 @@
 //! How many bytes an edit makes a push send, over many repository keys.
 //!
 //! ```text
-//! cargo run --release -p coffer-engine --example edit_cost -- [overwrite|insert|both] [--plain] [KEYS]
+//! cargo run --release -p coffer-engine --example edit_cost -- [overwrite|insert|both|peer] [--plain] [--level N] [KEYS]
 //! ```
 //! A 40 MiB pseudo-random file is chunked with the default parameters and a gear table
 //! seeded per key; then either 1 MiB at 10 MiB is overwritten or 100 bytes are
 //! inserted there (`both`: the overwrite is pushed first, then 100 bytes are inserted
-//! at 5 MiB, and the second step is measured), and the new version is chunked again
+//! at 5 MiB, and the second step is measured; `peer`: the `scripts/bench-peers`
+//! edit, 1 MiB overwritten at 10 MiB and 100 bytes inserted at 30 MiB, in one
+//! step), and the new version is chunked again
 //! — resyncing on the old boundaries as `push` does, or plainly with `--plain`.
 //! Prints the distribution of the bytes in chunks the old version did not have
-//! (what a push would upload).
+//! (what a push would upload). `--level N` sets the FastCDC normalization level
+//! (default: the repository default).
 
 use coffer_engine::chunker::{Chunker, ChunkerParams};
 use std::collections::HashSet;
@@ -75,8 +78,23 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let insert = args.iter().any(|a| a == "insert");
     let both = args.iter().any(|a| a == "both");
+    let peer = args.iter().any(|a| a == "peer");
+    let level = args
+        .iter()
+        .position(|a| a == "--level")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(ChunkerParams::DEFAULT.normalization);
+    let params = ChunkerParams {
+        normalization: level,
+        ..ChunkerParams::DEFAULT
+    };
     let resync = !args.iter().any(|a| a == "--plain");
-    let keys: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(299);
+    let keys: u64 = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || args[i - 1] != "--level")
+        .find_map(|(_, a)| a.parse().ok())
+        .unwrap_or(299);
 
     let first = pseudo_random(7, 40 * MIB);
     let mut old = first.clone();
@@ -85,6 +103,9 @@ fn main() {
         old.splice(10 * MIB..10 * MIB, [42u8; 100]);
     } else {
         old[10 * MIB..11 * MIB].copy_from_slice(&pseudo_random(99, MIB));
+    }
+    if peer {
+        old.splice(30 * MIB..30 * MIB, [42u8; 100]);
     }
     let (old, new) = if both {
         let mut new = old.clone();
@@ -95,10 +116,7 @@ fn main() {
     };
     let mut costs: Vec<usize> = (1..=keys)
         .map(|k| {
-            let c = Chunker::new(
-                ChunkerParams::DEFAULT,
-                k.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            );
+            let c = Chunker::new(params, k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             fresh_bytes(&c, older, &old, &new, resync)
         })
         .collect();
@@ -106,8 +124,10 @@ fn main() {
     let mib = |i: usize| costs[i.min(costs.len() - 1)] as f64 / MIB as f64;
     let n = costs.len();
     println!(
-        "{} ({}), {n} keys: median {:.2} MiB, p90 {:.2}, p99 {:.2}, max {:.2}; >= 4 MiB: {}",
-        if both {
+        "{} ({}, level {level}), {n} keys: median {:.2} MiB, p90 {:.2}, p99 {:.2}, max {:.2}; >= 4 MiB: {}",
+        if peer {
+            "1 MiB overwrite + 100-byte insert"
+        } else if both {
             "100-byte insert after a pushed 1 MiB overwrite"
         } else if insert {
             "100-byte insert"

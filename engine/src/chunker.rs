@@ -1,7 +1,7 @@
 //! Content-defined chunking: FastCDC 2020 with a gear table seeded from the key.
 //!
 //! [`Chunker::chunks`] streams any reader into chunks without holding more than one
-//! read block (16 MiB, or the file size when smaller) plus the chunks still in use
+//! read block (8 MiB, two max chunks, or the file size when smaller) plus the chunks still in use
 //! downstream. Chunks are [`Bytes`] slices of the read block, so cutting copies
 //! nothing; only the tail left over at a block boundary (< max chunk size) is copied
 //! into the next block.
@@ -77,7 +77,7 @@ pub struct Chunker {
 }
 
 /// Upper bound of one read block.
-const READ_BLOCK: usize = 16 * 1024 * 1024;
+const READ_BLOCK: usize = 8 * 1024 * 1024;
 
 impl Chunker {
     /// `seed == 0` is the unseeded reference table (used by the official vectors).

@@ -39,6 +39,7 @@
 //! ```
 
 pub mod apply;
+pub mod buffers;
 pub mod check;
 pub mod checkpoint;
 pub mod chunker;

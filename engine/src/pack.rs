@@ -29,6 +29,9 @@ pub const FOOTER_LEN: usize = FOOTER_PLAIN_LEN + SEAL_OVERHEAD;
 pub const TRAILER_ENTRY_LEN: usize = 32 + 4 + 4 + 4;
 /// Default size at which a pack is closed and uploaded.
 pub const DEFAULT_PACK_TARGET: usize = 16 * 1024 * 1024;
+/// What sealing adds to a chunk at most: codec byte and seal overhead (a blob is
+/// never bigger than its chunk plus this; compression is used only when it shrinks).
+pub const BLOB_OVERHEAD: usize = 1 + SEAL_OVERHEAD;
 
 /// Where a chunk's sealed blob sits in its pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,12 +59,30 @@ pub struct FinishedPack {
     pub bytes: Bytes,
 }
 
+/// The buffer behind a pack's bytes, for reuse, once nothing else holds them.
+pub fn reclaim(bytes: Bytes) -> Option<Vec<u8>> {
+    bytes.try_into_mut().ok().map(Vec::from)
+}
+
 impl PackBuilder {
     pub fn with_capacity(bytes: usize) -> Self {
+        Self::with_buffer(Vec::new(), bytes)
+    }
+
+    /// A builder writing into `buf` (a buffer of an earlier pack, reused), with room
+    /// for at least `bytes`.
+    pub fn with_buffer(mut buf: Vec<u8>, bytes: usize) -> Self {
+        buf.clear();
+        buf.reserve_exact(bytes);
         PackBuilder {
-            buf: Vec::with_capacity(bytes),
+            buf,
             blobs: Vec::new(),
         }
+    }
+
+    /// Whether a chunk of `raw_len` bytes surely fits without passing `target`.
+    pub fn fits(&self, raw_len: usize, target: usize) -> bool {
+        self.buf.len() + raw_len + BLOB_OVERHEAD <= target
     }
 
     /// Compresses (when it helps) and seals `data` straight into the pack buffer.
@@ -258,19 +279,28 @@ pub fn open_trailer(
 
 /// Opens one sealed blob, decompresses it and checks that its keyed hash is its id.
 pub fn open_blob(keys: &Keys, pack: &PackId, entry: &BlobEntry, sealed: &[u8]) -> Result<Vec<u8>> {
+    let mut copy = sealed.to_vec();
+    open_blob_in_place(keys, pack, entry, &mut copy).map(std::borrow::Cow::into_owned)
+}
+
+/// [`open_blob`] decrypting inside `sealed` (the fetched bytes): a raw blob's
+/// plaintext is returned as a slice of it, a compressed one decompressed.
+pub fn open_blob_in_place<'a>(
+    keys: &Keys,
+    pack: &PackId,
+    entry: &BlobEntry,
+    sealed: &'a mut [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>> {
+    use std::borrow::Cow;
     let fail =
         |why: String| Error::corrupt(layout::pack(pack), format!("chunk {}: {why}", entry.chunk));
     let plain = keys
-        .open(Kind::Chunk, entry.chunk.as_bytes(), sealed)
+        .open_in_place(Kind::Chunk, entry.chunk.as_bytes(), sealed)
         .map_err(|e| fail(e.to_string()))?;
     let raw_len = entry.raw_len as usize;
-    let data = match plain.split_first() {
-        Some((&CODEC_RAW, _)) => {
-            let mut plain = plain;
-            plain.remove(0);
-            plain
-        }
-        Some((&CODEC_ZSTD, z)) => codec::decompress(z, raw_len).map_err(fail)?,
+    let data: Cow<'a, [u8]> = match plain.split_first() {
+        Some((&CODEC_RAW, raw)) => Cow::Borrowed(raw),
+        Some((&CODEC_ZSTD, z)) => Cow::Owned(codec::decompress(z, raw_len).map_err(fail)?),
         _ => return Err(fail("unknown codec".into())),
     };
     if data.len() != raw_len {

@@ -55,6 +55,9 @@ pub struct FileJob {
 struct JobState {
     tmp: PathBuf,
     remaining: usize,
+    /// Set by the one thread that installs the complete file (ranges are
+    /// delivered concurrently, so several may see `remaining` reach zero).
+    installing: bool,
     result: Option<Result<LocalEntry>>,
 }
 
@@ -93,35 +96,46 @@ pub async fn write_files(
         .into_iter()
         .flat_map(|(pack, needs)| coalesce(needs).into_iter().map(move |r| (pack, r)))
         .collect();
+    // Fetching, opening and writing a range is one unit of work, `FETCH_CONCURRENCY`
+    // of them at once: the network stays busy while earlier ranges are decrypted
+    // and written on blocking threads (on every core).
     let mut stream = futures::stream::iter(ranges)
         .map(|(pack, needs)| {
             let store = repo.store().clone();
+            let (keys, jobs, states) = (repo.keys().clone(), jobs.clone(), states.clone());
             async move {
                 let start = u64::from(needs[0].loc.offset);
                 let last = needs.last().expect("ranges are never empty");
                 let end = u64::from(last.loc.offset) + u64::from(last.loc.sealed_len);
                 let bytes = store.get_range(&layout::pack(&pack), start..end).await;
-                (pack, needs, start, bytes)
+                tokio::task::spawn_blocking(move || {
+                    // Blobs are opened in place: the fetched bytes are ours alone.
+                    let mut bytes = bytes.map(|b| {
+                        b.try_into_mut()
+                            .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]))
+                    });
+                    let mut written = 0u64;
+                    for need in needs {
+                        let result = match &mut bytes {
+                            Ok(b) => open_range(&keys, &pack, &need, b, start),
+                            Err(e) => Err(Error::Store(e.clone())),
+                        };
+                        written += deliver(&jobs, &states, &need, result.as_deref());
+                    }
+                    if let Ok(b) = bytes {
+                        crate::buffers::GLOBAL.give(b);
+                    }
+                    written
+                })
+                .await
+                .unwrap_or(0)
             }
         })
         .buffer_unordered(FETCH_CONCURRENCY);
-    while let Some((pack, needs, start, bytes)) = stream.next().await {
-        let (keys, jobs2, states2) = (repo.keys().clone(), jobs.clone(), states.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            let mut written = 0u64;
-            for need in needs {
-                let result = match &bytes {
-                    Ok(b) => open_range(&keys, &pack, &need, b, start),
-                    Err(e) => Err(Error::Store(e.clone())),
-                };
-                written += deliver(&jobs2, &states2, &need, result);
-            }
-            written
-        })
-        .await
-        .unwrap_or(0);
+    while let Some(written) = stream.next().await {
         progress.advance(written, 0);
     }
+    drop(stream);
     let states = Arc::try_unwrap(states)
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
         .unwrap_or_default();
@@ -153,6 +167,7 @@ fn plan(
         let mut st = JobState {
             tmp,
             remaining: job.entry.chunks.len(),
+            installing: false,
             result: None,
         };
         if let Err(e) = plan_job(journal, i, job, &st.tmp, &mut packs) {
@@ -227,17 +242,17 @@ fn coalesce(needs: Vec<Need>) -> Vec<Vec<Need>> {
     out
 }
 
-fn open_range(
+fn open_range<'a>(
     keys: &crate::crypto::Keys,
     pack: &PackId,
     need: &Need,
-    bytes: &[u8],
+    bytes: &'a mut [u8],
     start: u64,
-) -> Result<Vec<u8>> {
+) -> Result<std::borrow::Cow<'a, [u8]>> {
     let from = usize::try_from(u64::from(need.loc.offset) - start).unwrap_or(usize::MAX);
     let to = from.saturating_add(need.loc.sealed_len as usize);
     let sealed = bytes
-        .get(from..to)
+        .get_mut(from..to)
         .ok_or_else(|| Error::corrupt(layout::pack(pack), "object shorter than its index says"))?;
     let entry = BlobEntry {
         chunk: need.chunk,
@@ -245,7 +260,7 @@ fn open_range(
         sealed_len: need.loc.sealed_len,
         raw_len: need.loc.raw_len,
     };
-    pack::open_blob(keys, pack, &entry, sealed)
+    pack::open_blob_in_place(keys, pack, &entry, sealed)
 }
 
 /// Writes one opened blob (or its failure) to every file that needs it; returns
@@ -254,7 +269,7 @@ fn deliver(
     jobs: &[FileJob],
     states: &Mutex<Vec<JobState>>,
     need: &Need,
-    data: Result<Vec<u8>>,
+    data: std::result::Result<&[u8], &Error>,
 ) -> u64 {
     let mut written = 0;
     for &(i, off) in &need.targets {
@@ -272,7 +287,7 @@ fn deliver(
                 .and_then(|f| f.write_all_at(d, off))
                 .map(|()| d.len() as u64)
                 .map_err(|e| Error::io(&tmp, e)),
-            Err(e) => Err(e.clone()),
+            Err(e) => Err((*e).clone()),
         };
         {
             let mut all = states.lock().unwrap_or_else(|p| p.into_inner());
@@ -293,10 +308,11 @@ fn deliver(
 /// Renames a complete file into place.
 fn finish_if_complete(jobs: &[FileJob], states: &Mutex<Vec<JobState>>, i: usize) {
     let tmp = {
-        let st = &states.lock().unwrap_or_else(|p| p.into_inner())[i];
-        if st.remaining != 0 || st.result.is_some() {
+        let st = &mut states.lock().unwrap_or_else(|p| p.into_inner())[i];
+        if st.remaining != 0 || st.result.is_some() || st.installing {
             return;
         }
+        st.installing = true;
         st.tmp.clone()
     };
     let res = install(&jobs[i], &tmp);

@@ -74,6 +74,11 @@ impl UploadWindow {
     }
 
     /// The current limit.
+    /// The cap the limit never exceeds.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     pub fn limit(&self) -> usize {
         current(&self.lock())
     }

@@ -15,6 +15,7 @@
 //! equal to the stat cache and pushes nothing, so they are never echoed back.
 
 use crate::context::{Ctx, Locate};
+use crate::progress::StatusLine;
 use coffer_engine::apply::PullReport;
 use coffer_engine::folder::Folder;
 use coffer_engine::push::PushReport;
@@ -67,7 +68,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         poll.as_secs()
     ));
     let mut changes = changes;
+    let mut line = StatusLine::new(ctx.quiet());
     loop {
+        line.clear();
         let outcome = step(ctx, &repo, &folder).await;
         let error = outcome.as_ref().err().map(crate::output::one_line);
         if let Err(e) = FolderStatus::record_step(&folder, error) {
@@ -80,6 +83,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
                     tracing::warn!("cannot clear the journaled changes: {e}");
                 }
                 backoff = Duration::from_secs(1);
+                line.show(format!(
+                    "in sync with {store}; polling every {}s; last step",
+                    poll.as_secs()
+                ));
                 poll
             }
             Err(e) => {
@@ -90,6 +97,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
                 );
                 let w = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+                line.show(format!(
+                    "sync failing; {} change(s) journaled; retry {}s after the last attempt",
+                    folder.journal().pending_len(),
+                    w.as_secs()
+                ));
                 w
             }
         };
@@ -106,6 +118,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
         }
     }
+    line.clear();
     stop.store(true, Ordering::Relaxed);
     ctx.say("stopped");
     Ok(ExitCode::SUCCESS)

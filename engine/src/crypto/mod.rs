@@ -148,6 +148,31 @@ impl Keys {
     pub fn open(&self, kind: Kind, identity: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
         open_with(&self.aead, kind, identity, sealed)
     }
+
+    /// Opens a sealed object where it lies: the plaintext replaces the ciphertext
+    /// inside `sealed`, and that part is returned (no allocation, no copy). On
+    /// failure the bytes of `sealed` are unspecified.
+    pub fn open_in_place<'a>(
+        &self,
+        kind: Kind,
+        identity: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a [u8], OpenError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        self.aead
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                &aad(kind, identity),
+                ciphertext,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| OpenError)?;
+        Ok(ciphertext)
+    }
 }
 
 pub(crate) fn seal_with(

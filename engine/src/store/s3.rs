@@ -255,15 +255,21 @@ impl S3Store {
                 .sse_customer_key_md5(&k.md5_b64);
         }
         let resp = req.send().await.map_err(|e| ctx.map(e))?;
-        let body = resp
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Transient {
+        let len = resp
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        // Large bodies go into a reused buffer (see `crate::buffers`).
+        let mut buf = crate::buffers::GLOBAL.take(len);
+        let mut body = resp.body;
+        while let Some(frame) = body.next().await {
+            let frame = frame.map_err(|e| StoreError::Transient {
                 detail: format!("GET {key}: body interrupted: {e}"),
                 slow_down: false,
             })?;
-        Ok(body.into_bytes())
+            buf.extend_from_slice(&frame);
+        }
+        Ok(buf.freeze())
     }
 }
 

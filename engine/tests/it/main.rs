@@ -4,6 +4,7 @@
 
 mod checkpoints;
 mod golden;
+mod packing;
 mod props;
 mod stores;
 mod vectors;
