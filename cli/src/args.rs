@@ -64,16 +64,16 @@ pub struct GlobalArgs {
         help_heading = "S3"
     )]
     pub sse_kms_key_id: Option<String>,
-    /// Give up on a request after retrying it for this many seconds.
+    /// Give up on a request after retrying it for this many seconds [default: 900;
+    /// `watch`: 60, as the daemon retries failed steps itself].
     #[arg(
         long,
         global = true,
         value_name = "SECS",
-        default_value_t = 900,
         env = "COFFER_REQUEST_BUDGET",
         help_heading = "S3"
     )]
-    pub request_budget: u64,
+    pub request_budget: Option<u64>,
     /// Cut (and retry) a transfer that makes no progress for this many seconds.
     #[arg(
         long,

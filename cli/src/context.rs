@@ -91,7 +91,12 @@ impl Ctx {
             StoreLocation::S3 { bucket, prefix } => {
                 let s3 = self.s3(&bucket, &prefix).await?;
                 let policy = RetryPolicy {
-                    budget: Duration::from_secs(self.global.request_budget.max(1)),
+                    budget: Duration::from_secs(
+                        self.global
+                            .request_budget
+                            .unwrap_or(DEFAULT_REQUEST_BUDGET_SECS)
+                            .max(1),
+                    ),
                     ..RetryPolicy::default()
                 };
                 let retrying =
@@ -184,6 +189,9 @@ impl Ctx {
         self.progress.warn(message);
     }
 }
+
+/// How long one request is retried before a command gives up (`--request-budget`).
+pub const DEFAULT_REQUEST_BUDGET_SECS: u64 = 900;
 
 /// Reads a STORE argument.
 fn locate(location: &str, how: Locate) -> anyhow::Result<StoreLocation> {

@@ -107,6 +107,11 @@ fn tx_err(e: sled::transaction::TransactionError<()>) -> Error {
     Error::Journal(format!("transaction: {e:?}"))
 }
 
+/// sled's page cache (its default is 1 GiB): the journal of a big tree must not
+/// grow the process past its memory bound; pages beyond this are read back from
+/// the file (the OS page cache keeps them warm).
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// How long [`Journal::open`] waits for a lock held by a closing handle.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -116,6 +121,7 @@ impl Journal {
     pub fn open(dir: &Path) -> Result<(Journal, bool)> {
         let config = sled::Config::new()
             .path(dir)
+            .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput);
         // sled releases its file lock only when its background I/O threads let go
         // of the page cache, a moment after the last handle is dropped. So a
@@ -151,7 +157,9 @@ impl Journal {
 
     /// A throw-away journal under `scratch` (else the system temp dir).
     pub fn temporary_in(scratch: Option<&Path>) -> Result<Journal> {
-        let mut config = sled::Config::new().temporary(true);
+        let mut config = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(CACHE_BYTES);
         if let Some(dir) = scratch {
             let name = format!("coffer-{}", crate::id::DeviceId::random());
             config = config.path(dir.join(name));

@@ -114,14 +114,34 @@ impl FolderStatus {
                 status.last_error_ms = Some(now);
             }
         }
+        Self::write(folder, &status)?;
+        Ok(status)
+    }
+
+    /// Refreshes the local half of `.coffer/status.json` (changes journaled while
+    /// no step finishes, e.g. while one waits on an unreachable store), keeping
+    /// what the last step recorded.
+    pub fn record_local(folder: &Folder) -> Result<FolderStatus> {
+        let before = Self::read(folder.root()).unwrap_or_default();
+        let status = FolderStatus {
+            last_sync_ms: before.last_sync_ms,
+            last_error: before.last_error,
+            last_error_ms: before.last_error_ms,
+            ..Self::local(folder)?
+        };
+        Self::write(folder, &status)?;
+        Ok(status)
+    }
+
+    fn write(folder: &Folder, status: &FolderStatus) -> Result<()> {
         let dir = folder.root().join(STATE_DIR);
         let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
-        let json = serde_json::to_vec_pretty(&status)
+        let json = serde_json::to_vec_pretty(status)
             .map_err(|e| Error::Internal(format!("cannot encode the status: {e}")))?;
         std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
         let file = dir.join(STATUS_FILE);
         std::fs::rename(&tmp, &file).map_err(|e| Error::io(&file, e))?;
-        Ok(status)
+        Ok(())
     }
 
     /// The status the last sync step recorded, if any.

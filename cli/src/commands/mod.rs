@@ -24,7 +24,14 @@ use crate::context::Ctx;
 use std::process::ExitCode;
 
 /// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(cli.command, Command::Watch(_)) {
+        // A step stuck retrying would hold back journaling and the daemon's own
+        // backoff; one-shot commands wait longer for the store instead.
+        cli.global
+            .request_budget
+            .get_or_insert(watch::REQUEST_BUDGET_SECS);
+    }
     let ctx = Ctx::new(cli.global)?;
     match cli.command {
         Command::Init(a) => init::run(&ctx, a).await,

@@ -8,7 +8,8 @@
 //! by the next successful step. SIGINT/SIGTERM finish the current step and exit 0.
 //!
 //! Settled local changes are marked in the journal's `pending` tree the moment the
-//! watcher reports them (and cleared by the next successful step), so they are
+//! watcher reports them — also while a step runs or waits on the store — and
+//! cleared by the next successful step that began after them, so they are
 //! recorded in the folder even while the store is unreachable.
 //!
 //! Files the pull writes do raise watcher events; the step they trigger finds them
@@ -43,6 +44,10 @@ pub struct Args {
     pub debounce_ms: u64,
 }
 
+/// `--request-budget` of the daemon unless given: a request is retried this long
+/// before the step fails and the daemon's own backoff takes over.
+pub const REQUEST_BUDGET_SECS: u64 = 60;
+
 /// Longest wait between attempts while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -69,14 +74,41 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     ));
     let mut changes = changes;
     let mut line = StatusLine::new(ctx.quiet());
+    let mut stopping = false;
     loop {
         line.clear();
-        let outcome = step(ctx, &repo, &folder).await;
+        // Changes that settle while the step runs (or waits on the store) are
+        // journaled at once all the same.
+        let mut changed_meanwhile = false;
+        let outcome = {
+            let step = step(ctx, &repo, &folder);
+            tokio::pin!(step);
+            loop {
+                tokio::select! {
+                    r = &mut step => break r,
+                    Some(b) = changes.recv() => {
+                        record_changes(&folder, &b);
+                        changed_meanwhile = true;
+                    }
+                    _ = interrupt.recv() => stopping = true,
+                    _ = terminate.recv() => stopping = true,
+                }
+            }
+        };
         let error = outcome.as_ref().err().map(crate::output::one_line);
         if let Err(e) = FolderStatus::record_step(&folder, error) {
             tracing::warn!("cannot record the folder status: {e}");
         }
+        if stopping {
+            break;
+        }
         let wait = match outcome {
+            Ok(()) if changed_meanwhile => {
+                // The step may have scanned before those changes: go again now
+                // (marks are cleared only after a step that began after them).
+                backoff = Duration::from_secs(1);
+                Duration::ZERO
+            }
             Ok(()) => {
                 // Everything marked before this step was scanned and pushed by it.
                 if let Err(e) = folder.journal().clear_pending() {
@@ -108,12 +140,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             // A gone watcher disables this branch; polling goes on.
-            Some(b) = changes.recv() => {
-                tracing::debug!(paths = b.paths.len(), rescan = b.rescan, "local changes settled");
-                if let Err(e) = journal_changes(&folder, &b) {
-                    tracing::warn!("cannot journal local changes: {e}");
-                }
-            }
+            Some(b) = changes.recv() => record_changes(&folder, &b),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
@@ -122,6 +149,21 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     ctx.say("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn record_changes(folder: &Folder, batch: &coffer_watcher::Batch) {
+    tracing::debug!(
+        paths = batch.paths.len(),
+        rescan = batch.rescan,
+        "local changes settled"
+    );
+    if let Err(e) = journal_changes(folder, batch) {
+        tracing::warn!("cannot journal local changes: {e}");
+    }
+    // `coffer status` reads this while the daemon holds the journal.
+    if let Err(e) = FolderStatus::record_local(folder) {
+        tracing::warn!("cannot record the folder status: {e}");
+    }
 }
 
 /// Marks the changed paths in the journal at once (so they are on disk, in the

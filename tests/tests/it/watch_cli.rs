@@ -10,13 +10,18 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 fn daemon(e: &Env, dir: &Path) -> Child {
+    daemon_on(e, dir, "store", 1)
+}
+
+/// `coffer watch DIR STORE --poll POLL` with a short debounce, stderr captured.
+pub(crate) fn daemon_on(e: &Env, dir: &Path, store: &str, poll: u64) -> Child {
     e.cmd()
         .args([
             "watch",
             &arg(dir),
-            "store",
+            store,
             "--poll",
-            "1",
+            &poll.to_string(),
             "--debounce-ms",
             "200",
         ])
@@ -27,7 +32,7 @@ fn daemon(e: &Env, dir: &Path) -> Child {
 }
 
 /// Polls `cond` every 100 ms for up to `limit`.
-fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+pub(crate) fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
@@ -35,11 +40,11 @@ fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-fn same(a: &Path, b: &Path) -> bool {
+pub(crate) fn same(a: &Path, b: &Path) -> bool {
     coffer_tests::tree::snapshot(a) == coffer_tests::tree::snapshot(b)
 }
 
-fn stop(mut child: Child) -> String {
+pub(crate) fn stop(mut child: Child) -> String {
     assert!(child.try_wait().unwrap().is_none(), "the daemon died early");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
