@@ -110,7 +110,7 @@ fn tx_err(e: sled::transaction::TransactionError<()>) -> Error {
 /// sled's page cache (its default is 1 GiB): the journal of a big tree must not
 /// grow the process past its memory bound; pages beyond this are read back from
 /// the file (the OS page cache keeps them warm).
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How long [`Journal::open`] waits for a lock held by a closing handle.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);

@@ -80,9 +80,22 @@ impl PackBuilder {
         }
     }
 
-    /// Whether a chunk of `raw_len` bytes surely fits without passing `target`.
+    /// Whether a chunk of `raw_len` bytes surely fits without taking the whole
+    /// pack (blobs, sealed trailer, footer) past `target`. Padding then keeps it
+    /// within `target` too when `target` is a multiple of its bucket (16 MiB is).
     pub fn fits(&self, raw_len: usize, target: usize) -> bool {
-        self.buf.len() + raw_len + BLOB_OVERHEAD <= target
+        self.fits_more(raw_len + BLOB_OVERHEAD, 1, target)
+    }
+
+    /// Whether the blobs of `other` fit with this pack's within `target` (as
+    /// [`PackBuilder::fits`]).
+    pub fn fits_builder(&self, other: &PackBuilder, target: usize) -> bool {
+        self.fits_more(other.buf.len(), other.blobs.len(), target)
+    }
+
+    fn fits_more(&self, bytes: usize, blobs: usize, target: usize) -> bool {
+        let trailer = 5 + (self.blobs.len() + blobs) * TRAILER_ENTRY_LEN + SEAL_OVERHEAD;
+        self.buf.len() + bytes + trailer + FOOTER_LEN <= target
     }
 
     /// Compresses (when it helps) and seals `data` straight into the pack buffer.

@@ -28,7 +28,7 @@ use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 use crate::journal::Journal;
-use crate::pack::{self, FinishedPack, PackBuilder};
+use crate::pack::{FinishedPack, PackBuilder};
 use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
 use crate::scan::LocalEntry;
@@ -295,7 +295,7 @@ fn merge_leftovers(keys: &Keys, leftovers: Vec<PackBuilder>, target: usize) -> V
     let mut out = Vec::new();
     let mut cur = PackBuilder::default();
     for b in leftovers {
-        if !cur.is_empty() && cur.len() + b.len() > target {
+        if !cur.is_empty() && !cur.fits_builder(&b, target) {
             out.push(std::mem::take(&mut cur).finish(keys, PackId::random()));
         }
         cur.append(b);
@@ -406,8 +406,9 @@ fn seal_worker(
     max_chunk: usize,
 ) {
     // A pack closes before a blob would take it past the target (or holds that
-    // one blob alone); padding and trailer add at most ~1/16.
-    let capacity = target.max(max_chunk + pack::BLOB_OVERHEAD) + target / 16 + 256 * 1024;
+    // one blob alone); padding adds at most 1/32 where the target is not a
+    // multiple of its bucket.
+    let capacity = target.max(2 * max_chunk) + target / 32 + 4096;
     let mut zstd = Compressor::new();
     let mut builder = PackBuilder::default();
     while let Ok(job) = jobs.recv() {
