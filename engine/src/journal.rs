@@ -112,6 +112,13 @@ fn tx_err(e: sled::transaction::TransactionError<()>) -> Error {
 /// the file (the OS page cache keeps them warm).
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Whether opening failed on the database's file lock. sled 0.34 reports it as an
+/// `ErrorKind::Other` error whose text names the lock (wrapping the OS's
+/// `WouldBlock`), so the kind alone does not tell.
+fn is_lock_conflict(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 /// How long [`Journal::open`] waits for a lock held by a closing handle.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -133,8 +140,7 @@ impl Journal {
             match config.open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        && std::time::Instant::now() < deadline =>
+                    if is_lock_conflict(&io) && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -547,6 +553,33 @@ mod tests {
             .unwrap();
         assert!(j.uncommitted_packs().unwrap().is_empty());
         assert_eq!(j.location(&chunk).unwrap().unwrap().pack, rec.id);
+    }
+
+    #[test]
+    fn a_journal_released_while_waiting_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, _) = Journal::open(dir.path()).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let start = std::time::Instant::now();
+        let opened = Journal::open(dir.path());
+        release.join().unwrap();
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        assert!(start.elapsed() >= std::time::Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_journal_held_past_the_wait_is_reported_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_held, _) = Journal::open(dir.path()).unwrap();
+        let start = std::time::Instant::now();
+        let Err(err) = Journal::open(dir.path()) else {
+            panic!("opened a journal whose lock is held");
+        };
+        assert!(start.elapsed() >= LOCK_WAIT);
+        assert!(err.to_string().contains("another coffer"), "{err}");
     }
 
     #[test]
