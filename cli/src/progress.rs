@@ -48,7 +48,9 @@ fn label(phase: Phase) -> &'static str {
 
 impl Progress for Bars {
     fn start(&self, phase: Phase, total_bytes: Option<u64>, total_items: Option<u64>) {
-        if !self.enabled {
+        // Nothing to count: no bar (the daemon's idle polls would flicker with them).
+        let empty = matches!((total_bytes, total_items), (Some(0), _) | (None, Some(0)));
+        if !self.enabled || empty {
             return;
         }
         let (bar, unit) = match (total_bytes, total_items) {
