@@ -364,8 +364,8 @@ fn read_one(
 /// allocator from fragmenting and spares the page faults of fresh 16 MiB buffers.
 #[derive(Debug, Clone)]
 struct PackTokens {
-    give: crossbeam_channel::Sender<Vec<u8>>,
-    take: crossbeam_channel::Receiver<Vec<u8>>,
+    give: crossbeam_channel::Sender<Bytes>,
+    take: crossbeam_channel::Receiver<Bytes>,
 }
 
 impl PackTokens {
@@ -373,26 +373,28 @@ impl PackTokens {
         let n = n.max(1);
         let (give, take) = crossbeam_channel::bounded(n);
         for _ in 0..n {
-            let _ = give.send(Vec::new());
+            let _ = give.send(Bytes::new());
         }
         PackTokens { give, take }
     }
 
     /// Waits for a buffer; `None` once `closed()` says the pipeline is stopping.
+    /// The buffer is reclaimed only now, when the HTTP stack has long let go of
+    /// the pack it carried (a fresh one if something still holds it).
     fn take(&self, closed: impl Fn() -> bool) -> Option<Vec<u8>> {
         loop {
             match self.take.recv_timeout(std::time::Duration::from_millis(50)) {
-                Ok(buf) => return Some(buf),
+                Ok(bytes) => return Some(crate::pack::reclaim(bytes).unwrap_or_default()),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) if !closed() => {}
                 Err(_) => return None,
             }
         }
     }
 
-    /// Gives a token back, with the pack's buffer when it could be reclaimed.
-    fn give(&self, buf: Option<Vec<u8>>) {
+    /// Gives a token back, with the bytes of the pack it carried.
+    fn give(&self, bytes: Bytes) {
         // Full only when a pack made without a token (the merged leftovers) ends.
-        let _ = self.give.try_send(buf.unwrap_or_default());
+        let _ = self.give.try_send(bytes);
     }
 }
 
@@ -455,7 +457,7 @@ fn seal_worker(
     }
     if !builder.is_empty() {
         let _ = msgs.blocking_send(Msg::Leftover(builder));
-        tokens.give(None);
+        tokens.give(Bytes::new());
     }
 }
 
@@ -510,7 +512,7 @@ impl Uploader {
             let key = layout::pack(&pack.record.id);
             let size = pack.bytes.len() as u64;
             let put = store.put(&key, pack.bytes.clone()).await;
-            tokens.give(crate::pack::reclaim(pack.bytes));
+            tokens.give(pack.bytes);
             put?;
             window.success();
             drop(permit);
