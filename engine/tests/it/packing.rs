@@ -12,16 +12,14 @@ use coffer_engine::upload::UploadOptions;
 use coffer_engine::window::UploadWindow;
 use std::sync::Arc;
 
+/// `n` incompressible bytes, fixed by `seed` (BLAKE3's output stream).
 fn pseudo_random(seed: u64, n: usize) -> Vec<u8> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 33) as u8
-        })
-        .collect()
+    let mut out = vec![0u8; n];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -451,7 +451,9 @@ fn kill_9_at_twenty_points_of_a_600_mib_push_on_garage() {
 /// the store's return, and neither daemon died (both stop on SIGTERM with exit 0).
 #[test]
 fn two_daemons_on_garage_ride_out_a_40_second_outage() {
-    use crate::watch_cli::{daemon_on, same, stop, within};
+    use crate::watch_cli::{
+        change_both_while_offline, converge_after_the_outage, daemon_on, exchange_a_file, stop,
+    };
     let s3 = S3Env::from_env();
     let proxy = FaultProxy::start(&s3.endpoint, Faults::default(), 5);
     let e = sandbox(&s3, Some(&proxy.url()));
@@ -462,27 +464,14 @@ fn two_daemons_on_garage_ride_out_a_40_second_outage() {
     fs::create_dir_all(&a).unwrap();
     fs::write(a.join("gone-later.txt"), "old\n").unwrap();
     let (da, db) = (daemon_on(&e, &a, &store, 2), daemon_on(&e, &b, &store, 2));
-
-    let limit = Duration::from_secs(20);
-    fs::write(a.join("new.txt"), "from a\n").unwrap();
-    within(limit, "a new file reaches b", || {
-        fs::read_to_string(b.join("new.txt")).is_ok_and(|s| s == "from a\n")
-    });
-    fs::write(b.join("new.txt"), "edited on b\n").unwrap();
-    within(limit, "an edit reaches a", || {
-        fs::read_to_string(a.join("new.txt")).is_ok_and(|s| s == "edited on b\n")
-    });
+    exchange_a_file(&a, &b);
 
     proxy.set_faults(Faults {
         reset: 1.0,
         ..Faults::default()
     });
     let outage = Instant::now();
-    for i in 0..20 {
-        fs::write(a.join(format!("offline-{i}.txt")), format!("{i}\n")).unwrap();
-    }
-    fs::create_dir_all(b.join("made-offline/inner")).unwrap();
-    fs::remove_file(a.join("gone-later.txt")).unwrap();
+    change_both_while_offline(&a, &b);
     std::thread::sleep(Duration::from_secs(35).saturating_sub(outage.elapsed()));
     // a's daemon is inside a step retrying the store; the changes are journaled all
     // the same (status reads what the daemon recorded).
@@ -497,16 +486,7 @@ fn two_daemons_on_garage_ride_out_a_40_second_outage() {
     );
     proxy.set_faults(Faults::default());
 
-    within(
-        Duration::from_secs(60),
-        "both folders converge after the store returns",
-        || {
-            same(&a, &b)
-                && b.join("offline-19.txt").exists()
-                && a.join("made-offline/inner").is_dir()
-                && !b.join("gone-later.txt").exists()
-        },
-    );
+    converge_after_the_outage(&a, &b);
     let (la, lb) = (stop(da), stop(db));
     assert!(
         la.contains("stopped") && lb.contains("stopped"),

@@ -32,7 +32,7 @@ pub(crate) fn daemon_on(e: &Env, dir: &Path, store: &str, poll: u64) -> Child {
 }
 
 /// Polls `cond` every 100 ms for up to `limit`.
-pub(crate) fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
@@ -40,7 +40,7 @@ pub(crate) fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-pub(crate) fn same(a: &Path, b: &Path) -> bool {
+fn same(a: &Path, b: &Path) -> bool {
     coffer_tests::tree::snapshot(a) == coffer_tests::tree::snapshot(b)
 }
 
@@ -57,16 +57,10 @@ pub(crate) fn stop(mut child: Child) -> String {
     stderr
 }
 
-#[test]
-fn two_daemons_converge_and_ride_out_an_unreachable_store() {
-    let e = env();
-    e.ok(&["init", "store"]);
-    let (a, b) = (e.path("a"), e.path("b"));
-    fs::create_dir_all(&a).unwrap();
-    fs::write(a.join("gone-later.txt"), "old\n").unwrap();
-    let (da, db) = (daemon(&e, &a), daemon(&e, &b));
+/// Two watched folders, `a` holding `gone-later.txt`: a new file in `a` reaches
+/// `b`, then an edit of it in `b` reaches `a` (each within 20 s).
+pub(crate) fn exchange_a_file(a: &Path, b: &Path) {
     let limit = Duration::from_secs(20);
-
     fs::write(a.join("new.txt"), "from a\n").unwrap();
     within(limit, "a new file reaches b", || {
         fs::read_to_string(b.join("new.txt")).is_ok_and(|s| s == "from a\n")
@@ -75,17 +69,44 @@ fn two_daemons_converge_and_ride_out_an_unreachable_store() {
     within(limit, "an edit reaches a", || {
         fs::read_to_string(a.join("new.txt")).is_ok_and(|s| s == "edited on b\n")
     });
+}
+
+/// The changes made while the store is away: 20 files added in `a`, a directory
+/// created in `b`, `a`'s `gone-later.txt` deleted.
+pub(crate) fn change_both_while_offline(a: &Path, b: &Path) {
+    for i in 0..20 {
+        fs::write(a.join(format!("offline-{i}.txt")), format!("{i}\n")).unwrap();
+    }
+    fs::create_dir_all(b.join("made-offline/inner")).unwrap();
+    fs::remove_file(a.join("gone-later.txt")).unwrap();
+}
+
+/// Both folders hold all of [`change_both_while_offline`] within 60 s.
+pub(crate) fn converge_after_the_outage(a: &Path, b: &Path) {
+    within(
+        Duration::from_secs(60),
+        "both folders converge after the store returns",
+        || same(a, b) && b.join("offline-19.txt").exists() && a.join("made-offline/inner").is_dir(),
+    );
+    assert!(!b.join("gone-later.txt").exists());
+}
+
+#[test]
+fn two_daemons_converge_and_ride_out_an_unreachable_store() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (a, b) = (e.path("a"), e.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("gone-later.txt"), "old\n").unwrap();
+    let (da, db) = (daemon(&e, &a), daemon(&e, &b));
+    exchange_a_file(&a, &b);
 
     // The store goes away (and a file takes its place, so nothing can recreate it).
     let store = e.path("store");
     let away = e.path("store-away");
     fs::rename(&store, &away).unwrap();
     fs::write(&store, "not a store").unwrap();
-    for i in 0..20 {
-        fs::write(a.join(format!("offline-{i}.txt")), format!("{i}\n")).unwrap();
-    }
-    fs::create_dir_all(b.join("made-offline/inner")).unwrap();
-    fs::remove_file(a.join("gone-later.txt")).unwrap();
+    change_both_while_offline(&a, &b);
     std::thread::sleep(Duration::from_secs(3));
     // The daemon holds a's journal: status shows what it recorded, with the failure.
     let st = e.ok(&["status", &arg(&a), "--json"]);
@@ -96,16 +117,7 @@ fn two_daemons_converge_and_ride_out_an_unreachable_store() {
     fs::remove_file(&store).unwrap();
     fs::rename(&away, &store).unwrap();
 
-    within(
-        Duration::from_secs(60),
-        "both folders converge after the store returns",
-        || {
-            same(&a, &b)
-                && b.join("offline-19.txt").exists()
-                && a.join("made-offline/inner").is_dir()
-        },
-    );
-    assert!(!b.join("gone-later.txt").exists());
+    converge_after_the_outage(&a, &b);
     let (la, lb) = (stop(da), stop(db));
     assert!(la.contains("retrying"), "{la}");
     assert!(lb.contains("stopped"), "{lb}");
