@@ -99,7 +99,7 @@ pub struct GlobalArgs {
         long,
         global = true,
         value_name = "MIB",
-        default_value_t = 16,
+        default_value_t = 12,
         env = "COFFER_PACK_MIB",
         help_heading = "Tuning"
     )]

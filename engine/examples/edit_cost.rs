@@ -1,7 +1,7 @@
 //! How many bytes an edit makes a push send, over many repository keys.
 //!
 //! ```text
-//! cargo run --release -p coffer-engine --example edit_cost -- [overwrite|insert|both|peer] [--plain] [--level N] [KEYS]
+//! cargo run --release -p coffer-engine --example edit_cost -- [overwrite|insert|both|peer] [--plain] [--level N] [--avg KIB] [KEYS]
 //! ```
 //! A 40 MiB pseudo-random file is chunked with the default parameters and a gear table
 //! seeded per key; then either 1 MiB at 10 MiB is overwritten or 100 bytes are
@@ -12,7 +12,8 @@
 //! — resyncing on the old boundaries as `push` does, or plainly with `--plain`.
 //! Prints the distribution of the bytes in chunks the old version did not have
 //! (what a push would upload). `--level N` sets the FastCDC normalization level
-//! (default: the repository default).
+//! (default: the repository default); `--avg KIB` sets the average chunk size, with
+//! min = avg / 4 and max = avg × 4 as in the default.
 
 use coffer_engine::chunker::{Chunker, ChunkerParams};
 use std::collections::HashSet;
@@ -79,20 +80,23 @@ fn main() {
     let insert = args.iter().any(|a| a == "insert");
     let both = args.iter().any(|a| a == "both");
     let peer = args.iter().any(|a| a == "peer");
-    let level = args
-        .iter()
-        .position(|a| a == "--level")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(ChunkerParams::DEFAULT.normalization);
+    let flag = |name: &str| -> Option<u32> {
+        let i = args.iter().position(|a| a == name)?;
+        args.get(i + 1)?.parse().ok()
+    };
+    let level = flag("--level").map_or(ChunkerParams::DEFAULT.normalization, |l| l as u8);
+    let avg = flag("--avg").map_or(ChunkerParams::DEFAULT.avg, |kib| kib * 1024);
     let params = ChunkerParams {
+        min: avg / 4,
+        avg,
+        max: avg * 4,
         normalization: level,
-        ..ChunkerParams::DEFAULT
     };
     let resync = !args.iter().any(|a| a == "--plain");
     let keys: u64 = args
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i == 0 || args[i - 1] != "--level")
+        .filter(|(i, _)| *i == 0 || !args[i - 1].starts_with("--"))
         .find_map(|(_, a)| a.parse().ok())
         .unwrap_or(299);
 
@@ -124,7 +128,7 @@ fn main() {
     let mib = |i: usize| costs[i.min(costs.len() - 1)] as f64 / MIB as f64;
     let n = costs.len();
     println!(
-        "{} ({}, level {level}), {n} keys: median {:.2} MiB, p90 {:.2}, p99 {:.2}, max {:.2}; >= 4 MiB: {}",
+        "{} ({}, level {level}, avg {} KiB), {n} keys: median {:.2} MiB, p90 {:.2}, p99 {:.2}, max {:.2}; >= 4 MiB: {}",
         if peer {
             "1 MiB overwrite + 100-byte insert"
         } else if both {
@@ -135,6 +139,7 @@ fn main() {
             "1 MiB overwrite"
         },
         if resync { "resync" } else { "plain" },
+        avg / 1024,
         mib(n / 2),
         mib(n * 9 / 10),
         mib(n * 99 / 100),

@@ -27,8 +27,9 @@ pub const FOOTER_PLAIN_LEN: usize = 24;
 pub const FOOTER_LEN: usize = FOOTER_PLAIN_LEN + SEAL_OVERHEAD;
 /// Bytes of one trailer entry.
 pub const TRAILER_ENTRY_LEN: usize = 32 + 4 + 4 + 4;
-/// Default size at which a pack is closed and uploaded.
-pub const DEFAULT_PACK_TARGET: usize = 16 * 1024 * 1024;
+/// Default size at which a pack is closed and uploaded: 12 MiB, so that the
+/// default upload window (8 packs alive) holds ~100 MiB.
+pub const DEFAULT_PACK_TARGET: usize = 12 * 1024 * 1024;
 /// What sealing adds to a chunk at most: codec byte and seal overhead (a blob is
 /// never bigger than its chunk plus this; compression is used only when it shrinks).
 pub const BLOB_OVERHEAD: usize = 1 + SEAL_OVERHEAD;
@@ -82,7 +83,8 @@ impl PackBuilder {
 
     /// Whether a chunk of `raw_len` bytes surely fits without taking the whole
     /// pack (blobs, sealed trailer, footer) past `target`. Padding then keeps it
-    /// within `target` too when `target` is a multiple of its bucket (16 MiB is).
+    /// within `target` too when `target` is a multiple of its bucket (any whole
+    /// number of MiB below 64 MiB is); [`max_finished_len`] bounds it in any case.
     pub fn fits(&self, raw_len: usize, target: usize) -> bool {
         self.fits_more(raw_len + BLOB_OVERHEAD, 1, target)
     }
@@ -183,6 +185,14 @@ impl PackBuilder {
             bytes: Bytes::from(self.buf),
         }
     }
+}
+
+/// The most bytes a finished pack takes, padding included, when packs close before
+/// `target` or hold one chunk of at most `max_chunk` bytes alone: what a pack
+/// buffer must hold never to reallocate.
+pub fn max_finished_len(target: usize, max_chunk: usize) -> usize {
+    let lone = max_chunk + BLOB_OVERHEAD + 5 + TRAILER_ENTRY_LEN + SEAL_OVERHEAD + FOOTER_LEN;
+    usize::try_from(padded_len(target.max(lone) as u64)).unwrap_or(usize::MAX)
 }
 
 /// Packs are far below 4 GiB (target + one max chunk); offsets are u32 on disk.
@@ -452,5 +462,26 @@ mod tests {
         let p = padded_len(n);
         assert!(p >= n && p - n < n / 32 + 1);
         assert_eq!(p % (512 * 1024), 0);
+    }
+
+    #[test]
+    fn pack_buffers_hold_any_finished_pack() {
+        const MIB: usize = 1024 * 1024;
+        let max_chunk = 2 * MIB;
+        let lone = max_chunk + BLOB_OVERHEAD + 5 + TRAILER_ENTRY_LEN + SEAL_OVERHEAD + FOOTER_LEN;
+        // Whole-MiB targets below 64 MiB are multiples of their padding unit, so
+        // the buffer is the target itself; 1000 MiB is not, and 1 MiB is below
+        // one lone max chunk.
+        assert_eq!(max_finished_len(12 * MIB, max_chunk), 12 * MIB);
+        for target in [MIB, 12 * MIB, 16 * MIB, 63 * MIB, 1000 * MIB] {
+            let cap = max_finished_len(target, max_chunk);
+            for content in [target - 1, target, lone, target.max(lone)] {
+                assert!(
+                    padded_len(content as u64) as usize <= cap,
+                    "{target} {content}"
+                );
+            }
+        }
+        assert!(max_finished_len(1000 * MIB, max_chunk) > 1000 * MIB);
     }
 }

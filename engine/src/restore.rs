@@ -9,6 +9,9 @@
 //! never renamed — its temp file is removed and the error reported — while every
 //! other file is still written. Memory: at most `FETCH_CONCURRENCY` ranges of at
 //! most one pack each.
+//!
+//! Writes into one file take that file's lock in user space: concurrent `pwrite`s
+//! into one inode otherwise spin on the kernel's inode lock.
 
 use crate::commit::FileEntry;
 use crate::error::{Error, Result};
@@ -54,6 +57,8 @@ pub struct FileJob {
 
 struct JobState {
     tmp: PathBuf,
+    /// Held while writing into `tmp`.
+    writing: Arc<Mutex<()>>,
     remaining: usize,
     /// Set by the one thread that installs the complete file (ranges are
     /// delivered concurrently, so several may see `remaining` reach zero).
@@ -166,6 +171,7 @@ fn plan(
         let tmp = tmp_dir.join(format!("{}.part", crate::id::ChunkId::random().to_hex()));
         let mut st = JobState {
             tmp,
+            writing: Arc::default(),
             remaining: job.entry.chunks.len(),
             installing: false,
             result: None,
@@ -273,20 +279,23 @@ fn deliver(
 ) -> u64 {
     let mut written = 0;
     for &(i, off) in &need.targets {
-        let tmp = {
+        let (tmp, writing) = {
             let st = &states.lock().unwrap_or_else(|p| p.into_inner())[i];
             if st.result.is_some() {
                 continue; // already failed
             }
-            st.tmp.clone()
+            (st.tmp.clone(), st.writing.clone())
         };
         let outcome = match &data {
-            Ok(d) => OpenOptions::new()
-                .write(true)
-                .open(&tmp)
-                .and_then(|f| f.write_all_at(d, off))
-                .map(|()| d.len() as u64)
-                .map_err(|e| Error::io(&tmp, e)),
+            Ok(d) => {
+                let _one_writer = writing.lock().unwrap_or_else(|p| p.into_inner());
+                OpenOptions::new()
+                    .write(true)
+                    .open(&tmp)
+                    .and_then(|f| f.write_all_at(d, off))
+                    .map(|()| d.len() as u64)
+                    .map_err(|e| Error::io(&tmp, e))
+            }
             Err(e) => Err((*e).clone()),
         };
         {

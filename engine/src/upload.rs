@@ -44,7 +44,7 @@ use tokio::task::JoinSet;
 /// Tuning of the pipeline.
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
-    /// Pack size at which a pack is closed (default 16 MiB).
+    /// Pack size at which a pack is closed (default 12 MiB).
     pub pack_target: usize,
     /// Sealer threads (default: available cores).
     pub workers: usize,
@@ -361,7 +361,7 @@ fn read_one(
 /// Bounds the packs alive at once (see the module docs) and recycles their
 /// buffers: a pool of `n` buffers, taken by sealer threads (blocking) and given
 /// back by upload tasks once the store answered for a pack. Reuse keeps the
-/// allocator from fragmenting and spares the page faults of fresh 16 MiB buffers.
+/// allocator from fragmenting and spares the page faults of fresh pack buffers.
 #[derive(Debug, Clone)]
 struct PackTokens {
     give: crossbeam_channel::Sender<Bytes>,
@@ -407,10 +407,7 @@ fn seal_worker(
     target: usize,
     max_chunk: usize,
 ) {
-    // A pack closes before a blob would take it past the target (or holds that
-    // one blob alone); padding adds at most 1/32 where the target is not a
-    // multiple of its bucket.
-    let capacity = target.max(2 * max_chunk) + target / 32 + 4096;
+    let capacity = crate::pack::max_finished_len(target, max_chunk);
     let mut zstd = Compressor::new();
     let mut builder = PackBuilder::default();
     while let Ok(job) = jobs.recv() {

@@ -93,3 +93,35 @@ async fn format_v1_history_is_reachable() {
     };
     assert_eq!(f.mode, 0o755);
 }
+
+/// Chunking parameters live in `config`: a repository made with the 1 MiB-average
+/// defaults of format v1's first release keeps cutting with them (so its devices
+/// keep deduplicating against each other), whatever today's default is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_v1_repository_keeps_its_chunker_parameters() {
+    use coffer_engine::chunker::ChunkerParams;
+    let repo = open().await;
+    let old = ChunkerParams {
+        min: 256 * 1024,
+        avg: 1024 * 1024,
+        max: 4 * 1024 * 1024,
+        normalization: 2,
+    };
+    assert_eq!(*repo.chunker().params(), old);
+    assert_ne!(ChunkerParams::DEFAULT, old);
+    let mut data = vec![0u8; 24 << 20];
+    blake3::Hasher::new().finalize_xof().fill(&mut data);
+    let lengths: Vec<usize> = repo
+        .chunker()
+        .chunks_resyncing(&data[..], None, Vec::new())
+        .map(|c| c.unwrap().len())
+        .collect();
+    assert_eq!(lengths.iter().sum::<usize>(), data.len());
+    let (last, rest) = lengths.split_last().unwrap();
+    assert!(*last <= old.max as usize);
+    assert!(
+        rest.iter()
+            .all(|&n| (old.min as usize..=old.max as usize).contains(&n)),
+        "{lengths:?}"
+    );
+}
