@@ -18,9 +18,11 @@
 //!   packs alive at once (being filled, queued or in flight) to the window's
 //!   maximum: a sealer takes a token before it starts a pack, the upload gives it
 //!   back once the store answered. While the store is the bottleneck, nearly all
-//!   of them are in flight (a pack is filled in ~40 ms). Memory stays bounded
-//!   whatever the data size: `window × (pack target + max chunk)` plus a few read
-//!   blocks (about 190 MiB of peak RSS with the defaults, see the README).
+//!   of them are in flight (a pack is filled in ~40 ms). Pack memory stays bounded
+//!   whatever the data size: `window ×` [`crate::pack::max_finished_len`] (8 × 12 MiB
+//!   with the defaults) plus a few read blocks; per-file state grows with the files
+//!   of the push (peak RSS 141 MiB for 1 GiB in 4 files, 158 MiB for 20,000 small
+//!   files, see the README).
 
 use crate::chunker::Chunker;
 use crate::codec::Compressor;
