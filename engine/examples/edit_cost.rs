@@ -85,13 +85,19 @@ fn main() {
         args.get(i + 1)?.parse().ok()
     };
     let level = flag("--level").map_or(ChunkerParams::DEFAULT.normalization, |l| l as u8);
-    let avg = flag("--avg").map_or(ChunkerParams::DEFAULT.avg, |kib| kib * 1024);
-    let params = ChunkerParams {
-        min: avg / 4,
-        avg,
-        max: avg * 4,
-        normalization: level,
+    let params = match flag("--avg") {
+        Some(kib) => ChunkerParams {
+            min: kib * 256,
+            avg: kib * 1024,
+            max: kib * 4096,
+            normalization: level,
+        },
+        None => ChunkerParams {
+            normalization: level,
+            ..ChunkerParams::DEFAULT
+        },
     };
+    let avg = params.avg;
     let resync = !args.iter().any(|a| a == "--plain");
     let keys: u64 = args
         .iter()

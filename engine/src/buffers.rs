@@ -1,8 +1,8 @@
 //! Reuse of large byte buffers (fetched pack ranges).
 //!
-//! A restore fetches pack-sized ranges (≤ 12 MiB by default), decrypts them in place and drops them: fresh
-//! buffers each time cost a page fault per 4 KiB and make the allocator return
-//! and re-map memory (measured: ~190k faults and ~0.5 CPU-s per GiB restored).
+//! A restore fetches pack-sized ranges (≤ 12 MiB by default), decrypts them in
+//! place and drops them: fresh buffers each time cost a page fault per 4 KiB and
+//! make the allocator return and re-map memory (measured: ~190k faults and ~0.5 CPU-s per GiB restored).
 //! The S3 store fills buffers taken from [`GLOBAL`], and the restore gives them
 //! back once written out. At most [`KEEP`] buffers are kept, so the pool never
 //! holds more than the restore's own fetch window did.

@@ -96,8 +96,7 @@ impl PackBuilder {
     }
 
     fn fits_more(&self, bytes: usize, blobs: usize, target: usize) -> bool {
-        let trailer = 5 + (self.blobs.len() + blobs) * TRAILER_ENTRY_LEN + SEAL_OVERHEAD;
-        self.buf.len() + bytes + trailer + FOOTER_LEN <= target
+        self.buf.len() + bytes + trailer_and_footer_len(self.blobs.len() + blobs) <= target
     }
 
     /// Compresses (when it helps) and seals `data` straight into the pack buffer.
@@ -191,8 +190,13 @@ impl PackBuilder {
 /// `target` or hold one chunk of at most `max_chunk` bytes alone: what a pack
 /// buffer must hold never to reallocate.
 pub fn max_finished_len(target: usize, max_chunk: usize) -> usize {
-    let lone = max_chunk + BLOB_OVERHEAD + 5 + TRAILER_ENTRY_LEN + SEAL_OVERHEAD + FOOTER_LEN;
+    let lone = max_chunk + BLOB_OVERHEAD + trailer_and_footer_len(1);
     usize::try_from(padded_len(target.max(lone) as u64)).unwrap_or(usize::MAX)
+}
+
+/// Bytes of the sealed trailer listing `blobs` blobs plus the footer.
+fn trailer_and_footer_len(blobs: usize) -> usize {
+    5 + blobs * TRAILER_ENTRY_LEN + SEAL_OVERHEAD + FOOTER_LEN
 }
 
 /// Packs are far below 4 GiB (target + one max chunk); offsets are u32 on disk.
@@ -300,14 +304,9 @@ pub fn open_trailer(
     Ok(blobs)
 }
 
-/// Opens one sealed blob, decompresses it and checks that its keyed hash is its id.
-pub fn open_blob(keys: &Keys, pack: &PackId, entry: &BlobEntry, sealed: &[u8]) -> Result<Vec<u8>> {
-    let mut copy = sealed.to_vec();
-    open_blob_in_place(keys, pack, entry, &mut copy).map(std::borrow::Cow::into_owned)
-}
-
-/// [`open_blob`] decrypting inside `sealed` (the fetched bytes): a raw blob's
-/// plaintext is returned as a slice of it, a compressed one decompressed.
+/// Opens one sealed blob inside `sealed` (bytes the caller owns: they are
+/// decrypted where they lie), decompresses it and checks that its keyed hash is
+/// its id. A raw blob's plaintext is returned as a slice of `sealed`.
 pub fn open_blob_in_place<'a>(
     keys: &Keys,
     pack: &PackId,
@@ -367,6 +366,7 @@ pub fn verify(keys: &Keys, id: &PackId, bytes: &[u8]) -> Result<Vec<BlobEntry>> 
         return Err(Error::corrupt(&object, "padding altered"));
     }
     let mut next = 0usize;
+    let mut scratch = Vec::new();
     for b in &blobs {
         let (start, len) = (b.offset as usize, b.sealed_len as usize);
         if start != next || start + len > b_end {
@@ -375,7 +375,9 @@ pub fn verify(keys: &Keys, id: &PackId, bytes: &[u8]) -> Result<Vec<BlobEntry>> 
                 "blobs do not tile the data section",
             ));
         }
-        open_blob(keys, id, b, &bytes[start..start + len])?;
+        scratch.clear();
+        scratch.extend_from_slice(&bytes[start..start + len]);
+        open_blob_in_place(keys, id, b, &mut scratch)?;
         next = start + len;
     }
     if next != b_end {
@@ -415,8 +417,11 @@ mod tests {
         assert_eq!(blobs, pack.record.blobs);
         assert!(blobs[0].sealed_len < 2000, "text was compressed");
         let b = &blobs[1];
-        let sealed = &pack.bytes[b.offset as usize..(b.offset + b.sealed_len) as usize];
-        assert_eq!(open_blob(&keys, &id, b, sealed).unwrap(), noise);
+        let mut sealed = pack.bytes[b.offset as usize..(b.offset + b.sealed_len) as usize].to_vec();
+        assert_eq!(
+            *open_blob_in_place(&keys, &id, b, &mut sealed).unwrap(),
+            noise[..]
+        );
     }
 
     #[test]
@@ -468,7 +473,7 @@ mod tests {
     fn pack_buffers_hold_any_finished_pack() {
         const MIB: usize = 1024 * 1024;
         let max_chunk = 2 * MIB;
-        let lone = max_chunk + BLOB_OVERHEAD + 5 + TRAILER_ENTRY_LEN + SEAL_OVERHEAD + FOOTER_LEN;
+        let lone = max_chunk + BLOB_OVERHEAD + trailer_and_footer_len(1);
         // Whole-MiB targets below 64 MiB are multiples of their padding unit, so
         // the buffer is the target itself; 1000 MiB is not, and 1 MiB is below
         // one lone max chunk.

@@ -407,7 +407,11 @@ pub async fn stream_file(
                     raw_len: loc.raw_len,
                 };
                 tokio::task::spawn_blocking(move || {
-                    pack::open_blob(&keys, &loc.pack, &entry, &sealed)
+                    let mut sealed = sealed
+                        .try_into_mut()
+                        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+                    pack::open_blob_in_place(&keys, &loc.pack, &entry, &mut sealed)
+                        .map(std::borrow::Cow::into_owned)
                 })
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?

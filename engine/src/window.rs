@@ -73,12 +73,12 @@ impl UploadWindow {
         }
     }
 
-    /// The current limit.
     /// The cap the limit never exceeds.
     pub fn max(&self) -> usize {
         self.max
     }
 
+    /// The current limit.
     pub fn limit(&self) -> usize {
         current(&self.lock())
     }

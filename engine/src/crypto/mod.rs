@@ -158,20 +158,7 @@ impl Keys {
         identity: &[u8],
         sealed: &'a mut [u8],
     ) -> Result<&'a [u8], OpenError> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(OpenError);
-        }
-        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-        let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-        self.aead
-            .decrypt_in_place_detached(
-                XNonce::from_slice(nonce),
-                &aad(kind, identity),
-                ciphertext,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| OpenError)?;
-        Ok(ciphertext)
+        open_raw_in_place(&self.aead, &aad(kind, identity), sealed)
     }
 }
 
@@ -230,21 +217,33 @@ pub(crate) fn open_with(
 }
 
 fn open_raw(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    let mut buf = sealed.to_vec();
+    let len = open_raw_in_place(cipher, aad, &mut buf)?.len();
+    buf.truncate(NONCE_LEN + len);
+    buf.drain(..NONCE_LEN);
+    Ok(buf)
+}
+
+/// Decrypts `nonce || ciphertext || tag` where it lies; returns the plaintext part.
+fn open_raw_in_place<'a>(
+    cipher: &XChaCha20Poly1305,
+    aad: &[u8],
+    sealed: &'a mut [u8],
+) -> Result<&'a [u8], OpenError> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(OpenError);
     }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let mut plain = ciphertext.to_vec();
+    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
     cipher
         .decrypt_in_place_detached(
             XNonce::from_slice(nonce),
             aad,
-            &mut plain,
+            ciphertext,
             Tag::from_slice(tag),
         )
         .map_err(|_| OpenError)?;
-    Ok(plain)
+    Ok(ciphertext)
 }
 
 /// The envelope with an explicit nonce and raw AAD — exposed only so the official
