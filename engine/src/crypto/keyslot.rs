@@ -6,11 +6,10 @@
 //! m = 19 MiB, t = 2 is refused, both when creating and when opening a slot (a store
 //! operator must not be able to downgrade an attacker's work factor).
 
+use super::aead::XChaCha20Poly1305;
 use super::{Kind, MasterKey, OpenError, SEAL_OVERHEAD, open_with, seal_with};
 use crate::error::{Error, Result};
 use crate::id::{RepoId, SlotId};
-use chacha20poly1305::XChaCha20Poly1305;
-use chacha20poly1305::aead::KeyInit;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -118,7 +117,7 @@ impl KeySlot {
         let mut salt = [0u8; 32];
         super::fill_random(&mut salt);
         let kek = kek(passphrase, &salt, params)?;
-        let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
+        let cipher = XChaCha20Poly1305::new(&kek);
         let wrapped = seal_with(
             &cipher,
             Kind::KeySlot,
@@ -156,7 +155,7 @@ impl KeySlot {
             return Err(Error::corrupt(&object, "wrong length"));
         }
         let kek = kek(passphrase, &salt, self.params)?;
-        let cipher = XChaCha20Poly1305::new(kek.as_ref().into());
+        let cipher = XChaCha20Poly1305::new(&kek);
         match open_with(&cipher, Kind::KeySlot, &identity(repo, slot), &wrapped) {
             Ok(plain) => {
                 let plain = Zeroizing::new(plain);

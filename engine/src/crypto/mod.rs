@@ -7,18 +7,15 @@
 //! and an AAD that binds the object's [`Kind`] and identity, so an object moved to
 //! another key, or replayed as another kind, fails to open.
 
+mod aead;
 pub mod keyslot;
 
+pub use aead::{NONCE_LEN, OpenError, TAG_LEN};
+
 use crate::id::ChunkId;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use aead::XChaCha20Poly1305;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
-
-/// Bytes of the random nonce at the head of every sealed object.
-pub const NONCE_LEN: usize = 24;
-/// Bytes of the Poly1305 tag at the end of every sealed object.
-pub const TAG_LEN: usize = 16;
 /// Bytes a sealed object adds to its plaintext.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
@@ -69,11 +66,6 @@ impl fmt::Debug for MasterKey {
     }
 }
 
-/// Authentication failed: wrong key, tampered bytes, or an object in the wrong place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("authentication failed (wrong key, tampered or misplaced object)")]
-pub struct OpenError;
-
 /// The sub-keys derived from a [`MasterKey`].
 pub struct Keys {
     aead: XChaCha20Poly1305,
@@ -107,7 +99,7 @@ impl Keys {
         // A zero seed means "unseeded" to the chunker; map it to 1 (probability 2^-64).
         let chunker_seed = u64::from_le_bytes(seed).max(1);
         Keys {
-            aead: XChaCha20Poly1305::new(aead_key.as_ref().into()),
+            aead: XChaCha20Poly1305::new(&aead_key),
             chunk_id: Zeroizing::new(blake3::derive_key(context::CHUNK_ID, master.as_bytes())),
             padding: Zeroizing::new(blake3::derive_key(context::PADDING, master.as_bytes())),
             chunker_seed,
@@ -197,13 +189,7 @@ fn seal_raw_in_place(
     start: usize,
 ) {
     buf[start..start + NONCE_LEN].copy_from_slice(nonce);
-    let tag = cipher
-        .encrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            aad,
-            &mut buf[start + NONCE_LEN..],
-        )
-        .expect("XChaCha20-Poly1305 encrypts any length below 256 GiB");
+    let tag = cipher.seal_in_place(nonce, aad, &mut buf[start + NONCE_LEN..]);
     buf.extend_from_slice(&tag);
 }
 
@@ -234,16 +220,8 @@ fn open_raw_in_place<'a>(
         return Err(OpenError);
     }
     let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-    let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            aad,
-            ciphertext,
-            Tag::from_slice(tag),
-        )
-        .map_err(|_| OpenError)?;
-    Ok(ciphertext)
+    let nonce: &[u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| OpenError)?;
+    cipher.open_in_place(nonce, aad, rest)
 }
 
 /// The envelope with an explicit nonce and raw AAD — exposed only so the official
@@ -256,13 +234,13 @@ pub fn envelope_seal_with_nonce(
 ) -> Vec<u8> {
     let mut buf = vec![0u8; NONCE_LEN];
     buf.extend_from_slice(plaintext);
-    seal_raw_in_place(&XChaCha20Poly1305::new(key.into()), nonce, aad, &mut buf, 0);
+    seal_raw_in_place(&XChaCha20Poly1305::new(key), nonce, aad, &mut buf, 0);
     buf
 }
 
 /// Opens `nonce || ciphertext || tag` with raw AAD (see [`envelope_seal_with_nonce`]).
 pub fn envelope_open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-    open_raw(&XChaCha20Poly1305::new(key.into()), aad, sealed)
+    open_raw(&XChaCha20Poly1305::new(key), aad, sealed)
 }
 
 /// Keyed BLAKE3, the chunk-id function (exposed for the official vectors).

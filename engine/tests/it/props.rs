@@ -2,7 +2,7 @@
 
 use coffer_engine::chunker::{Chunker, ChunkerParams};
 use coffer_engine::codec::{Compressor, decompress};
-use coffer_engine::crypto::{Keys, Kind, MasterKey};
+use coffer_engine::crypto::{Keys, Kind, MasterKey, envelope_open, envelope_seal_with_nonce};
 use proptest::prelude::*;
 
 fn small_chunker(seed: u64) -> Chunker {
@@ -36,6 +36,31 @@ proptest! {
         let sealed = keys.seal(Kind::Chunk, &id, &data);
         prop_assert_eq!(keys.open(Kind::Chunk, &id, &sealed).unwrap(), data);
         prop_assert!(keys.open(Kind::Commit, &id, &sealed).is_err());
+    }
+
+    /// The envelope (HChaCha20 + AWS-LC ChaCha20-Poly1305) against RustCrypto's
+    /// independent XChaCha20-Poly1305, byte for byte, both ways; lengths cross
+    /// the 64-byte block and the AVX2 8-block boundaries.
+    #[test]
+    fn envelope_matches_rustcrypto_xchacha(
+        key in any::<[u8; 32]>(),
+        nonce in any::<[u8; 24]>(),
+        aad in proptest::collection::vec(any::<u8>(), 0..80),
+        data in proptest::collection::vec(any::<u8>(), 0..3000),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let theirs = chacha20poly1305::XChaCha20Poly1305::new((&key).into())
+            .encrypt((&nonce).into(), Payload { msg: &data, aad: &aad })
+            .unwrap();
+        let ours = envelope_seal_with_nonce(&key, &nonce, &aad, &data);
+        prop_assert_eq!(&ours[..24], &nonce[..]);
+        prop_assert_eq!(&ours[24..], &theirs[..]);
+        prop_assert_eq!(envelope_open(&key, &aad, &ours).unwrap(), data);
+        let mut bad = ours.clone();
+        let i = flip.index(bad.len());
+        bad[i] ^= 0x40;
+        prop_assert!(envelope_open(&key, &aad, &bad).is_err());
     }
 
     #[test]
