@@ -21,7 +21,7 @@
 //!   of them are in flight (a pack is filled in ~40 ms). Pack memory stays bounded
 //!   whatever the data size: `window ×` [`crate::pack::max_finished_len`] (8 × 12 MiB
 //!   with the defaults) plus a few read blocks; per-file state grows with the files
-//!   of the push (peak RSS 141 MiB for 1 GiB in 4 files, 158 MiB for 20,000 small
+//!   of the push (peak RSS 141–149 MiB for 1 GiB in 4 files, 153–158 MiB for 20,000 small
 //!   files, see the README).
 
 use crate::chunker::Chunker;
