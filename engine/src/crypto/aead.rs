@@ -13,7 +13,8 @@
 //! keys, nonces, AADs and lengths.
 //!
 //! Key hygiene: the 32-byte key and every derived sub-key live in [`Zeroizing`]
-//! buffers; AWS-LC cleanses its own copy when the per-object context is freed.
+//! buffers; AWS-LC's context (its copy of the sub-key) lives for one seal or open
+//! and is freed by AWS-LC, whose allocator cleanses what it frees.
 
 use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use chacha20::cipher::consts::U10;
