@@ -216,11 +216,10 @@ fn open_raw_in_place<'a>(
     aad: &[u8],
     sealed: &'a mut [u8],
 ) -> Result<&'a [u8], OpenError> {
-    if sealed.len() < SEAL_OVERHEAD {
-        return Err(OpenError);
-    }
-    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-    let nonce: &[u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| OpenError)?;
+    // Shorter than a nonce fails here, shorter than nonce + tag in `open_in_place`.
+    let (nonce, rest) = sealed
+        .split_first_chunk_mut::<NONCE_LEN>()
+        .ok_or(OpenError)?;
     cipher.open_in_place(nonce, aad, rest)
 }
 
