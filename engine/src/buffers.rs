@@ -1,19 +1,19 @@
-//! Reuse of large byte buffers (fetched pack ranges).
+//! Reuse of large byte buffers (fetched blobs and objects).
 //!
-//! A restore fetches pack-sized ranges (≤ 12 MiB by default), decrypts them in
-//! place and drops them: fresh buffers each time cost a page fault per 4 KiB and
-//! make the allocator return and re-map memory (measured: ~190k faults and ~0.5 CPU-s per GiB restored).
-//! The S3 store fills buffers taken from [`GLOBAL`], and the restore gives them
-//! back once written out. At most [`KEEP`] buffers are kept, so the pool never
-//! holds more than the restore's own fetch window did.
+//! A restore receives sealed blobs (≤ 4 MiB by default), decrypts them in place
+//! and drops them: fresh buffers each time cost a page fault per 4 KiB and make the
+//! allocator return and re-map memory (measured: ~190k faults and ~0.5 CPU-s per
+//! GiB restored). The restore fills buffers taken from [`GLOBAL`] and gives them
+//! back once written out; the S3 store does the same for whole objects. At most
+//! [`KEEP`] buffers are kept: two per range the restore has in flight.
 
 use bytes::BytesMut;
 use std::sync::Mutex;
 
-/// Buffers kept for reuse (the restore's fetch window).
-pub const KEEP: usize = 4;
+/// Buffers kept for reuse (the restore's fetch window: two blobs per range).
+pub const KEEP: usize = 8;
 /// Smaller requests are served by the allocator directly.
-const MIN_POOLED: usize = 1 << 20;
+pub const MIN_POOLED: usize = 1 << 20;
 /// Pooled capacities are multiples of this, so that one buffer serves ranges of
 /// slightly different sizes.
 const GRAIN: usize = 4 << 20;

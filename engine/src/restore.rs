@@ -1,14 +1,17 @@
 //! Writing files out of the repository, pack by pack.
 //!
 //! [`write_files`] plans which blobs of which packs every file needs, fetches each
-//! pack once (adjacent blobs coalesced into one ranged GET), opens and verifies
-//! every blob (AEAD, then the chunk id recomputed), and writes it at its offsets
-//! into temp files under the folder's `.coffer/tmp/`. A file is renamed into place
-//! only when all its chunks are written, and only if its destination still is what
-//! the caller expects ([`Guard`]); a file any of whose chunks fails verification is
-//! never renamed — its temp file is removed and the error reported — while every
-//! other file is still written. Memory: at most `FETCH_CONCURRENCY` ranges of at
-//! most one pack each.
+//! pack once (adjacent blobs coalesced into one ranged GET, read as a stream), opens
+//! and verifies every blob as soon as its bytes are in (AEAD, then the chunk id
+//! recomputed), and writes it at its offsets into temp files under the folder's
+//! `.coffer/tmp/`. A file is renamed into place only when all its chunks are
+//! written, and only if its destination still is what the caller expects
+//! ([`Guard`]); a file any of whose chunks fails verification is never renamed —
+//! its temp file is removed and the error reported — while every other file is
+//! still written. A GET whose body breaks off is resumed from the first byte not
+//! yet received ([`RangeReader`]), not fetched again. Memory: at most
+//! `FETCH_CONCURRENCY` ranges in flight, each holding at most two blobs (one being
+//! received, one being opened).
 //!
 //! Writes into one file take that file's lock in user space: concurrent `pwrite`s
 //! into one inode otherwise spin on the kernel's inode lock.
@@ -23,6 +26,7 @@ use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
 use crate::scan::LocalEntry;
 use crate::store::layout;
+use bytes::BytesMut;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
@@ -101,40 +105,21 @@ pub async fn write_files(
         .into_iter()
         .flat_map(|(pack, needs)| coalesce(needs).into_iter().map(move |r| (pack, r)))
         .collect();
-    // Fetching, opening and writing a range is one unit of work, `FETCH_CONCURRENCY`
-    // of them at once: the network stays busy while earlier ranges are decrypted
-    // and written on blocking threads (on every core).
+    // Fetching a range and opening and writing its blobs is one unit of work,
+    // `FETCH_CONCURRENCY` of them at once. Each blob is opened (on a blocking
+    // thread, so on every core) as soon as its bytes are in, while the next one
+    // arrives: the work follows the network instead of waiting for whole ranges.
+    let store = repo.store().clone();
+    let keys = repo.keys().clone();
     let mut stream = futures::stream::iter(ranges)
         .map(|(pack, needs)| {
-            let store = repo.store().clone();
-            let (keys, jobs, states) = (repo.keys().clone(), jobs.clone(), states.clone());
-            async move {
-                let start = u64::from(needs[0].loc.offset);
-                let last = needs.last().expect("ranges are never empty");
-                let end = u64::from(last.loc.offset) + u64::from(last.loc.sealed_len);
-                let bytes = store.get_range(&layout::pack(&pack), start..end).await;
-                tokio::task::spawn_blocking(move || {
-                    // Blobs are opened in place: the fetched bytes are ours alone.
-                    let mut bytes = bytes.map(|b| {
-                        b.try_into_mut()
-                            .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]))
-                    });
-                    let mut written = 0u64;
-                    for need in needs {
-                        let result = match &mut bytes {
-                            Ok(b) => open_range(&keys, &pack, &need, b, start),
-                            Err(e) => Err(Error::Store(e.clone())),
-                        };
-                        written += deliver(&jobs, &states, &need, result.as_deref());
-                    }
-                    if let Ok(b) = bytes {
-                        crate::buffers::GLOBAL.give(b);
-                    }
-                    written
-                })
-                .await
-                .unwrap_or(0)
-            }
+            let sink = Sink {
+                keys: keys.clone(),
+                jobs: jobs.clone(),
+                states: states.clone(),
+                pack,
+            };
+            fetch_range(store.clone(), sink, needs)
         })
         .buffer_unordered(FETCH_CONCURRENCY);
     while let Some(written) = stream.next().await {
@@ -264,25 +249,170 @@ fn coalesce(needs: Vec<Need>) -> Vec<Vec<Need>> {
     out
 }
 
-fn open_range<'a>(
-    keys: &crate::crypto::Keys,
-    pack: &PackId,
-    need: &Need,
-    bytes: &'a mut [u8],
-    start: u64,
-) -> Result<std::borrow::Cow<'a, [u8]>> {
-    let from = usize::try_from(u64::from(need.loc.offset) - start).unwrap_or(usize::MAX);
-    let to = from.saturating_add(need.loc.sealed_len as usize);
-    let sealed = bytes
-        .get_mut(from..to)
-        .ok_or_else(|| Error::corrupt(layout::pack(pack), "object shorter than its index says"))?;
+/// Where a range's opened blobs go.
+#[derive(Clone)]
+struct Sink {
+    keys: Arc<crate::crypto::Keys>,
+    jobs: Arc<Vec<FileJob>>,
+    states: Arc<Mutex<Vec<JobState>>>,
+    pack: PackId,
+}
+
+/// Fetches one range of a pack and writes each of its blobs as soon as it is in;
+/// returns the bytes written. A blob is opened while the next one arrives (at
+/// most one waits to be opened), so a range holds at most two blobs in memory.
+async fn fetch_range(store: crate::store::DynStore, sink: Sink, needs: Vec<Need>) -> u64 {
+    let start = u64::from(needs[0].loc.offset);
+    let last = needs.last().expect("ranges are never empty");
+    let end = u64::from(last.loc.offset) + u64::from(last.loc.sealed_len);
+    let mut source = RangeReader::open(store, layout::pack(&sink.pack), start..end).await;
+    let mut written = 0u64;
+    let mut opening: Option<tokio::task::JoinHandle<u64>> = None;
+    for need in needs {
+        let sealed = source
+            .read(u64::from(need.loc.offset), need.loc.sealed_len as usize)
+            .await;
+        if let Some(previous) = opening.take() {
+            written += previous.await.unwrap_or(0);
+        }
+        let sink = sink.clone();
+        opening = Some(tokio::task::spawn_blocking(move || {
+            open_and_deliver(&sink, &need, sealed)
+        }));
+    }
+    if let Some(previous) = opening {
+        written += previous.await.unwrap_or(0);
+    }
+    written
+}
+
+/// Opens one blob (AEAD, then its chunk id) and writes it to every file that
+/// needs it; returns the bytes written.
+fn open_and_deliver(sink: &Sink, need: &Need, sealed: Result<BytesMut>) -> u64 {
     let entry = BlobEntry {
         chunk: need.chunk,
         offset: need.loc.offset,
         sealed_len: need.loc.sealed_len,
         raw_len: need.loc.raw_len,
     };
-    pack::open_blob_in_place(keys, pack, &entry, sealed)
+    match sealed {
+        Ok(mut buf) => {
+            let opened = pack::open_blob_in_place(&sink.keys, &sink.pack, &entry, &mut buf);
+            let written = deliver(&sink.jobs, &sink.states, need, opened.as_deref());
+            drop(opened);
+            crate::buffers::GLOBAL.give(buf);
+            written
+        }
+        Err(e) => deliver(&sink.jobs, &sink.states, need, Err(&e)),
+    }
+}
+
+/// Reads one byte range of an object front to back, piece by piece as it
+/// arrives. If the stream breaks off, the rest is asked for once more with a
+/// plain (retried) ranged GET; if that fails too, every later read fails.
+struct RangeReader {
+    store: crate::store::DynStore,
+    key: String,
+    pieces: Option<crate::store::Pieces>,
+    /// Received but not yet read; starts at `pos`.
+    current: bytes::Bytes,
+    pos: u64,
+    end: u64,
+    resumed: bool,
+    failed: Option<Error>,
+}
+
+impl RangeReader {
+    async fn open(store: crate::store::DynStore, key: String, range: std::ops::Range<u64>) -> Self {
+        let (pieces, failed) = match store.get_range_stream(&key, range.clone()).await {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(Error::Store(e))),
+        };
+        RangeReader {
+            store,
+            key,
+            pieces,
+            current: bytes::Bytes::new(),
+            pos: range.start,
+            end: range.end,
+            resumed: false,
+            failed,
+        }
+    }
+
+    /// The `len` bytes at `offset` (at or after everything read so far).
+    async fn read(&mut self, offset: u64, len: usize) -> Result<BytesMut> {
+        while self.pos < offset {
+            let skip = usize::try_from(offset - self.pos).unwrap_or(usize::MAX);
+            let piece = self.next_piece(skip).await?;
+            self.pos += piece.len() as u64;
+        }
+        let mut buf = crate::buffers::GLOBAL.take(len.max(crate::buffers::MIN_POOLED));
+        while buf.len() < len {
+            let piece = self.next_piece(len - buf.len()).await?;
+            self.pos += piece.len() as u64;
+            buf.extend_from_slice(&piece);
+        }
+        Ok(buf)
+    }
+
+    /// Up to `max` received bytes at `pos`, waiting for more when none are left.
+    async fn next_piece(&mut self, max: usize) -> Result<bytes::Bytes> {
+        while self.current.is_empty() {
+            if let Some(e) = &self.failed {
+                return Err(e.clone());
+            }
+            if self.pos >= self.end {
+                return Err(self.fail(Error::corrupt(
+                    &self.key,
+                    "object shorter than its index says",
+                )));
+            }
+            let next = match &mut self.pieces {
+                Some(p) => p.next().await,
+                None => None,
+            };
+            match next {
+                Some(Ok(piece)) => self.current = piece,
+                Some(Err(e)) => self.resume(Some(e)).await?,
+                None => self.resume(None).await?,
+            }
+        }
+        let n = max.min(self.current.len());
+        Ok(self.current.split_to(n))
+    }
+
+    /// The stream ended early: one plain GET for the rest.
+    async fn resume(&mut self, why: Option<crate::error::StoreError>) -> Result<()> {
+        self.pieces = None;
+        if self.resumed {
+            let e = why.map_or_else(
+                || Error::corrupt(&self.key, "object shorter than its index says"),
+                Error::Store,
+            );
+            return Err(self.fail(e));
+        }
+        self.resumed = true;
+        if let Some(e) = &why {
+            tracing::debug!(key = %self.key, error = %e, "range stream broke off; fetching the rest");
+        }
+        match self.store.get_range(&self.key, self.pos..self.end).await {
+            Ok(rest) if !rest.is_empty() => {
+                self.current = rest;
+                Ok(())
+            }
+            Ok(_) => Err(self.fail(Error::corrupt(
+                &self.key,
+                "object shorter than its index says",
+            ))),
+            Err(e) => Err(self.fail(Error::Store(e))),
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.failed = Some(e.clone());
+        e
+    }
 }
 
 /// Writes one opened blob (or its failure) to every file that needs it; returns
@@ -502,7 +632,143 @@ pub fn writable_parent(root: &Path, path: &RepoPath) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::StoreError;
+    use crate::store::{MemoryStore, ObjectMeta, ObjectStore, Pieces};
     use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Streams break off after `keep` bytes (with an error, or silently); plain
+    /// ranged GETs fail while `get_failures` lasts.
+    #[derive(Debug)]
+    struct BreakingStore {
+        inner: MemoryStore,
+        keep: usize,
+        with_error: bool,
+        get_failures: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for BreakingStore {
+        async fn put(&self, key: &str, data: bytes::Bytes) -> std::result::Result<(), StoreError> {
+            self.inner.put(key, data).await
+        }
+        async fn get(&self, key: &str) -> std::result::Result<bytes::Bytes, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            r: std::ops::Range<u64>,
+        ) -> std::result::Result<bytes::Bytes, StoreError> {
+            let failing = self
+                .get_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                return Err(StoreError::Transient {
+                    detail: "injected".into(),
+                    slow_down: false,
+                });
+            }
+            self.inner.get_range(key, r).await
+        }
+        async fn get_range_stream(
+            &self,
+            key: &str,
+            r: std::ops::Range<u64>,
+        ) -> std::result::Result<Pieces, StoreError> {
+            let all = self.inner.get_range(key, r).await?;
+            let head = all.slice(..self.keep.min(all.len()));
+            // Small pieces, as a network delivers them.
+            let mut pieces: Vec<std::result::Result<bytes::Bytes, StoreError>> = head
+                .chunks(1000)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
+            if self.with_error {
+                pieces.push(Err(StoreError::Transient {
+                    detail: "body interrupted".into(),
+                    slow_down: false,
+                }));
+            }
+            Ok(Box::pin(futures::stream::iter(pieces)))
+        }
+        async fn list(&self, p: &str) -> std::result::Result<Vec<ObjectMeta>, StoreError> {
+            self.inner.list(p).await
+        }
+        async fn delete(&self, key: &str) -> std::result::Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+        fn describe(&self) -> String {
+            "breaking".into()
+        }
+    }
+
+    async fn store_with(
+        data: &[u8],
+        keep: usize,
+        with_error: bool,
+        get_failures: usize,
+    ) -> crate::store::DynStore {
+        let s = BreakingStore {
+            inner: MemoryStore::new(),
+            keep,
+            with_error,
+            get_failures: AtomicUsize::new(get_failures),
+        };
+        s.put("obj", bytes::Bytes::copy_from_slice(data))
+            .await
+            .unwrap();
+        Arc::new(s)
+    }
+
+    fn data() -> Vec<u8> {
+        (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_range_is_read_in_pieces_with_gaps_skipped() {
+        let d = data();
+        let store = store_with(&d, usize::MAX, false, 0).await;
+        let mut r = RangeReader::open(store, "obj".into(), 100..19_000).await;
+        assert_eq!(&r.read(100, 2500).await.unwrap()[..], &d[100..2600]);
+        assert_eq!(&r.read(4000, 3001).await.unwrap()[..], &d[4000..7001]);
+        assert_eq!(&r.read(7001, 11_999).await.unwrap()[..], &d[7001..19_000]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_breaks_off_is_resumed_where_it_stopped() {
+        let d = data();
+        for with_error in [true, false] {
+            let store = store_with(&d, 5_500, with_error, 0).await;
+            let mut r = RangeReader::open(store, "obj".into(), 0..20_000).await;
+            assert_eq!(&r.read(0, 4000).await.unwrap()[..], &d[..4000]);
+            // This read straddles the break.
+            assert_eq!(&r.read(4500, 9000).await.unwrap()[..], &d[4500..13_500]);
+            assert_eq!(&r.read(13_500, 6500).await.unwrap()[..], &d[13_500..]);
+        }
+    }
+
+    #[tokio::test]
+    async fn when_the_rest_cannot_be_fetched_every_later_read_fails() {
+        let d = data();
+        let store = store_with(&d, 5_500, true, 1).await;
+        let mut r = RangeReader::open(store, "obj".into(), 0..20_000).await;
+        assert_eq!(&r.read(0, 5000).await.unwrap()[..], &d[..5000]);
+        let e = r.read(5000, 1000).await.unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        assert!(r.read(6000, 1000).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_object_shorter_than_the_range_is_corrupt_not_a_hang() {
+        let d = data();
+        let store = store_with(&d[..3000], usize::MAX, false, 0).await;
+        let mut r = RangeReader::open(store, "obj".into(), 0..20_000).await;
+        // The stream ends after 3000 bytes; asking for the rest is refused.
+        let e = r.read(0, 5000).await.unwrap_err();
+        assert!(e.to_string().contains("3000..20000"), "{e}");
+        assert!(r.read(5000, 10).await.is_err());
+    }
 
     #[test]
     fn reserve_sizes_the_file_and_allocates_where_the_filesystem_can() {

@@ -40,6 +40,9 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// An object's bytes as they arrive (see [`ObjectStore::get_range_stream`]).
+pub type Pieces = futures::stream::BoxStream<'static, Result<Bytes, StoreError>>;
+
 /// A flat namespace of immutable objects.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug {
@@ -54,6 +57,16 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Bytes `range` of the object. A range past the end is an error
     /// ([`StoreError::Rejected`]); a range that ends past the end is truncated.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+
+    /// Bytes `range` of the object, piece by piece as they arrive, for readers that
+    /// work on the first bytes while the rest is on its way. Retries cover opening
+    /// the stream only: a stream may end early or with an error, and the reader
+    /// asks [`ObjectStore::get_range`] for what it still lacks. The default fetches
+    /// the range whole, as one piece.
+    async fn get_range_stream(&self, key: &str, range: Range<u64>) -> Result<Pieces, StoreError> {
+        let bytes = self.get_range(key, range).await?;
+        Ok(Box::pin(futures::stream::once(async move { Ok(bytes) })))
+    }
 
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;

@@ -9,7 +9,7 @@
 //! being retried. The randomness and the clock are injected ([`FullJitter`]), so
 //! tests assert exact schedules without sleeping.
 
-use super::{DynStore, ObjectMeta, ObjectStore};
+use super::{DynStore, ObjectMeta, ObjectStore, Pieces};
 use crate::error::StoreError;
 use crate::window::Congestion;
 use async_trait::async_trait;
@@ -282,6 +282,14 @@ impl ObjectStore for RetryStore {
         let op = self.attempts(key, move |s, k| {
             let range = range.clone();
             async move { s.get_range(&k, range).await }
+        });
+        self.retry("GET", key, op).await
+    }
+
+    async fn get_range_stream(&self, key: &str, range: Range<u64>) -> Result<Pieces, StoreError> {
+        let op = self.attempts(key, move |s, k| {
+            let range = range.clone();
+            async move { s.get_range_stream(&k, range).await }
         });
         self.retry("GET", key, op).await
     }

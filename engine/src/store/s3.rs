@@ -20,7 +20,7 @@
 //!   which bucket and what to check.
 
 use super::upload_body::{Progress, WatchedBody, watch};
-use super::{ObjectMeta, ObjectStore, validate_bucket};
+use super::{ObjectMeta, ObjectStore, Pieces, validate_bucket};
 use crate::error::StoreError;
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -233,7 +233,12 @@ impl S3Store {
         }
     }
 
-    async fn get_object(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
+    /// Sends a GET; the body is read by the caller.
+    async fn open_object(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(usize, ByteStream), StoreError> {
         let ctx = self.errors("GET", key);
         let mut req = self
             .client
@@ -259,17 +264,25 @@ impl S3Store {
             .content_length()
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(0);
+        Ok((len, resp.body))
+    }
+
+    async fn get_object(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
+        let (len, mut body) = self.open_object(key, range).await?;
         // Large bodies go into a reused buffer (see `crate::buffers`).
         let mut buf = crate::buffers::GLOBAL.take(len);
-        let mut body = resp.body;
         while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| StoreError::Transient {
-                detail: format!("GET {key}: body interrupted: {e}"),
-                slow_down: false,
-            })?;
-            buf.extend_from_slice(&frame);
+            buf.extend_from_slice(&frame.map_err(|e| interrupted(key, &e))?);
         }
         Ok(buf.freeze())
+    }
+}
+
+/// A response body that broke off: worth retrying.
+fn interrupted(key: &str, e: &dyn fmt::Display) -> StoreError {
+    StoreError::Transient {
+        detail: format!("GET {key}: body interrupted: {e}"),
+        slow_down: false,
     }
 }
 
@@ -324,6 +337,16 @@ impl ObjectStore for S3Store {
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         self.get_object(key, Some(range)).await
+    }
+
+    async fn get_range_stream(&self, key: &str, range: Range<u64>) -> Result<Pieces, StoreError> {
+        let (_, body) = self.open_object(key, Some(range)).await?;
+        let pieces =
+            futures::stream::unfold((body, key.to_string()), |(mut body, key)| async move {
+                let piece = body.next().await?.map_err(|e| interrupted(&key, &e));
+                Some((piece, (body, key)))
+            });
+        Ok(Box::pin(pieces))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
