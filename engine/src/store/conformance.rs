@@ -6,6 +6,7 @@
 
 use super::{ObjectStore, StoreError};
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::join_all;
 
 /// Number of keys written to check that listing is complete past one S3 page (1,000).
@@ -125,6 +126,27 @@ async fn large_object(store: &dyn ObjectStore) {
     assert_eq!(
         store.get_range("big/obj", mid..mid + 4096).await.unwrap(),
         big[mid as usize..mid as usize + 4096]
+    );
+    // A streamed range: the same bytes, in one or more pieces.
+    let (from, to) = (3 * 1024 * 1024 + 5, 17 * 1024 * 1024 + 11);
+    let mut pieces = store
+        .get_range_stream("big/obj", from as u64..to as u64)
+        .await
+        .unwrap();
+    let mut streamed = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        streamed.extend_from_slice(&piece.unwrap());
+    }
+    assert!(
+        streamed == big[from..to],
+        "streamed range of a 20 MiB object"
+    );
+    assert!(
+        matches!(
+            store.get_range_stream("nope/missing", 0..1).await.err(),
+            Some(StoreError::NotFound { .. })
+        ),
+        "streaming a missing object is NotFound"
     );
     store.delete("big/obj").await.unwrap();
 }
