@@ -1,11 +1,11 @@
-//! Reuse of large byte buffers (fetched blobs and objects).
+//! Reuse of large byte buffers (the restore's sealed blobs).
 //!
 //! A restore receives sealed blobs (≤ 4 MiB by default), decrypts them in place
 //! and drops them: fresh buffers each time cost a page fault per 4 KiB and make the
 //! allocator return and re-map memory (measured: ~190k faults and ~0.5 CPU-s per
 //! GiB restored). The restore fills buffers taken from [`GLOBAL`] and gives them
-//! back once written out; the S3 store does the same for whole objects. At most
-//! [`KEEP`] buffers are kept: two per range the restore has in flight.
+//! back once written out. At most [`KEEP`] buffers are kept: two per range the
+//! restore has in flight.
 
 use bytes::BytesMut;
 use std::sync::Mutex;
@@ -24,7 +24,7 @@ pub struct BufferPool {
     kept: Mutex<Vec<BytesMut>>,
 }
 
-/// The process-wide pool (shared by the stores and the restore).
+/// The process-wide pool (the restore's).
 pub static GLOBAL: BufferPool = BufferPool::new();
 
 impl BufferPool {

@@ -318,7 +318,6 @@ struct RangeReader {
     current: bytes::Bytes,
     pos: u64,
     end: u64,
-    resumed: bool,
     failed: Option<Error>,
 }
 
@@ -335,7 +334,6 @@ impl RangeReader {
             current: bytes::Bytes::new(),
             pos: range.start,
             end: range.end,
-            resumed: false,
             failed,
         }
     }
@@ -347,6 +345,8 @@ impl RangeReader {
             let piece = self.next_piece(skip).await?;
             self.pos += piece.len() as u64;
         }
+        // Blobs of every size go into pooled buffers (most are under the pool's
+        // minimum).
         let mut buf = crate::buffers::GLOBAL.take(len.max(crate::buffers::MIN_POOLED));
         while buf.len() < len {
             let piece = self.next_piece(len - buf.len()).await?;
@@ -363,10 +363,7 @@ impl RangeReader {
                 return Err(e.clone());
             }
             if self.pos >= self.end {
-                return Err(self.fail(Error::corrupt(
-                    &self.key,
-                    "object shorter than its index says",
-                )));
+                return Err(self.fail_short());
             }
             let next = match &mut self.pieces {
                 Some(p) => p.next().await,
@@ -382,17 +379,15 @@ impl RangeReader {
         Ok(self.current.split_to(n))
     }
 
-    /// The stream ended early: one plain GET for the rest.
+    /// The stream ended early: one plain GET for the rest (the stream is gone once
+    /// resumed, so a second break fails the reader).
     async fn resume(&mut self, why: Option<crate::error::StoreError>) -> Result<()> {
-        self.pieces = None;
-        if self.resumed {
-            let e = why.map_or_else(
-                || Error::corrupt(&self.key, "object shorter than its index says"),
-                Error::Store,
-            );
-            return Err(self.fail(e));
+        if self.pieces.take().is_none() {
+            return Err(match why {
+                Some(e) => self.fail(Error::Store(e)),
+                None => self.fail_short(),
+            });
         }
-        self.resumed = true;
         if let Some(e) = &why {
             tracing::debug!(key = %self.key, error = %e, "range stream broke off; fetching the rest");
         }
@@ -401,12 +396,14 @@ impl RangeReader {
                 self.current = rest;
                 Ok(())
             }
-            Ok(_) => Err(self.fail(Error::corrupt(
-                &self.key,
-                "object shorter than its index says",
-            ))),
+            Ok(_) => Err(self.fail_short()),
             Err(e) => Err(self.fail(Error::Store(e))),
         }
+    }
+
+    fn fail_short(&mut self) -> Error {
+        let e = Error::corrupt(&self.key, "object shorter than its index says");
+        self.fail(e)
     }
 
     fn fail(&mut self, e: Error) -> Error {

@@ -269,8 +269,7 @@ impl S3Store {
 
     async fn get_object(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes, StoreError> {
         let (len, mut body) = self.open_object(key, range).await?;
-        // Large bodies go into a reused buffer (see `crate::buffers`).
-        let mut buf = crate::buffers::GLOBAL.take(len);
+        let mut buf = bytes::BytesMut::with_capacity(len);
         while let Some(frame) = body.next().await {
             buf.extend_from_slice(&frame.map_err(|e| interrupted(key, &e))?);
         }
