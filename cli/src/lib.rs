@@ -8,6 +8,7 @@
 mod args;
 mod commands;
 mod context;
+mod memory;
 mod output;
 mod passphrase;
 mod progress;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 
 /// Runs coffer with the process's arguments; the whole of `main`.
 pub fn main() -> ExitCode {
+    memory::limit_arenas();
     let cli = args::Cli::parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -14,14 +14,13 @@ use crate::error::{Error, Result};
 use crate::folder::Folder;
 use crate::journal::{Journal, LocalKind, StatEntry};
 use crate::logs;
-use crate::merge::{self, MergedEntry};
+use crate::merge::{self, MergedEntry, MergedWalk};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::{self, FileJob, Guard, ensure_dir, ensure_parents, writable_parent};
 use crate::scan::LocalEntry;
 use crate::version::now_millis;
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -43,6 +42,10 @@ pub struct PullReport {
     pub errors: Vec<String>,
 }
 
+/// Files written per batch of a pull: what a pull holds in memory per file
+/// (the job, its temp file, where its chunks are) is bounded by this.
+pub const WRITE_BATCH_FILES: usize = 8192;
+
 /// Fetches new commits and applies the merged state to `folder`.
 pub async fn pull(
     repo: &Repository,
@@ -55,44 +58,69 @@ pub async fn pull(
         errors: fetched.errors.iter().map(|e| e.to_string()).collect(),
         ..PullReport::default()
     };
-    let view = merge::merged_view(journal.all_versions()?);
-    apply(repo, folder, &view, progress, &mut report).await?;
+    apply(repo, folder, progress, &mut report).await?;
     journal.meta_put("last_pull_ms", &now_millis())?;
     journal.flush_async().await?;
     Ok(report)
 }
 
-/// Brings `folder` to `view`.
+/// Brings `folder` to the merged state of its journal, streaming it
+/// ([`MergedWalk`]): first what the merged state no longer has is removed
+/// (children before parents), then each path is brought up to date in path
+/// order — directories and symlinks at once, files in batches of
+/// [`WRITE_BATCH_FILES`] — and last the directories get their modes and times
+/// (children before parents). Memory does not grow with the folder.
 pub async fn apply(
     repo: &Repository,
     folder: &Folder,
-    view: &BTreeMap<RepoPath, MergedEntry>,
     progress: &dyn Progress,
     report: &mut PullReport,
 ) -> Result<()> {
     let journal = folder.journal();
     let root = folder.root();
-    let stats: BTreeMap<RepoPath, StatEntry> = journal.stat_all()?.into_iter().collect();
-    let mut jobs: Vec<(FileJob, &MergedEntry)> = Vec::new();
-    for (path, m) in view {
+    delete_gone(root, journal, report)?;
+    let mut batch: Vec<(FileJob, MergedEntry)> = Vec::new();
+    let walk = MergedWalk::new(journal);
+    for item in walk {
+        let (path, m) = item?;
+        let stat = journal.stat_get(&path)?;
         let res = match &m.entry {
-            Entry::Dir { .. } => apply_dir(root, journal, path, m, stats.get(path), report),
-            Entry::File(f) => plan_file(root, path, f, m, stats.get(path), report).map(|job| {
+            Entry::Dir { .. } => apply_dir(root, journal, &path, &m, stat.as_ref(), report),
+            Entry::File(f) => plan_file(root, &path, f, &m, stat.as_ref(), report).map(|job| {
                 if let Some(job) = job {
-                    jobs.push((job, m));
+                    batch.push((job, m.clone()));
                 }
             }),
             Entry::Symlink { target, .. } => {
-                apply_symlink(root, journal, path, m, target, stats.get(path), report)
+                apply_symlink(root, journal, &path, &m, target, stat.as_ref(), report)
             }
             Entry::Deleted => Ok(()),
         };
         if let Err(e) = res {
             report.errors.push(e.to_string());
         }
+        if batch.len() >= WRITE_BATCH_FILES {
+            write_batch(repo, folder, std::mem::take(&mut batch), progress, report).await?;
+        }
     }
-    delete_gone(root, journal, view, &stats, report)?;
-    let (jobs, entries): (Vec<FileJob>, Vec<&MergedEntry>) = jobs.into_iter().unzip();
+    write_batch(repo, folder, batch, progress, report).await?;
+    finish_dirs(root, journal, report)?;
+    Ok(())
+}
+
+/// Writes one batch of files and records what was written.
+async fn write_batch(
+    repo: &Repository,
+    folder: &Folder,
+    batch: Vec<(FileJob, MergedEntry)>,
+    progress: &dyn Progress,
+    report: &mut PullReport,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let journal = folder.journal();
+    let (jobs, entries): (Vec<FileJob>, Vec<MergedEntry>) = batch.into_iter().unzip();
     let paths: Vec<RepoPath> = jobs.iter().map(|j| j.path.clone()).collect();
     let results = restore::write_files(repo, journal, jobs, &folder.tmp_dir(), progress).await;
     for ((path, m), res) in paths.iter().zip(entries).zip(results) {
@@ -104,13 +132,12 @@ pub async fn apply(
                     // A new local file: the next push makes it a real version.
                     report.conflict_copies += 1;
                 } else if let Entry::File(f) = &m.entry {
-                    journal.stat_put(path, &stat_of(&local, f.chunks.clone(), m))?;
+                    journal.stat_put(path, &stat_of(&local, f.chunks.clone(), &m))?;
                 }
             }
             Err(e) => report.errors.push(e.to_string()),
         }
     }
-    finish_dirs(root, journal, view, report)?;
     Ok(())
 }
 
@@ -261,33 +288,37 @@ fn apply_symlink(
     Ok(())
 }
 
-/// Removes synced entries the merged state no longer has, unless changed locally.
-fn delete_gone(
-    root: &Path,
-    journal: &Journal,
-    view: &BTreeMap<RepoPath, MergedEntry>,
-    stats: &BTreeMap<RepoPath, StatEntry>,
-    report: &mut PullReport,
-) -> Result<()> {
-    let mut gone: Vec<(&RepoPath, &StatEntry)> = stats
-        .iter()
-        .filter(|(p, _)| !view.contains_key(*p))
-        .collect();
-    gone.sort_by_key(|(p, _)| std::cmp::Reverse(p.depth()));
-    for (path, stat) in gone {
-        let local = LocalEntry::stat(root, path)?;
-        if local.is_none() {
-            journal.stat_remove(path)?;
+/// Whether the merged state has `path` (as itself or as a directory made of a
+/// blocked file). Virtual conflict copies never have stat entries of their own,
+/// so they need not be asked about.
+fn in_merged_state(journal: &Journal, path: &RepoPath) -> Result<bool> {
+    Ok(merge::resolve(&journal.versions(path)?).is_some())
+}
+
+/// Removes synced entries the merged state no longer has, unless changed
+/// locally. The stat cache is read in descending key order, so children go
+/// before their parents.
+fn delete_gone(root: &Path, journal: &Journal, report: &mut PullReport) -> Result<()> {
+    for kv in journal.stat_iter_from(&[]).rev() {
+        let (key, value) = kv?;
+        let path = RepoPath::new(key.to_vec())?;
+        if in_merged_state(journal, &path)? {
             continue;
         }
-        if !untouched(&local, Some(stat)) && stat.kind != LocalKind::Dir {
+        let stat = Journal::decode_stat(&value)?;
+        let local = LocalEntry::stat(root, &path)?;
+        if local.is_none() {
+            journal.stat_remove(&path)?;
+            continue;
+        }
+        if !untouched(&local, Some(&stat)) && stat.kind != LocalKind::Dir {
             report
                 .kept_local
                 .push(format!("{path}: deleted elsewhere but changed here; kept"));
             continue;
         }
         let fs_path = path.to_fs_path(root)?;
-        writable_parent(root, path)?;
+        writable_parent(root, &path)?;
         let res = if stat.kind == LocalKind::Dir {
             fs::remove_dir(&fs_path)
         } else {
@@ -295,7 +326,7 @@ fn delete_gone(
         };
         match res {
             Ok(()) => {
-                journal.stat_remove(path)?;
+                journal.stat_remove(&path)?;
                 report.deleted += 1;
             }
             Err(_) if stat.kind == LocalKind::Dir => {
@@ -309,26 +340,39 @@ fn delete_gone(
     Ok(())
 }
 
-/// Sets directory modes and times, deepest first, and records them.
-fn finish_dirs(
-    root: &Path,
-    journal: &Journal,
-    view: &BTreeMap<RepoPath, MergedEntry>,
-    report: &mut PullReport,
-) -> Result<()> {
-    let mut dirs: Vec<(&RepoPath, &MergedEntry)> = view
-        .iter()
-        .filter(|(_, m)| matches!(m.entry, Entry::Dir { .. }))
-        .collect();
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.depth()));
-    for (path, m) in dirs {
-        let Entry::Dir { mode, mtime_ns } = m.entry else {
+/// Whether `key` sorts before `path0`, i.e. could lie below `path/`.
+fn below_bound(path: &RepoPath, key: &RepoPath) -> bool {
+    let mut past = path.as_bytes().to_vec();
+    past.push(b'0');
+    key.as_bytes() < past.as_slice()
+}
+
+/// Sets directory modes and times, deepest first (descending path order), and
+/// records them.
+fn finish_dirs(root: &Path, journal: &Journal, report: &mut PullReport) -> Result<()> {
+    // The smallest key above the current one: keys below `p/` sort in
+    // `[p/, p0)`, so a `later` at or past `p0` means nothing lies below `p`.
+    let mut later: Option<RepoPath> = None;
+    for kv in journal.versions_iter_rev() {
+        let (path, set) = kv?;
+        let above = later.replace(path.clone());
+        let Some(r) = merge::resolve(&set) else {
             continue;
         };
-        let Some(stat) = journal.stat_get(path)? else {
+        let (mode, mtime_ns) = match r.entry {
+            Entry::Dir { mode, mtime_ns } => (mode, mtime_ns),
+            // A file that must be a directory (see `MergedWalk`).
+            _ if above.is_some_and(|a| below_bound(&path, &a))
+                && merge::has_live_below(journal, &path)? =>
+            {
+                (0o755, 0)
+            }
+            _ => continue,
+        };
+        let Some(stat) = journal.stat_get(&path)? else {
             continue;
         };
-        if stat.synced != m.vv {
+        if stat.synced != r.vv {
             continue; // not ours to set (a kept local entry)
         }
         let fs_path = path.to_fs_path(root)?;
@@ -342,8 +386,15 @@ fn finish_dirs(
             report.errors.push(Error::io(&fs_path, e).to_string());
             continue;
         }
-        if let Some(l) = LocalEntry::stat(root, path)? {
-            journal.stat_put(path, &stat_of(&l, Vec::new(), m))?;
+        if let Some(l) = LocalEntry::stat(root, &path)? {
+            let entry = MergedEntry {
+                entry: Entry::Dir { mode, mtime_ns },
+                vv: r.vv,
+                hlc: r.hlc,
+                origin: r.origin,
+                conflict_of: None,
+            };
+            journal.stat_put(&path, &stat_of(&l, Vec::new(), &entry))?;
         }
     }
     Ok(())

@@ -297,6 +297,16 @@ impl Journal {
             .collect()
     }
 
+    /// The stat tree from `key` on, in key order (raw: see [`Journal::decode_stat`]).
+    pub fn stat_iter_from(&self, key: &[u8]) -> sled::Iter {
+        self.stat.range(key..)
+    }
+
+    /// Decodes a raw stat value.
+    pub fn decode_stat(value: &[u8]) -> Result<StatEntry> {
+        dec(value)
+    }
+
     pub fn stat_len(&self) -> usize {
         self.stat.len()
     }
@@ -417,6 +427,27 @@ impl Journal {
                 Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
             })
             .collect()
+    }
+
+    /// Versions of every path from `key` on, in path order, decoded lazily.
+    pub fn versions_iter_from(
+        &self,
+        key: &[u8],
+    ) -> impl Iterator<Item = Result<(RepoPath, Vec<Version>)>> + Send + use<> {
+        self.versions.range(key..).map(|kv| {
+            let (k, v) = kv?;
+            Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
+        })
+    }
+
+    /// Versions of every path in descending path order (children before parents).
+    pub fn versions_iter_rev(
+        &self,
+    ) -> impl Iterator<Item = Result<(RepoPath, Vec<Version>)>> + Send + use<> {
+        self.versions.iter().rev().map(|kv| {
+            let (k, v) = kv?;
+            Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
+        })
     }
 
     /// Versions of every path at or below `prefix` (everything when `None`).

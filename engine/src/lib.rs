@@ -38,6 +38,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod buffers;
 pub mod check;
@@ -47,6 +49,7 @@ pub mod codec;
 pub mod commit;
 pub mod crypto;
 pub mod device;
+pub mod diff;
 pub mod error;
 pub mod export;
 pub mod folder;

@@ -16,8 +16,9 @@
 //! does not conflict again.
 
 use crate::commit::Entry;
+use crate::error::Result;
 use crate::id::DeviceId;
-use crate::journal::Version;
+use crate::journal::{Journal, Version};
 use crate::path::RepoPath;
 use crate::version::{Hlc, VersionVector};
 use std::collections::BTreeMap;
@@ -86,93 +87,218 @@ pub struct MergedEntry {
     pub conflict_of: Option<RepoPath>,
 }
 
-/// The merged folder: every live path, conflict copies included.
+/// Version sets in path order, as a [`VersionSource`] yields them.
+pub type VersionIter<'a> = Box<dyn Iterator<Item = Result<(RepoPath, Vec<Version>)>> + Send + 'a>;
+
+/// Where the merge reads the maximal version sets from: the journal's `versions`
+/// tree, or a map in memory.
+pub trait VersionSource {
+    /// Every path with versions from `from` on, in byte order.
+    fn versions_from<'a>(&'a self, from: &[u8]) -> VersionIter<'a>;
+    /// The versions of one path (empty if none).
+    fn versions_of(&self, path: &RepoPath) -> Result<Vec<Version>>;
+}
+
+impl VersionSource for Journal {
+    fn versions_from<'a>(&'a self, from: &[u8]) -> VersionIter<'a> {
+        Box::new(self.versions_iter_from(from))
+    }
+
+    fn versions_of(&self, path: &RepoPath) -> Result<Vec<Version>> {
+        self.versions(path)
+    }
+}
+
+impl VersionSource for BTreeMap<RepoPath, Vec<Version>> {
+    fn versions_from<'a>(&'a self, from: &[u8]) -> VersionIter<'a> {
+        let from = from.to_vec();
+        Box::new(
+            self.iter()
+                .skip_while(move |(p, _)| p.as_bytes() < from.as_slice())
+                .map(|(p, v)| Ok((p.clone(), v.clone()))),
+        )
+    }
+
+    fn versions_of(&self, path: &RepoPath) -> Result<Vec<Version>> {
+        Ok(self.get(path).cloned().unwrap_or_default())
+    }
+}
+
+/// The merged folder in memory: every live path, conflict copies included.
 pub fn merged_view(all: Vec<(RepoPath, Vec<Version>)>) -> BTreeMap<RepoPath, MergedEntry> {
-    let known: std::collections::BTreeSet<RepoPath> = all.iter().map(|(p, _)| p.clone()).collect();
-    let mut view = BTreeMap::new();
-    let mut copies = Vec::new();
-    for (path, set) in all {
-        let Some(r) = resolve(&set) else { continue };
-        for l in &r.losers {
-            copies.push((
-                conflict_name(&path, l.hlc, &l.origin, Some(l.vv.get(&l.origin))),
-                path.clone(),
-                l.clone(),
-            ));
+    let source: BTreeMap<RepoPath, Vec<Version>> = all.into_iter().collect();
+    MergedWalk::new(&source)
+        .collect::<Result<BTreeMap<_, _>>>()
+        .expect("an in-memory source does not fail")
+}
+
+/// The merged folder of `source`, collected (sorted by path).
+pub fn merged_view_of(source: &impl VersionSource) -> Result<BTreeMap<RepoPath, MergedEntry>> {
+    MergedWalk::new(source).collect()
+}
+
+/// Whether some path strictly below `dir` is live (has a non-deleted version).
+pub fn has_live_below(source: &(impl VersionSource + ?Sized), dir: &RepoPath) -> Result<bool> {
+    let mut prefix = dir.as_bytes().to_vec();
+    prefix.push(b'/');
+    for item in source.versions_from(&prefix) {
+        let (path, set) = item?;
+        if !path.as_bytes().starts_with(&prefix) {
+            break;
         }
-        view.insert(
-            path,
-            MergedEntry {
+        if set.iter().any(|v| !v.entry.is_deleted()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The merged folder as a stream, one path at a time, without holding the view:
+/// each path in byte order, followed by the virtual conflict copies it spawns.
+/// Memory: one version set, plus the names of the copies made so far.
+///
+/// For every path with a maximal version set:
+/// - no live version → nothing (deleted);
+/// - the winner, under the path;
+/// - each live loser with other content, as a virtual copy
+///   ([`conflict_name`]) unless some version already exists under that name or an
+///   earlier copy took it;
+/// - a file or symlink that is also the parent of live paths (devices concurrently
+///   made `p` a file and created `p/x`) becomes a directory (mode 0755), its
+///   content a conflict copy beside it, unless that name is live or taken.
+pub struct MergedWalk<'a, S: VersionSource + ?Sized> {
+    source: &'a S,
+    iter: std::iter::Peekable<VersionIter<'a>>,
+    /// Copies of the path just yielded, to yield next.
+    queue: std::collections::VecDeque<(RepoPath, MergedEntry)>,
+    /// Every copy name yielded so far.
+    copies: std::collections::HashSet<RepoPath>,
+}
+
+impl<S: VersionSource + ?Sized> std::fmt::Debug for MergedWalk<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MergedWalk")
+            .field("queued", &self.queue.len())
+            .field("copies", &self.copies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, S: VersionSource + ?Sized> MergedWalk<'a, S> {
+    pub fn new(source: &'a S) -> Self {
+        MergedWalk {
+            source,
+            iter: source.versions_from(&[]).peekable(),
+            queue: Default::default(),
+            copies: Default::default(),
+        }
+    }
+
+    /// Whether a live path lies below `path`. The next key of the walk usually
+    /// answers it without a lookup: keys below `path/` sort in `[path/, path0)`.
+    fn blocks(&mut self, path: &RepoPath) -> Result<bool> {
+        let mut past = path.as_bytes().to_vec();
+        past.push(b'0');
+        match self.iter.peek() {
+            None => return Ok(false),
+            Some(Ok((next, _))) if next.as_bytes() >= past.as_slice() => return Ok(false),
+            _ => {}
+        }
+        has_live_below(self.source, path)
+    }
+
+    fn copy_name_free(&self, name: &RepoPath, even_if_dead: bool) -> Result<bool> {
+        if self.copies.contains(name) {
+            return Ok(false);
+        }
+        let set = self.source.versions_of(name)?;
+        Ok(if even_if_dead {
+            resolve(&set).is_none()
+        } else {
+            set.is_empty()
+        })
+    }
+
+    fn advance(&mut self) -> Result<Option<(RepoPath, MergedEntry)>> {
+        if let Some(item) = self.queue.pop_front() {
+            return Ok(Some(item));
+        }
+        loop {
+            let Some(item) = self.iter.next() else {
+                return Ok(None);
+            };
+            let (path, set) = item?;
+            let Some(r) = resolve(&set) else { continue };
+            for l in r.losers {
+                let Some(name) = conflict_name(&path, l.hlc, &l.origin, Some(l.vv.get(&l.origin)))
+                else {
+                    continue;
+                };
+                if self.copy_name_free(&name, false)? {
+                    self.copies.insert(name.clone());
+                    let copy = MergedEntry {
+                        entry: l.entry,
+                        vv: l.vv,
+                        hlc: l.hlc,
+                        origin: l.origin,
+                        conflict_of: Some(path.clone()),
+                    };
+                    // Only if a real path was created under the copy's very name.
+                    let blocked = has_live_below(self.source, &name)?;
+                    let copy = self.unblock(&name, copy, blocked)?;
+                    self.queue.push_back((name, copy));
+                }
+            }
+            let merged = MergedEntry {
                 entry: r.entry,
                 vv: r.vv,
                 hlc: r.hlc,
                 origin: r.origin,
                 conflict_of: None,
-            },
-        );
-    }
-    for (name, of, v) in copies {
-        let Some(name) = name else { continue };
-        if known.contains(&name) || view.contains_key(&name) {
-            continue; // already materialized by some device, or taken
+            };
+            let blocked = !matches!(merged.entry, Entry::Dir { .. }) && self.blocks(&path)?;
+            let merged = self.unblock(&path, merged, blocked)?;
+            return Ok(Some((path, merged)));
         }
-        view.insert(
-            name,
-            MergedEntry {
-                entry: v.entry,
-                vv: v.vv,
-                hlc: v.hlc,
-                origin: v.origin,
-                conflict_of: Some(of),
-            },
-        );
     }
-    fix_structure(&mut view);
-    view
-}
 
-/// A file or symlink that is also the parent of live paths (devices concurrently made
-/// `p` a file and created `p/x`) becomes a directory; its content is kept as a
-/// conflict copy beside it.
-fn fix_structure(view: &mut BTreeMap<RepoPath, MergedEntry>) {
-    let mut blocked: Vec<RepoPath> = Vec::new();
-    for path in view.keys() {
-        for anc in path.ancestors() {
-            if view
-                .get(&anc)
-                .is_some_and(|e| !matches!(e.entry, Entry::Dir { .. }))
-                && !blocked.contains(&anc)
-            {
-                blocked.push(anc);
-            }
+    /// A non-directory with live paths below it becomes a directory; its content
+    /// is queued as a conflict copy if that name is free.
+    fn unblock(
+        &mut self,
+        path: &RepoPath,
+        mut merged: MergedEntry,
+        blocked: bool,
+    ) -> Result<MergedEntry> {
+        if !blocked || matches!(merged.entry, Entry::Dir { .. }) {
+            return Ok(merged);
         }
-    }
-    for path in blocked {
-        let Some(old) = view.remove(&path) else {
-            continue;
-        };
-        if let Some(name) =
-            conflict_name(&path, old.hlc, &old.origin, Some(old.vv.get(&old.origin)))
-            && !view.contains_key(&name)
+        let seq = Some(merged.vv.get(&merged.origin));
+        if let Some(name) = conflict_name(path, merged.hlc, &merged.origin, seq)
+            && self.copy_name_free(&name, true)?
         {
-            view.insert(
+            self.copies.insert(name.clone());
+            self.queue.push_back((
                 name,
                 MergedEntry {
                     conflict_of: Some(path.clone()),
-                    ..old.clone()
+                    ..merged.clone()
                 },
-            );
+            ));
         }
-        view.insert(
-            path,
-            MergedEntry {
-                entry: Entry::Dir {
-                    mode: 0o755,
-                    mtime_ns: 0,
-                },
-                ..old
-            },
-        );
+        merged.entry = Entry::Dir {
+            mode: 0o755,
+            mtime_ns: 0,
+        };
+        Ok(merged)
+    }
+}
+
+impl<S: VersionSource + ?Sized> Iterator for MergedWalk<'_, S> {
+    type Item = Result<(RepoPath, MergedEntry)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.advance().transpose()
     }
 }
 
@@ -221,6 +347,103 @@ pub fn is_conflict_copy(path: &RepoPath) -> bool {
     path.file_name()
         .windows(b".sync-conflict-".len())
         .any(|w| w == b".sync-conflict-")
+}
+
+#[cfg(test)]
+pub(crate) mod oracle {
+    use super::*;
+
+    /// The in-memory merge as it was before [`MergedWalk`]: the oracle the
+    /// streaming walk is checked against.
+    pub fn merged_view(all: Vec<(RepoPath, Vec<Version>)>) -> BTreeMap<RepoPath, MergedEntry> {
+        let known: std::collections::BTreeSet<RepoPath> =
+            all.iter().map(|(p, _)| p.clone()).collect();
+        let mut view = BTreeMap::new();
+        let mut copies = Vec::new();
+        for (path, set) in all {
+            let Some(r) = resolve(&set) else { continue };
+            for l in &r.losers {
+                copies.push((
+                    conflict_name(&path, l.hlc, &l.origin, Some(l.vv.get(&l.origin))),
+                    path.clone(),
+                    l.clone(),
+                ));
+            }
+            view.insert(
+                path,
+                MergedEntry {
+                    entry: r.entry,
+                    vv: r.vv,
+                    hlc: r.hlc,
+                    origin: r.origin,
+                    conflict_of: None,
+                },
+            );
+        }
+        for (name, of, v) in copies {
+            let Some(name) = name else { continue };
+            if known.contains(&name) || view.contains_key(&name) {
+                continue; // already materialized by some device, or taken
+            }
+            view.insert(
+                name,
+                MergedEntry {
+                    entry: v.entry,
+                    vv: v.vv,
+                    hlc: v.hlc,
+                    origin: v.origin,
+                    conflict_of: Some(of),
+                },
+            );
+        }
+        fix_structure(&mut view);
+        view
+    }
+
+    /// A file or symlink that is also the parent of live paths (devices concurrently made
+    /// `p` a file and created `p/x`) becomes a directory; its content is kept as a
+    /// conflict copy beside it.
+    fn fix_structure(view: &mut BTreeMap<RepoPath, MergedEntry>) {
+        let mut blocked: Vec<RepoPath> = Vec::new();
+        for path in view.keys() {
+            for anc in path.ancestors() {
+                if view
+                    .get(&anc)
+                    .is_some_and(|e| !matches!(e.entry, Entry::Dir { .. }))
+                    && !blocked.contains(&anc)
+                {
+                    blocked.push(anc);
+                }
+            }
+        }
+        for path in blocked {
+            let Some(old) = view.remove(&path) else {
+                continue;
+            };
+            if let Some(name) =
+                conflict_name(&path, old.hlc, &old.origin, Some(old.vv.get(&old.origin)))
+                && !view.contains_key(&name)
+            {
+                view.insert(
+                    name,
+                    MergedEntry {
+                        conflict_of: Some(path.clone()),
+                        ..old.clone()
+                    },
+                );
+            }
+            view.insert(
+                path,
+                MergedEntry {
+                    entry: Entry::Dir {
+                        mode: 0o755,
+                        mtime_ns: 0,
+                    },
+                    ..old
+                },
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -366,5 +589,96 @@ mod tests {
                 .any(|k| k.display().starts_with("x.sync-conflict-"))
         );
         assert_eq!(view[&p("x/y")].entry, file(2));
+    }
+
+    #[test]
+    fn a_copy_name_taken_even_by_a_tombstone_is_not_reused() {
+        let loser = v(&[(1, 1)], Hlc::from_parts(10, 0).0, 1, file(1));
+        let winner = v(&[(2, 1)], Hlc::from_parts(20, 0).0, 2, file(2));
+        let copy = "a/b.sync-conflict-19700101-000000-01010101-1";
+        let deleted = v(&[(3, 1)], 5, 3, Entry::Deleted);
+        let all = vec![
+            (p("a/b"), vec![loser.clone(), winner.clone()]),
+            (p(copy), vec![deleted]),
+        ];
+        let view = merged_view(all.clone());
+        assert_eq!(view, oracle::merged_view(all));
+        assert!(!view.contains_key(&p(copy)), "the name is known");
+        let open = merged_view(vec![(p("a/b"), vec![loser, winner])]);
+        assert_eq!(open[&p(copy)].entry, file(1));
+    }
+
+    /// A few paths where structure matters: parents, children, siblings that
+    /// sort between a directory and its children (`a.txt`, `a-b`), and a name a
+    /// conflict copy of `a/b` would take.
+    const PATHS: &[&str] = &[
+        "a",
+        "a-b",
+        "a.txt",
+        "a/b",
+        "a/b.sync-conflict-19700101-000000-01010101-1",
+        "a/b/c",
+        "a/d",
+        "b",
+    ];
+
+    fn entry_strategy() -> impl proptest::strategy::Strategy<Value = Entry> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1u8..4).prop_map(file),
+            Just(Entry::Dir {
+                mode: 0o755,
+                mtime_ns: 1
+            }),
+            Just(Entry::Symlink {
+                target: b"t".to_vec(),
+                mtime_ns: 1
+            }),
+            Just(Entry::Deleted),
+        ]
+    }
+
+    /// Random maximal sets: versions of 3 devices, seqs 1..3, hlc in the first
+    /// seconds of 1970 (so copies of one device collide in name unless the seq
+    /// tells them apart).
+    fn sets_strategy() -> impl proptest::strategy::Strategy<Value = Vec<(RepoPath, Vec<Version>)>> {
+        use proptest::prelude::*;
+        let version =
+            (1u8..4, 1u64..4, 0u64..3000, entry_strategy()).prop_map(|(dev_n, seq, ms, entry)| {
+                v(&[(dev_n, seq)], Hlc::from_parts(ms, 0).0, dev_n, entry)
+            });
+        proptest::collection::btree_map(
+            0..PATHS.len(),
+            proptest::collection::vec(version, 1..4),
+            0..PATHS.len(),
+        )
+        .prop_map(|m| {
+            m.into_iter()
+                .map(|(i, vs)| {
+                    let mut set = Vec::new();
+                    for x in vs {
+                        insert_version(&mut set, x);
+                    }
+                    (p(PATHS[i]), set)
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The streaming walk, over memory and over a journal, is the in-memory
+        /// merge it replaced.
+        #[test]
+        fn the_streaming_merge_is_the_in_memory_one(all in sets_strategy()) {
+            let expected = oracle::merged_view(all.clone());
+            let journal = Journal::temporary().unwrap();
+            for (path, set) in &all {
+                journal.put_versions(path, set).unwrap();
+            }
+            proptest::prop_assert_eq!(&merged_view_of(&journal).unwrap(), &expected);
+            proptest::prop_assert_eq!(&merged_view(all), &expected);
+        }
     }
 }

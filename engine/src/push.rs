@@ -1,18 +1,24 @@
-//! `push`: the folder's current state becomes one commit of its device.
+//! `push`: the folder's current state becomes commits of its device.
 //!
 //! 1. Commits left in the outbox by a killed run are written first.
 //! 2. New commits of every device are ingested (so this device's seq and the merge
 //!    state are current).
-//! 3. The folder is scanned; entries whose `lstat` matches the stat cache are skipped
-//!    without reading them.
-//! 4. Changed files go through the upload pipeline; each result becomes a new
-//!    version based on the version the folder last synced — unless it equals the
-//!    merged state already (then it is adopted, no version is written).
-//! 5. Paths synced before and now gone become tombstones.
-//! 6. The commit goes to the outbox (flushed), then to the store, then is ingested.
+//! 3. The folder is compared with the stat cache as a stream ([`Diff`]); entries
+//!    whose `lstat` matches are skipped without reading them.
+//! 4. Changes are taken in batches of at most [`UploadOptions::batch_changes`]
+//!    (new or changed entries and deletions). Each batch's changed files go
+//!    through the upload pipeline; each result becomes a new version based on the
+//!    version the folder last synced — unless it equals the merged state already
+//!    (then it is adopted, no version is written). Synced paths that are gone
+//!    become tombstones.
+//! 5. Each batch becomes one commit: outbox (flushed), then the store, then
+//!    ingested. A small push is one commit; a huge one is several, so memory
+//!    stays bounded whatever the number of files, and a killed run keeps every
+//!    batch committed before it.
 
 use crate::commit::{Entry, FileEntry};
 use crate::device::{PendingChange, StatUpdate};
+use crate::diff::{Diff, DiffItem};
 use crate::error::{Error, Result};
 use crate::folder::Folder;
 use crate::id::ChunkId;
@@ -22,11 +28,11 @@ use crate::merge;
 use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
-use crate::scan::{self, IgnoreRules, LocalEntry, ScanOutcome};
+use crate::scan::{IgnoreRules, LocalEntry};
 use crate::upload::{self, FileOutcome, FileTask, UploadOptions, UploadStats};
 use crate::version::{VersionVector, now_millis};
-use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// What a push did.
 #[derive(Debug, Default)]
@@ -35,19 +41,40 @@ pub struct PushReport {
     pub scanned: usize,
     /// Files whose content was read.
     pub files_read: usize,
-    /// New versions (including tombstones) in the commit.
+    /// New versions (including tombstones) in the commits.
     pub changes: usize,
     /// Of which tombstones.
     pub deleted: usize,
     pub upload: UploadStats,
-    /// Seq of the commit written, if any.
+    /// Seq of the last commit written, if any.
     pub commit: Option<u64>,
+    /// Commits written (one per batch of changes).
+    pub commits: usize,
     /// Problems that did not stop the push (unreadable files...). A push with
     /// problems is incomplete: those paths stay pending.
     pub problems: Vec<String>,
 }
 
-/// Pushes `folder` as one commit.
+/// Changes of the folder committed together.
+#[derive(Debug, Default)]
+struct Batch {
+    tasks: Vec<FileTask>,
+    pending: Vec<PendingChange>,
+    /// Stat entries to refresh (content unchanged).
+    stat_only: Vec<(RepoPath, StatEntry)>,
+    scanned: usize,
+    problems: Vec<String>,
+    /// The folder has been walked to the end.
+    last: bool,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.tasks.len() + self.pending.len() + self.stat_only.len()
+    }
+}
+
+/// Pushes `folder` as one commit per batch of changes.
 pub async fn push(
     repo: &Repository,
     folder: &Folder,
@@ -62,96 +89,138 @@ pub async fn push(
         .problems
         .extend(fetched.errors.iter().map(|e| e.to_string()));
 
-    progress.start(Phase::Scan, None, None);
     let root = folder.root().to_path_buf();
     let rules = IgnoreRules::load(&root)?;
-    let scanned = {
-        let (root, rules) = (root.clone(), rules.clone());
-        tokio::task::spawn_blocking(move || scan::scan(&root, &rules))
+    let mut diff = Diff::new(&root, rules, journal.clone())?;
+    loop {
+        progress.start(Phase::Scan, None, None);
+        let (back, batch) = {
+            let (root, journal) = (root.clone(), journal.clone());
+            let limit = opts.batch_changes.max(1);
+            tokio::task::spawn_blocking(move || {
+                let batch = fill_batch(&mut diff, &root, &journal, limit);
+                (diff, batch)
+            })
             .await
-            .map_err(|e| Error::Internal(format!("scan failed: {e}")))??
-    };
-    progress.finish(Phase::Scan);
-    report.scanned = scanned.entries.len();
-    report.problems.extend(scanned.problems.iter().cloned());
-
-    let mut pending = Vec::new();
-    let mut stat_only = Vec::new();
-    let mut tasks = Vec::new();
-    for e in &scanned.entries {
-        classify(folder, e, &mut pending, &mut stat_only, &mut tasks)?;
-    }
-    deletions(journal, &scanned, &rules, &mut pending)?;
-
-    report.files_read = tasks.len();
-    let (outcomes, stats) = upload::upload_files(
-        repo.keys().clone(),
-        repo.chunker().clone(),
-        repo.store().clone(),
-        journal,
-        tasks.clone(),
-        opts,
-        progress,
-    )
-    .await?;
-    report.upload = stats;
-    for (task, outcome) in tasks.into_iter().zip(outcomes) {
-        match outcome {
-            FileOutcome::Done {
-                chunks,
-                size,
-                after,
-            } => {
-                file_result(
-                    journal,
-                    task,
-                    chunks,
-                    size,
-                    after,
-                    &mut pending,
-                    &mut stat_only,
-                )?;
-            }
-            FileOutcome::Failed(why) => report.problems.push(why),
+            .map_err(|e| Error::Internal(format!("scan failed: {e}")))?
+        };
+        progress.finish(Phase::Scan);
+        diff = back;
+        let batch = batch?;
+        let last = batch.last;
+        push_batch(repo, folder, batch, opts, progress, &mut report).await?;
+        if last {
+            break;
         }
-    }
-    for (path, stat) in stat_only {
-        journal.stat_put(&path, &stat)?;
-    }
-    report.deleted = pending.iter().filter(|p| p.entry.is_deleted()).count();
-    report.changes = pending.len();
-    if !pending.is_empty() {
-        report.commit = Some(folder.device().commit(repo, pending).await?);
     }
     journal.meta_put("last_push_ms", &now_millis())?;
     journal.flush_async().await?;
     Ok(report)
 }
 
-/// Decides what to do with one scanned entry.
-fn classify(
+/// Takes changes off `diff` until `limit` of them are queued or the walk ends.
+fn fill_batch(diff: &mut Diff, root: &Path, journal: &Journal, limit: usize) -> Result<Batch> {
+    let mut b = Batch::default();
+    while b.len() < limit {
+        match diff.next().transpose()? {
+            None => {
+                b.last = true;
+                break;
+            }
+            Some(DiffItem::Seen { entry, stat }) => {
+                b.scanned += 1;
+                classify(root, journal, entry, stat, &mut b)?;
+            }
+            Some(DiffItem::Gone { path, stat }) => b.pending.push(PendingChange {
+                path,
+                base: stat.synced,
+                entry: Entry::Deleted,
+                stat: StatUpdate::Remove,
+            }),
+        }
+    }
+    b.problems = diff.take_problems();
+    Ok(b)
+}
+
+/// Uploads one batch's files and commits its changes.
+async fn push_batch(
+    repo: &Repository,
     folder: &Folder,
-    e: &LocalEntry,
-    pending: &mut Vec<PendingChange>,
-    stat_only: &mut Vec<(RepoPath, StatEntry)>,
-    tasks: &mut Vec<FileTask>,
+    batch: Batch,
+    opts: &UploadOptions,
+    progress: &dyn Progress,
+    report: &mut PushReport,
 ) -> Result<()> {
     let journal = folder.journal();
-    let stat = journal.stat_get(&e.path)?;
+    let Batch {
+        tasks,
+        mut pending,
+        mut stat_only,
+        scanned,
+        problems,
+        ..
+    } = batch;
+    report.scanned += scanned;
+    report.problems.extend(problems);
+    report.files_read += tasks.len();
+    if !tasks.is_empty() {
+        let (outcomes, stats) = upload::upload_files(
+            repo.keys().clone(),
+            repo.chunker().clone(),
+            repo.store().clone(),
+            journal,
+            tasks,
+            opts,
+            progress,
+        )
+        .await?;
+        report.upload.add(&stats);
+        for outcome in outcomes {
+            match outcome {
+                FileOutcome::Done {
+                    chunks,
+                    size,
+                    after,
+                } => file_result(journal, chunks, size, after, &mut pending, &mut stat_only)?,
+                FileOutcome::Failed(why) => report.problems.push(why),
+            }
+        }
+    }
+    for (path, stat) in stat_only {
+        journal.stat_put(&path, &stat)?;
+    }
+    report.deleted += pending.iter().filter(|p| p.entry.is_deleted()).count();
+    report.changes += pending.len();
+    if !pending.is_empty() {
+        report.commit = Some(folder.device().commit(repo, pending).await?);
+        report.commits += 1;
+    }
+    Ok(())
+}
+
+/// Decides what to do with one entry of the folder.
+fn classify(
+    root: &Path,
+    journal: &Journal,
+    e: LocalEntry,
+    stat: Option<StatEntry>,
+    b: &mut Batch,
+) -> Result<()> {
     if let Some(s) = &stat
         && e.unchanged_since(s)
     {
         return Ok(());
     }
     match e.kind {
-        LocalKind::File => tasks.push(FileTask {
+        LocalKind::File => b.tasks.push(FileTask {
             path: e.path.clone(),
-            fs_path: e.path.to_fs_path(folder.root())?,
-            before: e.clone(),
+            fs_path: e.path.to_fs_path(root)?,
             previous: match &stat {
                 Some(s) if s.kind == LocalKind::File => journal.chunk_ends(&s.chunks)?,
                 _ => Vec::new(),
             },
+            before: e,
         }),
         LocalKind::Dir => {
             let entry = Entry::Dir {
@@ -163,20 +232,24 @@ fn classify(
                 .is_some_and(|s| s.kind == LocalKind::Dir && s.mode == e.mode);
             decide(
                 journal,
-                e,
+                &e,
                 entry,
                 stat,
                 Vec::new(),
                 unchanged,
-                pending,
-                stat_only,
+                &mut b.pending,
+                &mut b.stat_only,
             )?;
         }
         LocalKind::Symlink => {
-            let fs_path = e.path.to_fs_path(folder.root())?;
+            let fs_path: PathBuf = e.path.to_fs_path(root)?;
             let target = match std::fs::read_link(&fs_path) {
                 Ok(t) => t.as_os_str().as_bytes().to_vec(),
-                Err(err) => return Err(Error::io(fs_path, err)),
+                Err(err) => {
+                    // Gone or replaced since the walk: it stays pending.
+                    b.problems.push(Error::io(fs_path, err).to_string());
+                    return Ok(());
+                }
             };
             let entry = Entry::Symlink {
                 target,
@@ -184,13 +257,13 @@ fn classify(
             };
             decide(
                 journal,
-                e,
+                &e,
                 entry,
                 stat,
                 Vec::new(),
                 false,
-                pending,
-                stat_only,
+                &mut b.pending,
+                &mut b.stat_only,
             )?;
         }
     }
@@ -200,14 +273,13 @@ fn classify(
 /// A file was read: decide whether it is a new version.
 fn file_result(
     journal: &Journal,
-    task: FileTask,
     chunks: Vec<ChunkId>,
     size: u64,
     after: LocalEntry,
     pending: &mut Vec<PendingChange>,
     stat_only: &mut Vec<(RepoPath, StatEntry)>,
 ) -> Result<()> {
-    let stat = journal.stat_get(&task.path)?;
+    let stat = journal.stat_get(&after.path)?;
     let entry = Entry::File(FileEntry {
         size,
         mode: after.mode,
@@ -274,29 +346,4 @@ pub(crate) fn same_state(a: &Entry, b: &Entry) -> bool {
         (Entry::Dir { .. }, Entry::Dir { .. }) => true,
         _ => a.same_content(b),
     }
-}
-
-/// Synced paths that are gone become tombstones.
-fn deletions(
-    journal: &Journal,
-    scanned: &ScanOutcome,
-    rules: &IgnoreRules,
-    pending: &mut Vec<PendingChange>,
-) -> Result<()> {
-    let present: HashSet<&RepoPath> = scanned.entries.iter().map(|e| &e.path).collect();
-    for (path, stat) in journal.stat_all()? {
-        if present.contains(&path)
-            || scanned.is_unseen(&path)
-            || rules.is_ignored(&path, stat.kind == LocalKind::Dir)
-        {
-            continue;
-        }
-        pending.push(PendingChange {
-            path,
-            base: stat.synced,
-            entry: Entry::Deleted,
-            stat: StatUpdate::Remove,
-        });
-    }
-    Ok(())
 }

@@ -74,22 +74,13 @@ impl LocalEntry {
     }
 }
 
-/// What a walk found.
+/// What a whole walk found (see [`scan`]; [`Walk`] is the streaming form).
 #[derive(Debug, Default)]
 pub struct ScanOutcome {
-    /// Every syncable entry, in path order (parents before children).
+    /// Every syncable entry, in walk order (parents before children).
     pub entries: Vec<LocalEntry>,
-    /// Subtrees that could not be read; deletions below them are not inferred.
-    pub unreadable: Vec<RepoPath>,
     /// One line per problem met (permission denied, vanished entries...).
     pub problems: Vec<String>,
-}
-
-impl ScanOutcome {
-    /// Whether `path` lies in a subtree this walk could not see.
-    pub fn is_unseen(&self, path: &RepoPath) -> bool {
-        self.unreadable.iter().any(|u| path.starts_with(u))
-    }
 }
 
 /// `.cofferignore` rules of a folder.
@@ -141,88 +132,186 @@ impl IgnoreRules {
     }
 }
 
-/// Walks `root`. Only a failure to read `root` itself is an error.
+/// Walks `root` into memory. Only a failure to read `root` itself is an error.
+/// Pushes and status use the streaming [`Walk`] instead.
 pub fn scan(root: &Path, rules: &IgnoreRules) -> Result<ScanOutcome> {
+    let mut walk = Walk::new(root, rules.clone())?;
     let mut out = ScanOutcome::default();
-    let top = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
-    // Depth-first, children sorted, so entries come out in path order.
-    let mut pending = vec![collect_sorted(None, top, &mut out)];
-    while let Some(level) = pending.last_mut() {
-        let Some((path, dirent)) = level.pop() else {
-            pending.pop();
-            continue;
-        };
-        let meta = match dirent.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                out.problems.push(format!("{path}: {e}"));
-                out.unreadable.push(path);
-                continue;
-            }
-        };
-        let is_dir = meta.is_dir();
-        if rules.is_ignored(&path, is_dir) {
-            continue;
-        }
-        let Some(entry) = LocalEntry::from_metadata(path.clone(), &meta) else {
-            continue;
-        };
-        out.entries.push(entry);
-        if is_dir {
-            match fs::read_dir(dirent.path()) {
-                Ok(rd) => {
-                    pending.push(collect_sorted(Some(&path), rd, &mut out));
-                }
-                Err(e) => {
-                    out.problems
-                        .push(format!("{path}: cannot read directory: {e}"));
-                    out.unreadable.push(path);
-                }
-            }
+    while let Some(step) = walk.step() {
+        if let Step::Entry(e) = step {
+            out.entries.push(e);
         }
     }
+    out.problems = walk.take_problems();
     Ok(out)
 }
 
-/// The entries of one directory as repository paths, sorted so that popping from
-/// the end yields them in ascending order.
-fn collect_sorted(
-    parent: Option<&RepoPath>,
-    rd: fs::ReadDir,
-    out: &mut ScanOutcome,
-) -> Vec<(RepoPath, fs::DirEntry)> {
-    let mut items = Vec::new();
-    for dirent in rd {
-        let dirent = match dirent {
-            Ok(d) => d,
-            Err(e) => {
-                out.problems.push(format!(
-                    "{}: {e}",
-                    parent.map(|p| p.display()).unwrap_or_default()
-                ));
-                if let Some(p) = parent {
-                    out.unreadable.push(p.clone());
-                }
+/// What the walk does with a child of a listed directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    /// A directory the walk enters: its own listing accounts for what is below it.
+    Enter,
+    /// Anything else present: a file, a symlink, a special file (not synced).
+    Leaf,
+    /// Ignored by `.cofferignore`, or of unknown type: neither walked nor taken as
+    /// gone.
+    Skip,
+}
+
+/// A child of a listed directory.
+#[derive(Debug)]
+pub struct Child {
+    pub path: RepoPath,
+    pub kind: ChildKind,
+    dirent: fs::DirEntry,
+}
+
+/// One step of a [`Walk`].
+#[derive(Debug)]
+pub enum Step {
+    /// An entry, in walk order: depth-first, each directory's children in byte
+    /// order, a directory before its children.
+    Entry(LocalEntry),
+    /// A directory (`None`: the root) was read completely; until the next call to
+    /// [`Walk::step`], [`Walk::listing`] holds its children. A directory whose
+    /// listing broke off is walked but never announced, so nothing below it is
+    /// taken as deleted.
+    Listed(Option<RepoPath>),
+}
+
+/// A streaming, depth-first walk of a synced folder. Memory: the listings of the
+/// directories on the current path, never the whole tree.
+#[derive(Debug)]
+pub struct Walk {
+    rules: IgnoreRules,
+    /// One listing per open directory, sorted in descending order (popped from
+    /// the end).
+    levels: Vec<Vec<Child>>,
+    /// A listing read by the last step, to announce next.
+    announce: Option<Option<RepoPath>>,
+    problems: Vec<String>,
+}
+
+impl Walk {
+    /// Starts a walk; only a failure to read `root` itself is an error.
+    pub fn new(root: &Path, rules: IgnoreRules) -> Result<Walk> {
+        let top = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
+        let mut walk = Walk {
+            rules,
+            levels: Vec::new(),
+            announce: None,
+            problems: Vec::new(),
+        };
+        walk.open_level(None, top);
+        Ok(walk)
+    }
+
+    /// The next step; `None` once the walk is over.
+    pub fn step(&mut self) -> Option<Step> {
+        if let Some(dir) = self.announce.take() {
+            return Some(Step::Listed(dir));
+        }
+        loop {
+            let level = self.levels.last_mut()?;
+            let Some(child) = level.pop() else {
+                self.levels.pop();
+                continue;
+            };
+            if child.kind == ChildKind::Skip {
                 continue;
             }
-        };
-        let name = dirent.file_name();
-        if parent.is_none() && name == STATE_DIR {
-            continue;
-        }
-        let mut rel = parent.map(|p| p.as_bytes().to_vec()).unwrap_or_default();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(name.as_bytes());
-        let rel = RepoPath::new(rel);
-        match rel {
-            Ok(p) => items.push((p, dirent)),
-            Err(e) => out.problems.push(e.to_string()),
+            let meta = match child.dirent.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.problems.push(format!("{}: {e}", child.path));
+                    continue;
+                }
+            };
+            let Some(entry) = LocalEntry::from_metadata(child.path.clone(), &meta) else {
+                continue;
+            };
+            if meta.is_dir() && child.kind == ChildKind::Enter {
+                match fs::read_dir(child.dirent.path()) {
+                    Ok(rd) => self.open_level(Some(child.path), rd),
+                    Err(e) => self
+                        .problems
+                        .push(format!("{}: cannot read directory: {e}", child.path)),
+                }
+            }
+            return Some(Step::Entry(entry));
         }
     }
-    items.sort_by(|a, b| b.0.cmp(&a.0));
-    items
+
+    /// The children of the directory the last [`Step::Listed`] announced, sorted
+    /// by path; only meaningful right after that step.
+    pub fn listing(&self) -> &[Child] {
+        self.levels.last().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Looks `path` up in [`Walk::listing`].
+    pub fn listed_kind(&self, path: &[u8]) -> Option<ChildKind> {
+        // Descending order: compare reversed.
+        let list = self.listing();
+        list.binary_search_by(|c| path.cmp(c.path.as_bytes()))
+            .ok()
+            .map(|i| list[i].kind)
+    }
+
+    /// Problems met so far (unreadable entries and directories).
+    pub fn take_problems(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.problems)
+    }
+
+    /// Reads one directory into a new level.
+    fn open_level(&mut self, parent: Option<RepoPath>, rd: fs::ReadDir) {
+        let mut items = Vec::new();
+        let mut complete = true;
+        for dirent in rd {
+            let dirent = match dirent {
+                Ok(d) => d,
+                Err(e) => {
+                    let at = parent.as_ref().map(RepoPath::display).unwrap_or_default();
+                    self.problems.push(format!("{at}: {e}"));
+                    complete = false;
+                    continue;
+                }
+            };
+            let name = dirent.file_name();
+            if parent.is_none() && name == STATE_DIR {
+                continue;
+            }
+            let mut rel = parent
+                .as_ref()
+                .map(|p| p.as_bytes().to_vec())
+                .unwrap_or_default();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name.as_bytes());
+            let path = match RepoPath::new(rel) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            let kind = match dirent.file_type() {
+                Ok(t) if self.rules.is_ignored(&path, t.is_dir()) => ChildKind::Skip,
+                Ok(t) if t.is_dir() => ChildKind::Enter,
+                Ok(_) => ChildKind::Leaf,
+                Err(e) => {
+                    self.problems.push(format!("{path}: {e}"));
+                    ChildKind::Skip
+                }
+            };
+            items.push(Child { path, kind, dirent });
+        }
+        items.sort_by(|a, b| b.path.cmp(&a.path));
+        self.levels.push(items);
+        if complete {
+            self.announce = Some(parent);
+        }
+    }
 }
 
 #[cfg(test)]

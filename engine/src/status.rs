@@ -6,15 +6,15 @@
 //! (written atomically) so `coffer status DIR` can report it even while a daemon
 //! holds the journal.
 
+use crate::diff::{Diff, DiffItem};
 use crate::error::{Error, Result};
 use crate::folder::Folder;
 use crate::journal::LocalKind;
 use crate::merge::is_conflict_copy;
 use crate::path::{RepoPath, STATE_DIR};
-use crate::scan::{self, IgnoreRules};
+use crate::scan::IgnoreRules;
 use crate::version::now_millis;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::path::Path;
 
 const STATUS_FILE: &str = "status.json";
@@ -32,35 +32,29 @@ pub struct LocalChanges {
     pub conflicts: Vec<RepoPath>,
 }
 
-/// Scans `folder` against its stat cache.
+/// Compares `folder` with its stat cache.
 pub fn local_changes(folder: &Folder) -> Result<LocalChanges> {
-    let journal = folder.journal();
     let rules = IgnoreRules::load(folder.root())?;
-    let scanned = scan::scan(folder.root(), &rules)?;
+    let diff = Diff::new(folder.root(), rules, folder.journal().clone())?;
     let mut out = LocalChanges::default();
-    for e in &scanned.entries {
-        if is_conflict_copy(&e.path) {
-            out.conflicts.push(e.path.clone());
-        }
-        let unchanged = journal
-            .stat_get(&e.path)?
-            .is_some_and(|s| e.unchanged_since(&s));
-        if !unchanged {
-            if e.kind == LocalKind::File {
-                out.bytes += e.size;
+    for item in diff {
+        match item? {
+            DiffItem::Seen { entry, stat } => {
+                if is_conflict_copy(&entry.path) {
+                    out.conflicts.push(entry.path.clone());
+                }
+                if stat.is_some_and(|s| entry.unchanged_since(&s)) {
+                    continue;
+                }
+                if entry.kind == LocalKind::File {
+                    out.bytes += entry.size;
+                }
+                out.changed.push(entry.path);
             }
-            out.changed.push(e.path.clone());
+            DiffItem::Gone { path, .. } => out.deleted.push(path),
         }
     }
-    let present: HashSet<&RepoPath> = scanned.entries.iter().map(|e| &e.path).collect();
-    for (path, stat) in journal.stat_all()? {
-        if !present.contains(&path)
-            && !scanned.is_unseen(&path)
-            && !rules.is_ignored(&path, stat.kind == LocalKind::Dir)
-        {
-            out.deleted.push(path);
-        }
-    }
+    out.deleted.sort();
     Ok(out)
 }
 

@@ -52,7 +52,14 @@ pub struct UploadOptions {
     pub workers: usize,
     /// The adaptive upload window (default 8 in flight).
     pub window: Arc<UploadWindow>,
+    /// Changes per commit of a push (default [`DEFAULT_BATCH_CHANGES`]): what a
+    /// push holds in memory per file is bounded by this, not by the folder.
+    pub batch_changes: usize,
 }
+
+/// Changes per commit of a push: ~1 KiB of state each (task, outcome, pending
+/// version, stat entry) while the batch is in flight.
+pub const DEFAULT_BATCH_CHANGES: usize = 16_384;
 
 impl Default for UploadOptions {
     fn default() -> Self {
@@ -62,6 +69,7 @@ impl Default for UploadOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             window: UploadWindow::new(8),
+            batch_changes: DEFAULT_BATCH_CHANGES,
         }
     }
 }
@@ -101,6 +109,18 @@ pub struct UploadStats {
     pub new_chunk_bytes: u64,
     pub packs: u64,
     pub bytes_uploaded: u64,
+}
+
+impl UploadStats {
+    /// Adds the counters of another run (a push of several batches).
+    pub fn add(&mut self, o: &UploadStats) {
+        self.bytes_read += o.bytes_read;
+        self.chunks += o.chunks;
+        self.new_chunks += o.new_chunks;
+        self.new_chunk_bytes += o.new_chunk_bytes;
+        self.packs += o.packs;
+        self.bytes_uploaded += o.bytes_uploaded;
+    }
 }
 
 struct Job {

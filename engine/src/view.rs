@@ -113,7 +113,7 @@ impl RepoView {
 
     /// The merged folder state.
     pub fn merged(&self) -> Result<BTreeMap<RepoPath, MergedEntry>> {
-        Ok(merge::merged_view(self.journal.all_versions()?))
+        merge::merged_view_of(&self.journal)
     }
 
     /// The merged entries at or below `prefix` (a subtree or one path).

@@ -48,6 +48,7 @@ async fn packs_stay_within_the_target_and_recycled_buffers_read_back() {
         workers: 2,
         // Two packs alive at most: sealers wait for buffers to come back.
         window: UploadWindow::new(2),
+        ..UploadOptions::default()
     };
     let folder = Folder::open(src.path(), repo.id(), "memory:", true).unwrap();
     let report = coffer_engine::push::push(&repo, &folder, &opts, &NoProgress)

@@ -1,5 +1,6 @@
 //! Random trees pushed and pulled in-process on a `MemoryStore`: identical after
-//! the first pull and after a round of random edits, deletes and renames.
+//! the first pull and after a round of random edits, deletes and renames, whether
+//! a push is one commit or many small batches.
 
 use coffer_engine::apply::pull;
 use coffer_engine::crypto::keyslot::KdfParams;
@@ -8,7 +9,7 @@ use coffer_engine::progress::NoProgress;
 use coffer_engine::push::push;
 use coffer_engine::repo::Repository;
 use coffer_engine::store::{DynStore, MemoryStore};
-use coffer_engine::upload::UploadOptions;
+use coffer_engine::upload::{DEFAULT_BATCH_CHANGES, UploadOptions};
 use coffer_tests::tree::{ODD_NAMES, assert_same_tree};
 use proptest::prelude::*;
 use std::fs;
@@ -70,12 +71,27 @@ fn write_tree(root: &Path, files: &[FileSpec], empty_dirs: &[usize]) {
 
 /// Pushes `a`, pulls into `b`. The folders stay open across calls, as a daemon
 /// keeps them (reopening at once can find sled's lock still held by its I/O threads).
-fn sync_once(rt: &tokio::runtime::Runtime, repo: &Repository, a: &Folder, b: &Folder) {
+/// `batch` changes per commit.
+fn sync_once(
+    rt: &tokio::runtime::Runtime,
+    repo: &Repository,
+    a: &Folder,
+    b: &Folder,
+    batch: usize,
+) {
     rt.block_on(async {
-        let r = push(repo, a, &UploadOptions::default(), &NoProgress)
-            .await
-            .unwrap();
+        let opts = UploadOptions {
+            batch_changes: batch,
+            ..UploadOptions::default()
+        };
+        let r = push(repo, a, &opts, &NoProgress).await.unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert!(
+            r.commits >= r.changes.div_ceil(batch),
+            "{} changes in {} commits of at most {batch}",
+            r.changes,
+            r.commits
+        );
         let r = pull(repo, b, &NoProgress).await.unwrap();
         assert!(r.errors.is_empty() && r.kept_local.is_empty(), "{r:?}");
     });
@@ -91,6 +107,7 @@ proptest! {
         edits in proptest::collection::vec(file_spec(), 0..6),
         deletes in proptest::collection::vec(any::<proptest::sample::Index>(), 0..4),
         rename in any::<bool>(),
+        batch in prop_oneof![Just(DEFAULT_BATCH_CHANGES), 1usize..6],
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let store: DynStore = Arc::new(MemoryStore::new());
@@ -101,7 +118,7 @@ proptest! {
         write_tree(&src, &files, &empty);
         let a = Folder::open(&src, repo.id(), "memory://", false).unwrap();
         let b = Folder::open(&dst, repo.id(), "memory://", true).unwrap();
-        sync_once(&rt, &repo, &a, &b);
+        sync_once(&rt, &repo, &a, &b, batch);
         assert_same_tree(&src, &dst);
 
         write_tree(&src, &edits, &[]);
@@ -113,7 +130,7 @@ proptest! {
         if rename && src.join("a").exists() {
             fs::rename(src.join("a"), src.join("renamed-a")).unwrap();
         }
-        sync_once(&rt, &repo, &a, &b);
+        sync_once(&rt, &repo, &a, &b, batch);
         assert_same_tree(&src, &dst);
     }
 }
