@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::folder::Folder;
 use crate::journal::{Journal, LocalKind, StatEntry};
 use crate::logs;
-use crate::merge::{self, MergedEntry, MergedWalk};
+use crate::merge::{self, MergedEntry, MergedWalk, Scope};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -340,39 +340,17 @@ fn delete_gone(root: &Path, journal: &Journal, report: &mut PullReport) -> Resul
     Ok(())
 }
 
-/// Whether `key` sorts before `path0`, i.e. could lie below `path/`.
-fn below_bound(path: &RepoPath, key: &RepoPath) -> bool {
-    let mut past = path.as_bytes().to_vec();
-    past.push(b'0');
-    key.as_bytes() < past.as_slice()
-}
-
-/// Sets directory modes and times, deepest first (descending path order), and
-/// records them.
+/// Sets directory modes and times, deepest first, and records them.
 fn finish_dirs(root: &Path, journal: &Journal, report: &mut PullReport) -> Result<()> {
-    // The smallest key above the current one: keys below `p/` sort in
-    // `[p/, p0)`, so a `later` at or past `p0` means nothing lies below `p`.
-    let mut later: Option<RepoPath> = None;
-    for kv in journal.versions_iter_rev() {
-        let (path, set) = kv?;
-        let above = later.replace(path.clone());
-        let Some(r) = merge::resolve(&set) else {
+    for item in merge::dirs_descending(journal, &Scope::all()) {
+        let (path, m) = item?;
+        let Entry::Dir { mode, mtime_ns } = m.entry else {
             continue;
-        };
-        let (mode, mtime_ns) = match r.entry {
-            Entry::Dir { mode, mtime_ns } => (mode, mtime_ns),
-            // A file that must be a directory (see `MergedWalk`).
-            _ if above.is_some_and(|a| below_bound(&path, &a))
-                && merge::has_live_below(journal, &path)? =>
-            {
-                (0o755, 0)
-            }
-            _ => continue,
         };
         let Some(stat) = journal.stat_get(&path)? else {
             continue;
         };
-        if stat.synced != r.vv {
+        if stat.synced != m.vv {
             continue; // not ours to set (a kept local entry)
         }
         let fs_path = path.to_fs_path(root)?;
@@ -387,14 +365,7 @@ fn finish_dirs(root: &Path, journal: &Journal, report: &mut PullReport) -> Resul
             continue;
         }
         if let Some(l) = LocalEntry::stat(root, &path)? {
-            let entry = MergedEntry {
-                entry: Entry::Dir { mode, mtime_ns },
-                vv: r.vv,
-                hlc: r.hlc,
-                origin: r.origin,
-                conflict_of: None,
-            };
-            journal.stat_put(&path, &stat_of(&l, Vec::new(), &entry))?;
+            journal.stat_put(&path, &stat_of(&l, Vec::new(), &m))?;
         }
     }
     Ok(())

@@ -48,7 +48,7 @@ pub async fn check(
     scratch: Option<&std::path::Path>,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
-    let view = RepoView::load(repo, None, scratch, progress).await?;
+    let view = RepoView::load(repo, scratch, progress).await?;
     let mut r = CheckReport {
         devices: view.journal.all_heads()?.len(),
         commits: view.commits.len(),

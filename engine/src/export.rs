@@ -2,15 +2,15 @@
 //! --to`): no device, no journal of its own, existing outputs are replaced. Every
 //! file still goes through a temp file and a rename, and every chunk is verified.
 
+use crate::apply::WRITE_BATCH_FILES;
 use crate::commit::Entry;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
-use crate::merge::MergedEntry;
+use crate::merge::{self, MergedWalk, Scope};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::{self, FileJob, Guard, ensure_dir, ensure_parents, system_time};
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -28,25 +28,32 @@ pub struct ExportReport {
     pub errors: Vec<String>,
 }
 
-/// Writes `entries` (all at or below `prefix`) under `out`: `prefix` itself becomes
-/// `out`, `prefix/a/b` becomes `out/a/b`. With no prefix, `out` is the top.
+/// Writes the merged entries of `journal` at or below `prefix` under `out`:
+/// `prefix` itself becomes `out`, `prefix/a/b` becomes `out/a/b`. With no prefix,
+/// `out` is the top. The merged state is streamed ([`MergedWalk`] over the keys
+/// that decide `prefix`), files are written in batches of
+/// [`WRITE_BATCH_FILES`], and directory modes and times are set last, deepest
+/// first: memory does not grow with the tree.
 pub async fn export_tree(
     repo: &Repository,
     journal: &Journal,
-    entries: &BTreeMap<RepoPath, MergedEntry>,
     prefix: Option<&RepoPath>,
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
     let mut report = ExportReport::default();
-    let single_file = prefix
-        .and_then(|p| entries.get(p))
-        .is_some_and(|m| !matches!(m.entry, Entry::Dir { .. }));
+    let single_file = match prefix {
+        Some(p) => {
+            merge::entry_at(journal, p)?.is_some_and(|m| !matches!(m.entry, Entry::Dir { .. }))
+        }
+        None => false,
+    };
     let (root, tmp) = staging(out, single_file)?;
+    let scope = Scope::deciding(prefix);
     let mut jobs = Vec::new();
-    let mut dirs = Vec::new();
-    for (path, m) in entries {
-        let Some(rel) = relative(path, prefix) else {
+    for item in MergedWalk::scope(journal, scope.clone()) {
+        let (path, m) = item?;
+        let Some(rel) = relative(&path, prefix) else {
             continue;
         };
         let dest = match &rel {
@@ -59,44 +66,51 @@ pub async fn export_tree(
             report.errors.push(e.to_string());
             continue;
         }
-        let res = match &m.entry {
+        let res = match m.entry {
             Entry::File(f) => {
                 jobs.push(FileJob {
-                    path: path.clone(),
+                    path,
                     dest,
-                    entry: f.clone(),
+                    entry: f,
                     guard: Guard::Any,
                 });
                 Ok(())
             }
-            Entry::Dir { mode, mtime_ns } => {
-                dirs.push((dest.clone(), *mode, *mtime_ns, path.depth()));
-                match &rel {
-                    Some(r) => ensure_dir(&root, r),
-                    None => fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e)),
-                }
-            }
+            Entry::Dir { .. } => match &rel {
+                Some(r) => ensure_dir(&root, r),
+                None => fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e)),
+            },
             Entry::Symlink { target, .. } => {
-                write_symlink(&dest, target, &tmp).map(|()| report.symlinks += 1)
+                write_symlink(&dest, &target, &tmp).map(|()| report.symlinks += 1)
             }
             Entry::Deleted => Ok(()),
         };
         if let Err(e) = res {
             report.errors.push(e.to_string());
         }
-    }
-    for res in restore::write_files(repo, journal, jobs, &tmp, progress).await {
-        match res {
-            Ok(l) => {
-                report.files += 1;
-                report.bytes += l.size;
-            }
-            Err(e) => report.errors.push(e.to_string()),
+        if jobs.len() >= WRITE_BATCH_FILES {
+            write_batch(
+                repo,
+                journal,
+                std::mem::take(&mut jobs),
+                &tmp,
+                progress,
+                &mut report,
+            )
+            .await;
         }
     }
+    write_batch(repo, journal, jobs, &tmp, progress, &mut report).await;
     let _ = fs::remove_dir_all(&tmp);
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.3));
-    for (dest, mode, mtime_ns, _) in dirs {
+    for item in merge::dirs_descending(journal, &scope) {
+        let (path, m) = item?;
+        let (Some(rel), Entry::Dir { mode, mtime_ns }) = (relative(&path, prefix), m.entry) else {
+            continue;
+        };
+        let dest = match &rel {
+            Some(r) => r.to_fs_path(&root)?,
+            None => out.to_path_buf(),
+        };
         report.dirs += 1;
         let res = (|| -> std::io::Result<()> {
             if mtime_ns != 0 {
@@ -109,6 +123,29 @@ pub async fn export_tree(
         }
     }
     Ok(report)
+}
+
+/// Writes one batch of files.
+async fn write_batch(
+    repo: &Repository,
+    journal: &Journal,
+    jobs: Vec<FileJob>,
+    tmp: &Path,
+    progress: &dyn Progress,
+    report: &mut ExportReport,
+) {
+    if jobs.is_empty() {
+        return;
+    }
+    for res in restore::write_files(repo, journal, jobs, tmp, progress).await {
+        match res {
+            Ok(l) => {
+                report.files += 1;
+                report.bytes += l.size;
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
 }
 
 /// `Some(None)` for the prefix itself, `Some(Some(rel))` below it, `None` outside.

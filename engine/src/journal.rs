@@ -440,11 +440,18 @@ impl Journal {
         })
     }
 
-    /// Versions of every path in descending path order (children before parents).
-    pub fn versions_iter_rev(
+    /// Versions of the paths in `[start, end)` (`end` `None`: to the last) in
+    /// descending path order (children before parents).
+    pub fn versions_rev(
         &self,
+        start: &[u8],
+        end: Option<&[u8]>,
     ) -> impl Iterator<Item = Result<(RepoPath, Vec<Version>)>> + Send + use<> {
-        self.versions.iter().rev().map(|kv| {
+        let range = match end {
+            Some(e) => self.versions.range(start.to_vec()..e.to_vec()),
+            None => self.versions.range(start.to_vec()..),
+        };
+        range.rev().map(|kv| {
             let (k, v) = kv?;
             Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
         })

@@ -153,6 +153,50 @@ pub fn has_live_below(source: &(impl VersionSource + ?Sized), dir: &RepoPath) ->
     Ok(false)
 }
 
+/// A range of keys of the `versions` tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub start: Vec<u8>,
+    /// Exclusive; `None`: to the end.
+    pub end: Option<Vec<u8>>,
+}
+
+impl Scope {
+    /// Every key.
+    pub fn all() -> Scope {
+        Scope {
+            start: Vec::new(),
+            end: None,
+        }
+    }
+
+    /// The keys strictly below `dir`: `[dir/, dir0)`.
+    pub fn below(dir: &RepoPath) -> Scope {
+        let mut start = dir.as_bytes().to_vec();
+        let mut end = start.clone();
+        start.push(b'/');
+        end.push(b'0');
+        Scope {
+            start,
+            end: Some(end),
+        }
+    }
+
+    /// The keys that decide the merged entries at and below `path`: its parent's
+    /// subtree (a path's conflict copies are its siblings, and may sort before
+    /// or after it). `None` means the whole folder.
+    pub fn deciding(path: Option<&RepoPath>) -> Scope {
+        match path.and_then(RepoPath::parent) {
+            Some(parent) => Scope::below(&parent),
+            None => Scope::all(),
+        }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_ref().is_none_or(|e| key < e.as_slice())
+    }
+}
+
 /// The merged folder as a stream, one path at a time, without holding the view:
 /// each path in byte order, followed by the virtual conflict copies it spawns.
 /// Memory: one version set, plus the names of the copies made so far.
@@ -169,6 +213,8 @@ pub fn has_live_below(source: &(impl VersionSource + ?Sized), dir: &RepoPath) ->
 pub struct MergedWalk<'a, S: VersionSource + ?Sized> {
     source: &'a S,
     iter: std::iter::Peekable<VersionIter<'a>>,
+    /// Keys from here on are outside the walk.
+    end: Option<Vec<u8>>,
     /// Copies of the path just yielded, to yield next.
     queue: std::collections::VecDeque<(RepoPath, MergedEntry)>,
     /// Every copy name yielded so far.
@@ -185,10 +231,19 @@ impl<S: VersionSource + ?Sized> std::fmt::Debug for MergedWalk<'_, S> {
 }
 
 impl<'a, S: VersionSource + ?Sized> MergedWalk<'a, S> {
+    /// The whole merged folder.
     pub fn new(source: &'a S) -> Self {
+        Self::scope(source, Scope::all())
+    }
+
+    /// The merged entries of the paths whose keys lie in `scope` (and their
+    /// conflict copies, which are siblings, so in the same scope when it is a
+    /// directory's subtree).
+    pub fn scope(source: &'a S, scope: Scope) -> Self {
         MergedWalk {
             source,
-            iter: source.versions_from(&[]).peekable(),
+            iter: source.versions_from(&scope.start).peekable(),
+            end: scope.end,
             queue: Default::default(),
             copies: Default::default(),
         }
@@ -197,11 +252,9 @@ impl<'a, S: VersionSource + ?Sized> MergedWalk<'a, S> {
     /// Whether a live path lies below `path`. The next key of the walk usually
     /// answers it without a lookup: keys below `path/` sort in `[path/, path0)`.
     fn blocks(&mut self, path: &RepoPath) -> Result<bool> {
-        let mut past = path.as_bytes().to_vec();
-        past.push(b'0');
         match self.iter.peek() {
             None => return Ok(false),
-            Some(Ok((next, _))) if next.as_bytes() >= past.as_slice() => return Ok(false),
+            Some(Ok((next, _))) if !may_be_below(path, next) => return Ok(false),
             _ => {}
         }
         has_live_below(self.source, path)
@@ -228,6 +281,13 @@ impl<'a, S: VersionSource + ?Sized> MergedWalk<'a, S> {
                 return Ok(None);
             };
             let (path, set) = item?;
+            if self
+                .end
+                .as_ref()
+                .is_some_and(|e| path.as_bytes() >= e.as_slice())
+            {
+                return Ok(None);
+            }
             let Some(r) = resolve(&set) else { continue };
             for l in r.losers {
                 let Some(name) = conflict_name(&path, l.hlc, &l.origin, Some(l.vv.get(&l.origin)))
@@ -300,6 +360,74 @@ impl<S: VersionSource + ?Sized> Iterator for MergedWalk<'_, S> {
     fn next(&mut self) -> Option<Self::Item> {
         self.advance().transpose()
     }
+}
+
+/// The merged entry at `path` (a real path or a virtual copy), reading only
+/// the keys that decide it.
+pub fn entry_at(
+    source: &(impl VersionSource + ?Sized),
+    path: &RepoPath,
+) -> Result<Option<MergedEntry>> {
+    for item in MergedWalk::scope(source, Scope::deciding(Some(path))) {
+        let (p, m) = item?;
+        if p == *path {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `key`, a key above `path`, sorts before `path0`: then keys below
+/// `path/` may exist (when it sorts at or past `path0`, none can lie between).
+fn may_be_below(path: &RepoPath, key: &RepoPath) -> bool {
+    Scope::below(path)
+        .end
+        .is_some_and(|end| key.as_bytes() < end.as_slice())
+}
+
+/// The directories of the merged folder whose keys lie in `scope`, deepest
+/// first (descending key order): for setting modes and times once everything
+/// below them is written. Files that must be directories (see [`MergedWalk`])
+/// come as mode 0755.
+pub fn dirs_descending<'a>(
+    journal: &'a Journal,
+    scope: &Scope,
+) -> impl Iterator<Item = Result<(RepoPath, MergedEntry)>> + 'a {
+    // The smallest key above the current one: keys below `p/` sort in
+    // `[p/, p0)`, so when it is at or past `p0` nothing lies below `p`.
+    let mut above: Option<RepoPath> = None;
+    journal
+        .versions_rev(&scope.start, scope.end.as_deref())
+        .filter_map(move |item| {
+            let dir = (|| {
+                let (path, set) = item?;
+                let later = above.replace(path.clone());
+                let Some(r) = resolve(&set) else {
+                    return Ok(None);
+                };
+                let entry = match r.entry {
+                    Entry::Dir { .. } => r.entry,
+                    _ if later.is_some_and(|l| may_be_below(&path, &l))
+                        && has_live_below(journal, &path)? =>
+                    {
+                        Entry::Dir {
+                            mode: 0o755,
+                            mtime_ns: 0,
+                        }
+                    }
+                    _ => return Ok(None),
+                };
+                let merged = MergedEntry {
+                    entry,
+                    vv: r.vv,
+                    hlc: r.hlc,
+                    origin: r.origin,
+                    conflict_of: None,
+                };
+                Ok(Some((path, merged)))
+            })();
+            dir.transpose()
+        })
 }
 
 /// `dir/name.sync-conflict-<yyyymmdd-hhmmss>-<device>.ext` (UTC, from the version's
@@ -679,6 +807,33 @@ mod tests {
             }
             proptest::prop_assert_eq!(&merged_view_of(&journal).unwrap(), &expected);
             proptest::prop_assert_eq!(&merged_view(all), &expected);
+
+            // Directories, deepest first (copies are never directories here).
+            let dirs: Vec<RepoPath> = dirs_descending(&journal, &Scope::all())
+                .map(|d| d.unwrap().0)
+                .collect();
+            let mut want: Vec<RepoPath> = expected
+                .iter()
+                .filter(|(_, m)| matches!(m.entry, Entry::Dir { .. }))
+                .map(|(p, _)| p.clone())
+                .collect();
+            want.reverse();
+            proptest::prop_assert_eq!(dirs, want);
+
+            // A subtree, walked from the keys that decide it.
+            for top in PATHS.iter().map(|s| p(s)) {
+                let scoped: BTreeMap<RepoPath, MergedEntry> =
+                    MergedWalk::scope(&journal, Scope::deciding(Some(&top)))
+                        .map(Result::unwrap)
+                        .filter(|(k, _)| k.starts_with(&top))
+                        .collect();
+                let want: BTreeMap<RepoPath, MergedEntry> = expected
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&top))
+                    .map(|(k, m)| (k.clone(), m.clone()))
+                    .collect();
+                proptest::prop_assert_eq!(scoped, want, "below {}", top);
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::id::{DeviceId, PackId};
 use crate::journal::Journal;
 use crate::logs;
-use crate::merge::{self, MergedEntry};
+use crate::merge::{self, MergedEntry, MergedWalk, Scope};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -40,9 +40,27 @@ pub struct RepoView {
 
 impl RepoView {
     /// The latest merged state, starting from the best checkpoint (see
-    /// [`crate::checkpoint`]): `commits` and `packs` then hold only what came after
-    /// it. For `ls`, `get` and the like; history needs [`RepoView::load`].
+    /// [`crate::checkpoint`]). For `ls`, `get` and the like: no history
+    /// (`commits` and `packs` stay empty); that needs [`RepoView::load`].
     pub async fn load_latest(
+        repo: &Repository,
+        scratch: Option<&Path>,
+        progress: &dyn Progress,
+    ) -> Result<RepoView> {
+        let journal = Journal::temporary_in(scratch)?;
+        let fetched = logs::fetch_latest(repo, &journal, &mut |_| {}, progress).await?;
+        Ok(RepoView {
+            journal,
+            commits: Vec::new(),
+            packs: BTreeMap::new(),
+            errors: fetched.errors,
+        })
+    }
+
+    /// Replays every log, keeping a summary of every commit and every pack
+    /// record (`log`, `check`). The temporary journal lives under `scratch`
+    /// (else the system temp dir).
+    pub async fn load(
         repo: &Repository,
         scratch: Option<&Path>,
         progress: &dyn Progress,
@@ -57,7 +75,7 @@ impl RepoView {
                 }
                 commits.push(summarize(c));
             };
-            logs::fetch_latest(repo, &journal, &mut visit, progress).await?
+            logs::fetch(repo, &journal, &mut visit, progress).await?
         };
         commits.sort_by_key(|c| (c.hlc, c.device, c.seq));
         Ok(RepoView {
@@ -68,71 +86,73 @@ impl RepoView {
         })
     }
 
-    /// Replays every log; with `at` (Unix ms), only commits stamped at or before it.
-    /// The temporary journal lives under `scratch` (else the system temp dir).
-    pub async fn load(
+    /// The merged state as of `at` (Unix ms): every log is replayed, and the
+    /// commits stamped at or before `at` are ingested, as they arrive, into a
+    /// second journal that becomes the view's. No history is kept in memory.
+    pub async fn load_at(
         repo: &Repository,
-        at: Option<u64>,
+        at: u64,
         scratch: Option<&Path>,
         progress: &dyn Progress,
     ) -> Result<RepoView> {
         let all = Journal::temporary_in(scratch)?;
-        let mut commits = Vec::new();
-        let mut packs = BTreeMap::new();
-        let mut kept: Vec<Commit> = Vec::new();
+        let past = Journal::temporary_in(scratch)?;
+        let mut failed = None;
         let fetched = {
             let mut visit = |c: &Commit| {
-                for p in &c.packs {
-                    packs.insert(p.id, p.clone());
-                }
-                commits.push(summarize(c));
-                if at.is_some_and(|t| c.hlc.millis() <= t) {
-                    kept.push(c.clone());
+                if failed.is_none() && c.hlc.millis() <= at {
+                    // Chain checks happened on `all`; the hash is not needed here.
+                    let hash = crate::id::CommitHash([0; 32]);
+                    failed = logs::ingest(&past, c, hash).err();
                 }
             };
             logs::fetch(repo, &all, &mut visit, progress).await?
         };
-        let journal = match at {
-            None => all,
-            Some(_) => {
-                let past = Journal::temporary_in(scratch)?;
-                for c in &kept {
-                    logs::ingest(&past, c, crate::id::CommitHash([0; 32]))?;
-                }
-                past
-            }
-        };
-        commits.sort_by_key(|c| (c.hlc, c.device, c.seq));
+        if let Some(e) = failed {
+            return Err(e);
+        }
         Ok(RepoView {
-            journal,
-            commits,
-            packs,
+            journal: past,
+            commits: Vec::new(),
+            packs: BTreeMap::new(),
             errors: fetched.errors,
         })
     }
 
-    /// The merged folder state.
+    /// The merged folder state, in memory (listings).
     pub fn merged(&self) -> Result<BTreeMap<RepoPath, MergedEntry>> {
         merge::merged_view_of(&self.journal)
     }
 
-    /// The merged entries at or below `prefix` (a subtree or one path).
+    /// The merged entries at or below `prefix` (a subtree or one path), in
+    /// memory; only the keys that decide them are read ([`Scope::deciding`]).
     pub fn merged_under(
         &self,
         prefix: Option<&RepoPath>,
     ) -> Result<BTreeMap<RepoPath, MergedEntry>> {
-        let view = self.merged()?;
-        Ok(match prefix {
-            None => view,
-            Some(p) => view.into_iter().filter(|(k, _)| k.starts_with(p)).collect(),
-        })
+        let mut out = BTreeMap::new();
+        for item in MergedWalk::scope(&self.journal, Scope::deciding(prefix)) {
+            let (path, m) = item?;
+            if prefix.is_none_or(|p| path.starts_with(p)) {
+                out.insert(path, m);
+            }
+        }
+        Ok(out)
     }
 
     /// The merged entry of one path.
     pub fn entry(&self, path: &RepoPath) -> Result<MergedEntry> {
-        self.merged_under(Some(path))?
-            .remove(path)
-            .ok_or_else(|| Error::NotFound(path.display()))
+        merge::entry_at(&self.journal, path)?.ok_or_else(|| Error::NotFound(path.display()))
+    }
+
+    /// How many live paths (conflict copies included) the merged folder has.
+    pub fn count(&self) -> Result<usize> {
+        let mut n = 0;
+        for item in MergedWalk::new(&self.journal) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

@@ -45,7 +45,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             .unlock(&opened, ctx.global.passphrase_file.as_deref())
             .await?;
         let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
-        let files = view.merged()?.len();
+        let files = view.count()?;
         if files > 0 {
             bail!(
                 "bucket {} is not empty: it holds {files} path(s); remove them with `coffer rm` first",

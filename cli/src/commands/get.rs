@@ -14,7 +14,7 @@ use std::process::ExitCode;
 pub struct Args {
     /// The repository.
     pub store: String,
-    /// The path in the repository.
+    /// The path in the repository (`.` = everything).
     pub path: String,
     /// Where to write it: a file, an existing directory, or `-` for stdout
     /// (default: ./NAME).
@@ -23,9 +23,12 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
-    let path = RepoPath::new(a.path.trim_end_matches('/').as_bytes().to_vec())?;
+    let path = match a.path.trim_end_matches('/') {
+        "" | "." => None,
+        p => Some(RepoPath::new(p.as_bytes().to_vec())?),
+    };
     let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
-    write_out(ctx, &repo, &view, Some(&path), a.out).await
+    write_out(ctx, &repo, &view, path.as_ref(), a.out).await
 }
 
 /// Writes `path` of `view` (everything when `None`) to `out` (see [`Args::out`]).
@@ -56,16 +59,9 @@ pub async fn write_out(
         (Some(o), Some(name)) if o.is_dir() && !is_dir => o.join(name),
         (Some(o), _) => o,
     };
-    let entries = view.merged_under(path)?;
-    let r = coffer_engine::export::export_tree(
-        repo,
-        &view.journal,
-        &entries,
-        path,
-        &out,
-        ctx.progress.as_ref(),
-    )
-    .await?;
+    let r =
+        coffer_engine::export::export_tree(repo, &view.journal, path, &out, ctx.progress.as_ref())
+            .await?;
     for e in &r.errors {
         eprintln!("coffer: {e}");
     }

@@ -25,7 +25,7 @@ const SHOWN: usize = 3;
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
-    let view = RepoView::load(&repo, None, ctx.scratch(), ctx.progress.as_ref()).await?;
+    let view = RepoView::load(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
     let skip = a.limit.map_or(0, |n| view.commits.len().saturating_sub(n));
     for c in &view.commits[skip..] {
         if a.json {

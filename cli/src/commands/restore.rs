@@ -37,7 +37,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         p => Some(RepoPath::new(p.as_bytes().to_vec())?),
     };
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
-    let view = RepoView::load(&repo, Some(at), ctx.scratch(), ctx.progress.as_ref()).await?;
+    let view = RepoView::load_at(&repo, at, ctx.scratch(), ctx.progress.as_ref()).await?;
     let to = a.to.unwrap_or_else(|| PathBuf::from("."));
     let out = match &path {
         Some(p) => {

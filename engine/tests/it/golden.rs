@@ -34,9 +34,7 @@ fn p(s: &str) -> RepoPath {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_v1_repository_reads_and_verifies() {
     let repo = open().await;
-    let view = RepoView::load(&repo, None, None, &NoProgress)
-        .await
-        .unwrap();
+    let view = RepoView::load(&repo, None, &NoProgress).await.unwrap();
     assert!(view.errors.is_empty(), "{:?}", view.errors);
     assert_eq!(view.commits.len(), 2);
     let merged = view.merged().unwrap();
@@ -76,11 +74,9 @@ async fn format_v1_repository_reads_and_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_v1_history_is_reachable() {
     let repo = open().await;
-    let view = RepoView::load(&repo, None, None, &NoProgress)
-        .await
-        .unwrap();
+    let view = RepoView::load(&repo, None, &NoProgress).await.unwrap();
     let first = view.commits[0].hlc.millis();
-    let past = RepoView::load(&repo, Some(first), None, &NoProgress)
+    let past = RepoView::load_at(&repo, first, None, &NoProgress)
         .await
         .unwrap();
     let merged = past.merged().unwrap();

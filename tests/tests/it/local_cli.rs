@@ -296,6 +296,13 @@ fn ls_get_and_check_read_the_repository() {
     assert_eq!(fs::read_to_string(e.path("file.txt")).unwrap(), "content\n");
     e.ok(&["get", "store", "d", "restored"]);
     assert_same_tree(&src.join("d"), &e.path("restored"));
+    e.ok(&["get", "store", ".", "everything"]);
+    assert_same_tree(&src, &e.path("everything"));
+    assert!(
+        e.fails(&["get", "store", "d/nope"])
+            .stderr
+            .contains("not in the repository")
+    );
 
     let check = e.ok(&["check", "store", "--read-data", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
