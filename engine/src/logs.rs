@@ -97,10 +97,31 @@ pub async fn fetch_latest(
     fetch(repo, journal, visit, progress).await
 }
 
+/// What a fetch records of each verified commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// Everything: its packs, its versions, the device's head.
+    All,
+    /// Only the device's head (for the chain checks): the visitor decides what
+    /// else to keep (`restore --at` ingests only the commits before a time).
+    HeadsOnly,
+}
+
 /// Fetches and ingests every commit not yet seen. `visit` sees each new commit.
 pub async fn fetch(
     repo: &Repository,
     journal: &Journal,
+    visit: &mut (dyn FnMut(&Commit) + Send),
+    progress: &dyn Progress,
+) -> Result<Fetched> {
+    fetch_recording(repo, journal, Record::All, visit, progress).await
+}
+
+/// [`fetch`], recording `what` of each commit in `journal`.
+pub async fn fetch_recording(
+    repo: &Repository,
+    journal: &Journal,
+    what: Record,
     visit: &mut (dyn FnMut(&Commit) + Send),
     progress: &dyn Progress,
 ) -> Result<Fetched> {
@@ -133,7 +154,7 @@ pub async fn fetch(
             .remove(&device)
             .map(|h| h.hash)
             .unwrap_or(CommitHash([0; 32]));
-        match fetch_device(repo, journal, device, &seqs, prev, visit, progress).await {
+        match fetch_device(repo, journal, what, device, &seqs, prev, visit, progress).await {
             Ok(n) => out.commits += n,
             Err((n, e @ (Error::Corrupt { .. } | Error::Fork { .. }))) => {
                 out.commits += n;
@@ -148,9 +169,11 @@ pub async fn fetch(
 }
 
 /// Fetches `seqs` of one device in order; on failure also returns how many were ingested.
+#[allow(clippy::too_many_arguments)]
 async fn fetch_device(
     repo: &Repository,
     journal: &Journal,
+    what: Record,
     device: DeviceId,
     seqs: &[u64],
     mut prev: CommitHash,
@@ -182,7 +205,11 @@ async fn fetch_device(
             ));
         }
         let hash = commit_hash(&bytes);
-        ingest(journal, &commit, hash).map_err(|e| (done, e))?;
+        match what {
+            Record::All => ingest(journal, &commit, hash),
+            Record::HeadsOnly => journal.put_head(&device, &Head { seq, hash }),
+        }
+        .map_err(|e| (done, e))?;
         visit(&commit);
         prev = hash;
         done += 1;

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::id::{DeviceId, PackId};
 use crate::journal::Journal;
 use crate::logs;
-use crate::merge::{self, MergedEntry, MergedWalk, Scope};
+use crate::merge::{self, MergedEntry, MergedWalk};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -86,16 +86,19 @@ impl RepoView {
         })
     }
 
-    /// The merged state as of `at` (Unix ms): every log is replayed, and the
-    /// commits stamped at or before `at` are ingested, as they arrive, into a
-    /// second journal that becomes the view's. No history is kept in memory.
+    /// The merged state as of `at` (Unix ms): every log is fetched and its chain
+    /// checked (a journal of heads only), and the commits stamped at or before
+    /// `at` are ingested, as they arrive, into the view's journal. No history is
+    /// kept in memory. A version before `at` never needs a pack first named
+    /// after it: a commit only uses chunks of packs named by commits it has
+    /// seen, and those carry smaller HLCs.
     pub async fn load_at(
         repo: &Repository,
         at: u64,
         scratch: Option<&Path>,
         progress: &dyn Progress,
     ) -> Result<RepoView> {
-        let all = Journal::temporary_in(scratch)?;
+        let heads = Journal::temporary_in(scratch)?;
         let past = Journal::temporary_in(scratch)?;
         let mut failed = None;
         let fetched = {
@@ -106,7 +109,8 @@ impl RepoView {
                     failed = logs::ingest(&past, c, hash).err();
                 }
             };
-            logs::fetch(repo, &all, &mut visit, progress).await?
+            logs::fetch_recording(repo, &heads, logs::Record::HeadsOnly, &mut visit, progress)
+                .await?
         };
         if let Some(e) = failed {
             return Err(e);
@@ -122,22 +126,6 @@ impl RepoView {
     /// The merged folder state, in memory (listings).
     pub fn merged(&self) -> Result<BTreeMap<RepoPath, MergedEntry>> {
         merge::merged_view_of(&self.journal)
-    }
-
-    /// The merged entries at or below `prefix` (a subtree or one path), in
-    /// memory; only the keys that decide them are read ([`Scope::deciding`]).
-    pub fn merged_under(
-        &self,
-        prefix: Option<&RepoPath>,
-    ) -> Result<BTreeMap<RepoPath, MergedEntry>> {
-        let mut out = BTreeMap::new();
-        for item in MergedWalk::scope(&self.journal, Scope::deciding(prefix)) {
-            let (path, m) = item?;
-            if prefix.is_none_or(|p| path.starts_with(p)) {
-                out.insert(path, m);
-            }
-        }
-        Ok(out)
     }
 
     /// The merged entry of one path.

@@ -1,9 +1,10 @@
-//! `coffer ls STORE [PATH]`: the merged file list.
+//! `coffer ls STORE [PATH]`: the merged file list, streamed (memory does not grow
+//! with the repository).
 
 use crate::context::{Ctx, Locate};
 use crate::output::{mode_string, time_ns};
 use coffer_engine::commit::Entry;
-use coffer_engine::merge::MergedEntry;
+use coffer_engine::merge::{MergedEntry, MergedWalk, Scope};
 use coffer_engine::path::RepoPath;
 use coffer_engine::view::RepoView;
 use std::process::ExitCode;
@@ -28,21 +29,27 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
 
-    let entries = view.merged_under(prefix.as_ref())?;
-    if let Some(p) = &prefix
-        && entries.is_empty()
-    {
-        anyhow::bail!("not in the repository: {p}");
-    }
+    // Streamed in path order, each conflict copy right after the file it copies.
     let mut out = std::io::stdout().lock();
-    for (path, m) in &entries {
+    let mut listed = 0usize;
+    for item in MergedWalk::scope(&view.journal, Scope::deciding(prefix.as_ref())) {
+        let (path, m) = item?;
+        if prefix.as_ref().is_some_and(|p| !path.starts_with(p)) {
+            continue;
+        }
         let line = if a.json {
-            json_line(path, m)
+            json_line(&path, &m)
         } else {
-            table_line(path, m)
+            table_line(&path, &m)
         };
         use std::io::Write;
         writeln!(out, "{line}")?;
+        listed += 1;
+    }
+    if let Some(p) = &prefix
+        && listed == 0
+    {
+        anyhow::bail!("not in the repository: {p}");
     }
     for e in &view.errors {
         eprintln!("coffer: {e}");
