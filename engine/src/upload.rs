@@ -20,9 +20,9 @@
 //!   back once the store answered. While the store is the bottleneck, nearly all
 //!   of them are in flight (a pack is filled in ~40 ms). Pack memory stays bounded
 //!   whatever the data size: `window ×` [`crate::pack::max_finished_len`] (8 × 12 MiB
-//!   with the defaults) plus a few read blocks; per-file state grows with the files
-//!   of the push (peak RSS 141–149 MiB for 1 GiB in 4 files, 153–158 MiB for 20,000 small
-//!   files, see the README).
+//!   with the defaults) plus a few read blocks; per-file state is that of one call,
+//!   which a push bounds to [`UploadOptions::batch_changes`] files (README,
+//!   "Memory on huge trees").
 
 use crate::chunker::Chunker;
 use crate::codec::Compressor;
