@@ -101,10 +101,12 @@ pub async fn write_files(
             .flat_map(|n| n.targets.iter().map(|t| t.0))
             .min()
     });
-    let ranges: Vec<(PackId, Vec<Need>)> = order
-        .into_iter()
-        .flat_map(|(pack, needs)| coalesce(needs).into_iter().map(move |r| (pack, r)))
-        .collect();
+    let ranges = interleave_files(
+        order
+            .into_iter()
+            .flat_map(|(pack, needs)| coalesce(needs).into_iter().map(move |r| (pack, r)))
+            .collect(),
+    );
     // Fetching a range and opening and writing its blobs is one unit of work,
     // `FETCH_CONCURRENCY` of them at once. Each blob is opened (on a blocking
     // thread, so on every core) as soon as its bytes are in, while the next one
@@ -230,6 +232,40 @@ fn reserve(f: &fs::File, size: u64) -> std::io::Result<()> {
         }
     }
     f.set_len(size)
+}
+
+/// The first file a range writes into.
+fn first_file(needs: &[Need]) -> usize {
+    needs
+        .iter()
+        .flat_map(|n| n.targets.iter().map(|t| t.0))
+        .min()
+        .unwrap_or(0)
+}
+
+/// Deals the ranges (in file order) round-robin over the files they start in, so
+/// that the ranges in flight together write into different files: writes into
+/// one file are serialized, so four ranges of one big file would wait on each
+/// other's writes. Ranges of small files (one range, many files) keep their order.
+fn interleave_files(ranges: Vec<(PackId, Vec<Need>)>) -> Vec<(PackId, Vec<Need>)> {
+    let mut groups: Vec<std::collections::VecDeque<(PackId, Vec<Need>)>> = Vec::new();
+    let mut last = None;
+    for r in ranges {
+        let file = first_file(&r.1);
+        if last != Some(file) {
+            groups.push(Default::default());
+            last = Some(file);
+        }
+        groups.last_mut().expect("just pushed").push_back(r);
+    }
+    let mut out = Vec::new();
+    while !groups.is_empty() {
+        for g in &mut groups {
+            out.extend(g.pop_front());
+        }
+        groups.retain(|g| !g.is_empty());
+    }
+    out
 }
 
 /// Splits a pack's needs (sorted by offset) into ranges worth one GET each.
@@ -633,6 +669,45 @@ mod tests {
     use crate::store::{MemoryStore, ObjectMeta, ObjectStore, Pieces};
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A range of pack `pack` whose first blob goes to `files`.
+    fn range(pack: u8, files: &[usize]) -> (PackId, Vec<Need>) {
+        let loc = Location {
+            pack: PackId([pack; 32]),
+            offset: 0,
+            sealed_len: 10,
+            raw_len: 1,
+        };
+        let need = Need {
+            loc,
+            chunk: ChunkId([pack; 32]),
+            targets: files.iter().map(|&f| (f, 0)).collect(),
+        };
+        (loc.pack, vec![need])
+    }
+
+    #[test]
+    fn ranges_in_flight_together_write_different_files() {
+        let order = |ranges: Vec<(PackId, Vec<Need>)>| -> Vec<u8> {
+            interleave_files(ranges)
+                .iter()
+                .map(|(p, _)| p.0[0])
+                .collect()
+        };
+        // Three big files: their ranges are dealt round-robin.
+        let big = vec![
+            range(1, &[0]),
+            range(2, &[0]),
+            range(3, &[0]),
+            range(4, &[1]),
+            range(5, &[1]),
+            range(6, &[2]),
+        ];
+        assert_eq!(order(big), [1, 4, 6, 2, 5, 3]);
+        // Small files, a few per range: the order stays.
+        let small = vec![range(1, &[0, 1]), range(2, &[2, 3]), range(3, &[4])];
+        assert_eq!(order(small), [1, 2, 3]);
+    }
 
     /// Streams break off after `keep` bytes (with an error, or silently); plain
     /// ranged GETs fail while `get_failures` lasts.
