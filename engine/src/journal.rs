@@ -286,17 +286,6 @@ impl Journal {
         Ok(())
     }
 
-    /// Every stat entry, in path order.
-    pub fn stat_all(&self) -> Result<Vec<(RepoPath, StatEntry)>> {
-        self.stat
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
-            })
-            .collect()
-    }
-
     /// The stat tree from `key` on, in key order (raw: see [`Journal::decode_stat`]).
     pub fn stat_iter_from(&self, key: &[u8]) -> sled::Iter {
         self.stat.range(key..)
