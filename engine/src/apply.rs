@@ -242,7 +242,10 @@ fn apply_dir(
             report.dirs_created += 1;
         }
     }
-    if stat.is_none_or(|s| s.synced != m.vv) {
+    // A conflict copy that must be a directory is a new local one: the next push
+    // makes it real (recorded here, the next pull would find it synced but gone
+    // from the merged state, and try to delete it).
+    if m.conflict_of.is_none() && stat.is_none_or(|s| s.synced != m.vv) {
         // Recorded now; its final mode and times are recorded by `finish_dirs`.
         let l = LocalEntry::stat(root, path)?
             .ok_or_else(|| Error::Internal("directory vanished".into()))?;
@@ -264,6 +267,9 @@ fn apply_symlink(
         return Ok(());
     }
     let local = LocalEntry::stat(root, path)?;
+    if m.conflict_of.is_some() && local.is_some() {
+        return Ok(()); // already written here; the next push makes it real
+    }
     let dest = path.to_fs_path(root)?;
     if local.is_some() {
         let same = fs::read_link(&dest).is_ok_and(|t| t.as_os_str().as_bytes() == target);
@@ -281,16 +287,21 @@ fn apply_symlink(
         .join(format!("{}.link", crate::id::ChunkId::random().to_hex()));
     std::os::unix::fs::symlink(OsStr::from_bytes(target), &tmp).map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    report.files_written += 1;
+    if m.conflict_of.is_some() {
+        // A new local symlink, like a file's copy: the next push makes it real.
+        report.conflict_copies += 1;
+        return Ok(());
+    }
     let l =
         LocalEntry::stat(root, path)?.ok_or_else(|| Error::Internal("symlink vanished".into()))?;
     journal.stat_put(path, &stat_of(&l, Vec::new(), m))?;
-    report.files_written += 1;
     Ok(())
 }
 
 /// Whether the merged state has `path` (as itself or as a directory made of a
-/// blocked file). Virtual conflict copies never have stat entries of their own,
-/// so they need not be asked about.
+/// blocked file). Virtual conflict copies (files, symlinks or directories) are
+/// never recorded in the stat cache, so they need not be asked about.
 fn in_merged_state(journal: &Journal, path: &RepoPath) -> Result<bool> {
     Ok(merge::resolve(&journal.versions(path)?).is_some())
 }

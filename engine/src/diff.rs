@@ -7,8 +7,10 @@
 //! and each one is looked up in the listing (a binary search):
 //! - a child the walk enters accounts for its own subtree: its keys are skipped
 //!   with one seek, and its own listing handles them later;
-//! - a child present as a file, symlink or special file is not gone, but anything
-//!   synced *below* it is (the path was a directory before);
+//! - a child present as a file or symlink is not gone, but anything synced
+//!   *below* it is (the path was a directory before);
+//! - a child present as a socket, FIFO or device (never synced) is gone, itself
+//!   and below;
 //! - an ignored child is left alone, itself and below;
 //! - a name not in the listing is gone, with everything below it, unless
 //!   `.cofferignore` now ignores it.
@@ -101,7 +103,7 @@ impl Diff {
                     false
                 }
                 Some(ChildKind::Leaf) => below,
-                None => true,
+                Some(ChildKind::Special) | None => true,
             };
             if !gone {
                 continue;
@@ -236,6 +238,24 @@ mod tests {
         let (seen, gone) = diff(r, &[("x", Dir), ("x/child", File), ("y", File)]);
         assert_eq!(seen, ["x", "y"]);
         assert_eq!(gone, ["x/child"]);
+    }
+
+    #[test]
+    fn a_synced_path_now_holding_a_socket_is_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        // Sockets are never synced: what was synced at their names is gone.
+        let _file = std::os::unix::net::UnixListener::bind(r.join("f.sock")).unwrap();
+        let _dir = std::os::unix::net::UnixListener::bind(r.join("d")).unwrap();
+        let _new = std::os::unix::net::UnixListener::bind(r.join("new.sock")).unwrap();
+        fs::write(r.join("kept"), "k").unwrap();
+        use LocalKind::*;
+        let (seen, gone) = diff(
+            r,
+            &[("d", Dir), ("d/x", File), ("f.sock", File), ("kept", File)],
+        );
+        assert_eq!(seen, ["kept"]);
+        assert_eq!(gone, ["d", "d/x", "f.sock"]);
     }
 
     #[test]

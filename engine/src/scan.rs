@@ -151,8 +151,11 @@ pub fn scan(root: &Path, rules: &IgnoreRules) -> Result<ScanOutcome> {
 pub enum ChildKind {
     /// A directory the walk enters: its own listing accounts for what is below it.
     Enter,
-    /// Anything else present: a file, a symlink, a special file (not synced).
+    /// A file or a symlink.
     Leaf,
+    /// A socket, FIFO or device: never synced, so a synced path that now holds
+    /// one is gone (with everything that was below it).
+    Special,
     /// Ignored by `.cofferignore`, or of unknown type: neither walked nor taken as
     /// gone.
     Skip,
@@ -217,7 +220,7 @@ impl Walk {
                 self.levels.pop();
                 continue;
             };
-            if child.kind == ChildKind::Skip {
+            if matches!(child.kind, ChildKind::Skip | ChildKind::Special) {
                 continue;
             }
             let meta = match child.dirent.metadata() {
@@ -298,7 +301,8 @@ impl Walk {
             let kind = match dirent.file_type() {
                 Ok(t) if self.rules.is_ignored(&path, t.is_dir()) => ChildKind::Skip,
                 Ok(t) if t.is_dir() => ChildKind::Enter,
-                Ok(_) => ChildKind::Leaf,
+                Ok(t) if t.is_file() || t.is_symlink() => ChildKind::Leaf,
+                Ok(_) => ChildKind::Special,
                 Err(e) => {
                     self.problems.push(format!("{path}: {e}"));
                     ChildKind::Skip

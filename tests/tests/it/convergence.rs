@@ -232,3 +232,64 @@ proptest! {
         }
     }
 }
+
+/// Two devices give one symlink different targets at once. A third device gets
+/// the winner and one conflict copy, and the copy stays as written across pulls
+/// (it is a new local symlink, not a synced one the merged state lacks) until a
+/// push makes it real; then every folder holds both targets.
+#[test]
+fn a_symlink_conflict_copy_stays_until_pushed() {
+    let w = World::new(3);
+    let link = |dev: usize, target: &str| {
+        let p = w.dirs[dev].join("l");
+        let _ = fs::remove_file(&p);
+        std::os::unix::fs::symlink(target, &p).unwrap();
+    };
+    let pull_on = |dev: usize| {
+        let r =
+            w.rt.block_on(pull(&w.repo, &w.folders[dev], &NoProgress))
+                .unwrap();
+        assert!(r.errors.is_empty() && r.kept_local.is_empty(), "{r:?}");
+        r
+    };
+    link(0, "x");
+    for d in 0..3 {
+        w.sync(d);
+    }
+    link(0, "y");
+    link(1, "z");
+    w.sync(0);
+    w.sync(1);
+
+    let first = pull_on(2);
+    assert_eq!(
+        (first.files_written, first.conflict_copies),
+        (2, 1),
+        "{first:?}"
+    );
+    for _ in 0..2 {
+        let again = pull_on(2);
+        assert_eq!(
+            (again.files_written, again.deleted, again.conflict_copies),
+            (0, 0, 0),
+            "{again:?}"
+        );
+    }
+
+    for _ in 0..2 {
+        for d in 0..3 {
+            w.sync(d);
+        }
+    }
+    for d in 1..3 {
+        assert_same_tree(&w.dirs[0], &w.dirs[d]);
+    }
+    let mut targets: Vec<String> = fs::read_dir(&w.dirs[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with(".coffer"))
+        .map(|p| fs::read_link(p).unwrap().display().to_string())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["y", "z"]);
+}
