@@ -30,7 +30,8 @@ pub struct ExportReport {
 
 /// Writes the merged entries of `journal` at or below `prefix` under `out`:
 /// `prefix` itself becomes `out`, `prefix/a/b` becomes `out/a/b`. With no prefix,
-/// `out` is the top. The merged state is streamed ([`MergedWalk`] over the keys
+/// `out` is the top. `single_file`: `prefix` is a file or symlink (the caller
+/// has looked it up), so `out` is written beside its parent. The merged state is streamed ([`MergedWalk`] over the keys
 /// that decide `prefix`), files are written in batches of
 /// [`WRITE_BATCH_FILES`], and directory modes and times are set last, deepest
 /// first: memory does not grow with the tree.
@@ -38,16 +39,11 @@ pub async fn export_tree(
     repo: &Repository,
     journal: &Journal,
     prefix: Option<&RepoPath>,
+    single_file: bool,
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
     let mut report = ExportReport::default();
-    let single_file = match prefix {
-        Some(p) => {
-            merge::entry_at(journal, p)?.is_some_and(|m| !matches!(m.entry, Entry::Dir { .. }))
-        }
-        None => false,
-    };
     let (root, tmp) = staging(out, single_file)?;
     let scope = Scope::deciding(prefix);
     let mut jobs = Vec::new();

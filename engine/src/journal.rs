@@ -102,6 +102,12 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
     postcard::from_bytes(b).map_err(|e| Error::Journal(format!("decode: {e}")))
 }
 
+/// One row of the `versions` tree.
+fn decode_versions(kv: sled::Result<(sled::IVec, sled::IVec)>) -> Result<(RepoPath, Vec<Version>)> {
+    let (k, v) = kv?;
+    Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
+}
+
 /// sled's page cache (its default is 1 GiB): the journal of a big tree must not
 /// grow the process past its memory bound; pages beyond this are read back from
 /// the file (the OS page cache keeps them warm).
@@ -409,13 +415,7 @@ impl Journal {
 
     /// Every path with versions, in path order.
     pub fn all_versions(&self) -> Result<Vec<(RepoPath, Vec<Version>)>> {
-        self.versions
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
-            })
-            .collect()
+        self.versions_iter_from(&[]).collect()
     }
 
     /// Versions of every path from `key` on, in path order, decoded lazily.
@@ -423,10 +423,7 @@ impl Journal {
         &self,
         key: &[u8],
     ) -> impl Iterator<Item = Result<(RepoPath, Vec<Version>)>> + Send + use<> {
-        self.versions.range(key..).map(|kv| {
-            let (k, v) = kv?;
-            Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
-        })
+        self.versions.range(key..).map(decode_versions)
     }
 
     /// Versions of the paths in `[start, end)` (`end` `None`: to the last) in
@@ -440,29 +437,7 @@ impl Journal {
             Some(e) => self.versions.range(start.to_vec()..e.to_vec()),
             None => self.versions.range(start.to_vec()..),
         };
-        range.rev().map(|kv| {
-            let (k, v) = kv?;
-            Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
-        })
-    }
-
-    /// Versions of every path at or below `prefix` (everything when `None`).
-    pub fn versions_under(
-        &self,
-        prefix: Option<&RepoPath>,
-    ) -> Result<Vec<(RepoPath, Vec<Version>)>> {
-        let Some(prefix) = prefix else {
-            return self.all_versions();
-        };
-        let mut out = Vec::new();
-        for kv in self.versions.scan_prefix(prefix.as_bytes()) {
-            let (k, v) = kv?;
-            let p = RepoPath::new(k.to_vec())?;
-            if p.starts_with(prefix) {
-                out.push((p, dec(&v)?));
-            }
-        }
-        Ok(out)
+        range.rev().map(decode_versions)
     }
 
     // ---- log heads

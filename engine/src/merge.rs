@@ -47,6 +47,27 @@ pub struct Resolved {
     pub losers: Vec<Version>,
 }
 
+impl Resolved {
+    /// The winner as the merged entry of its own path, and the losers.
+    fn split(self) -> (MergedEntry, Vec<Version>) {
+        let winner = MergedEntry {
+            entry: self.entry,
+            vv: self.vv,
+            hlc: self.hlc,
+            origin: self.origin,
+            conflict_of: None,
+        };
+        (winner, self.losers)
+    }
+}
+
+/// What a file or symlink becomes when live paths lie below it (devices
+/// concurrently made `p` a file and created `p/x`).
+const BLOCKED_DIR: Entry = Entry::Dir {
+    mode: 0o755,
+    mtime_ns: 0,
+};
+
 /// Resolves a maximal set; `None` when the path is deleted or unknown.
 pub fn resolve(set: &[Version]) -> Option<Resolved> {
     let winner = set
@@ -192,6 +213,7 @@ impl Scope {
         }
     }
 
+    /// Whether `key` lies in the range.
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_ref().is_none_or(|e| key < e.as_slice())
     }
@@ -213,8 +235,8 @@ impl Scope {
 pub struct MergedWalk<'a, S: VersionSource + ?Sized> {
     source: &'a S,
     iter: std::iter::Peekable<VersionIter<'a>>,
-    /// Keys from here on are outside the walk.
-    end: Option<Vec<u8>>,
+    /// The keys of the walk.
+    scope: Scope,
     /// Copies of the path just yielded, to yield next.
     queue: std::collections::VecDeque<(RepoPath, MergedEntry)>,
     /// Every copy name yielded so far.
@@ -243,7 +265,7 @@ impl<'a, S: VersionSource + ?Sized> MergedWalk<'a, S> {
         MergedWalk {
             source,
             iter: source.versions_from(&scope.start).peekable(),
-            end: scope.end,
+            scope,
             queue: Default::default(),
             copies: Default::default(),
         }
@@ -281,15 +303,12 @@ impl<'a, S: VersionSource + ?Sized> MergedWalk<'a, S> {
                 return Ok(None);
             };
             let (path, set) = item?;
-            if self
-                .end
-                .as_ref()
-                .is_some_and(|e| path.as_bytes() >= e.as_slice())
-            {
+            if !self.scope.contains(path.as_bytes()) {
                 return Ok(None);
             }
             let Some(r) = resolve(&set) else { continue };
-            for l in r.losers {
+            let (merged, losers) = r.split();
+            for l in losers {
                 let Some(name) = conflict_name(&path, l.hlc, &l.origin, Some(l.vv.get(&l.origin)))
                 else {
                     continue;
@@ -309,13 +328,6 @@ impl<'a, S: VersionSource + ?Sized> MergedWalk<'a, S> {
                     self.queue.push_back((name, copy));
                 }
             }
-            let merged = MergedEntry {
-                entry: r.entry,
-                vv: r.vv,
-                hlc: r.hlc,
-                origin: r.origin,
-                conflict_of: None,
-            };
             let blocked = !matches!(merged.entry, Entry::Dir { .. }) && self.blocks(&path)?;
             let merged = self.unblock(&path, merged, blocked)?;
             return Ok(Some((path, merged)));
@@ -346,10 +358,7 @@ impl<'a, S: VersionSource + ?Sized> MergedWalk<'a, S> {
                 },
             ));
         }
-        merged.entry = Entry::Dir {
-            mode: 0o755,
-            mtime_ns: 0,
-        };
+        merged.entry = BLOCKED_DIR;
         Ok(merged)
     }
 }
@@ -379,10 +388,16 @@ pub fn entry_at(
 
 /// Whether `key`, a key above `path`, sorts before `path0`: then keys below
 /// `path/` may exist (when it sorts at or past `path0`, none can lie between).
+/// The end of [`Scope::below`], compared without building it.
 fn may_be_below(path: &RepoPath, key: &RepoPath) -> bool {
-    Scope::below(path)
-        .end
-        .is_some_and(|end| key.as_bytes() < end.as_slice())
+    let (p, k) = (path.as_bytes(), key.as_bytes());
+    match k.strip_prefix(p) {
+        // `path` itself, or `path` followed by a byte before '0' (e.g. '/', '-', '.').
+        Some(rest) => rest.first().is_none_or(|&b| b < b'0'),
+        // Diverges from `path` within its length (or is a proper prefix of it):
+        // compares with `path0` as with `path`.
+        None => k < p,
+    }
 }
 
 /// The directories of the merged folder whose keys lie in `scope`, deepest
@@ -405,25 +420,16 @@ pub fn dirs_descending<'a>(
                 let Some(r) = resolve(&set) else {
                     return Ok(None);
                 };
-                let entry = match r.entry {
-                    Entry::Dir { .. } => r.entry,
+                let (mut merged, _) = r.split();
+                match merged.entry {
+                    Entry::Dir { .. } => {}
                     _ if later.is_some_and(|l| may_be_below(&path, &l))
                         && has_live_below(journal, &path)? =>
                     {
-                        Entry::Dir {
-                            mode: 0o755,
-                            mtime_ns: 0,
-                        }
+                        merged.entry = BLOCKED_DIR;
                     }
                     _ => return Ok(None),
-                };
-                let merged = MergedEntry {
-                    entry,
-                    vv: r.vv,
-                    hlc: r.hlc,
-                    origin: r.origin,
-                    conflict_of: None,
-                };
+                }
                 Ok(Some((path, merged)))
             })();
             dir.transpose()
@@ -608,6 +614,23 @@ mod tests {
 
     fn p(s: &str) -> RepoPath {
         RepoPath::new(s.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn may_be_below_is_the_end_of_scope_below() {
+        let keys = [
+            "0", "a", "a-b", "a.b", "a/b", "a/b/c", "a/b0", "a0", "a00", "a1", "ab", "b",
+        ];
+        for path in ["a", "a/b", "ab"] {
+            for key in keys {
+                let end = Scope::below(&p(path)).end.unwrap();
+                assert_eq!(
+                    may_be_below(&p(path), &p(key)),
+                    p(key).as_bytes() < end.as_slice(),
+                    "{path} vs {key}"
+                );
+            }
+        }
     }
 
     #[test]

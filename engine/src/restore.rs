@@ -95,12 +95,7 @@ pub async fn write_files(
         finish_if_complete(&jobs, &states, i);
     }
     let mut order: Vec<(PackId, Vec<Need>)> = packs.into_iter().collect();
-    order.sort_by_key(|(_, needs)| {
-        needs
-            .iter()
-            .flat_map(|n| n.targets.iter().map(|t| t.0))
-            .min()
-    });
+    order.sort_by_key(|(_, needs)| first_file(needs));
     let ranges = interleave_files(
         order
             .into_iter()

@@ -74,15 +74,6 @@ impl LocalEntry {
     }
 }
 
-/// What a whole walk found (see [`scan`]; [`Walk`] is the streaming form).
-#[derive(Debug, Default)]
-pub struct ScanOutcome {
-    /// Every syncable entry, in walk order (parents before children).
-    pub entries: Vec<LocalEntry>,
-    /// One line per problem met (permission denied, vanished entries...).
-    pub problems: Vec<String>,
-}
-
 /// `.cofferignore` rules of a folder.
 #[derive(Debug, Clone)]
 pub struct IgnoreRules {
@@ -130,20 +121,6 @@ impl IgnoreRules {
             }
         }
     }
-}
-
-/// Walks `root` into memory. Only a failure to read `root` itself is an error.
-/// Pushes and status use the streaming [`Walk`] instead.
-pub fn scan(root: &Path, rules: &IgnoreRules) -> Result<ScanOutcome> {
-    let mut walk = Walk::new(root, rules.clone())?;
-    let mut out = ScanOutcome::default();
-    while let Some(step) = walk.step() {
-        if let Step::Entry(e) = step {
-            out.entries.push(e);
-        }
-    }
-    out.problems = walk.take_problems();
-    Ok(out)
 }
 
 /// What the walk does with a child of a listed directory.
@@ -322,6 +299,18 @@ impl Walk {
 mod tests {
     use super::*;
 
+    /// Every entry of a whole walk, and its problems.
+    fn walk_all(root: &Path) -> (Vec<LocalEntry>, Vec<String>) {
+        let mut walk = Walk::new(root, IgnoreRules::load(root).unwrap()).unwrap();
+        let mut entries = Vec::new();
+        while let Some(step) = walk.step() {
+            if let Step::Entry(e) = step {
+                entries.push(e);
+            }
+        }
+        (entries, walk.take_problems())
+    }
+
     #[test]
     fn walks_in_order_skipping_state_and_ignored() {
         let d = tempfile::tempdir().unwrap();
@@ -333,18 +322,14 @@ mod tests {
         fs::write(r.join("b/skip.tmp"), "s").unwrap();
         fs::write(r.join(IGNORE_FILE), "*.tmp\n").unwrap();
         std::os::unix::fs::symlink("a.txt", r.join("link")).unwrap();
-        let out = scan(r, &IgnoreRules::load(r).unwrap()).unwrap();
-        let paths: Vec<String> = out.entries.iter().map(|e| e.path.display()).collect();
+        let (entries, problems) = walk_all(r);
+        let paths: Vec<String> = entries.iter().map(|e| e.path.display()).collect();
         assert_eq!(
             paths,
             [".cofferignore", "a.txt", "b", "b/c", "b/c/d.txt", "link"]
         );
-        let link = out
-            .entries
-            .iter()
-            .find(|e| e.path.display() == "link")
-            .unwrap();
+        let link = entries.iter().find(|e| e.path.display() == "link").unwrap();
         assert_eq!(link.kind, LocalKind::Symlink);
-        assert!(out.problems.is_empty());
+        assert!(problems.is_empty());
     }
 }

@@ -23,10 +23,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
-    let path = match a.path.trim_end_matches('/') {
-        "" | "." => None,
-        p => Some(RepoPath::new(p.as_bytes().to_vec())?),
-    };
+    let path = super::path_or_all(&a.path)?;
     let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
     write_out(ctx, &repo, &view, path.as_ref(), a.out).await
 }
@@ -59,9 +56,15 @@ pub async fn write_out(
         (Some(o), Some(name)) if o.is_dir() && !is_dir => o.join(name),
         (Some(o), _) => o,
     };
-    let r =
-        coffer_engine::export::export_tree(repo, &view.journal, path, &out, ctx.progress.as_ref())
-            .await?;
+    let r = coffer_engine::export::export_tree(
+        repo,
+        &view.journal,
+        path,
+        !is_dir,
+        &out,
+        ctx.progress.as_ref(),
+    )
+    .await?;
     for e in &r.errors {
         eprintln!("coffer: {e}");
     }

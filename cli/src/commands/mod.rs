@@ -21,6 +21,7 @@ pub mod watch;
 
 use crate::args::{Cli, Command};
 use crate::context::Ctx;
+use coffer_engine::path::RepoPath;
 use std::process::ExitCode;
 
 /// Runs the parsed command line.
@@ -70,4 +71,12 @@ pub fn status(problems: usize) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// A repository path argument: `.` (or empty) means the whole folder (`None`).
+pub fn path_or_all(arg: &str) -> anyhow::Result<Option<RepoPath>> {
+    Ok(match arg.trim_end_matches('/') {
+        "" | "." => None,
+        p => Some(RepoPath::new(p.as_bytes().to_vec())?),
+    })
 }

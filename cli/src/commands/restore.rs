@@ -6,7 +6,6 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::{Context, bail};
-use coffer_engine::path::RepoPath;
 use coffer_engine::version::now_millis;
 use coffer_engine::view::RepoView;
 use std::os::unix::ffi::OsStrExt;
@@ -32,10 +31,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let at = parse_time(&a.at, now_millis())?;
-    let path = match a.path.trim_end_matches('/') {
-        "" | "." => None,
-        p => Some(RepoPath::new(p.as_bytes().to_vec())?),
-    };
+    let path = super::path_or_all(&a.path)?;
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
     let view = RepoView::load_at(&repo, at, ctx.scratch(), ctx.progress.as_ref()).await?;
     let to = a.to.unwrap_or_else(|| PathBuf::from("."));
