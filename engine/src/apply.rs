@@ -6,8 +6,9 @@
 //! conflict copy if needed). Directories are created first, files are written
 //! through temp files and renamed, deletions run deepest first, and directory
 //! modes and times are set last (so read-only directories can be filled).
-//! No write ever goes through a symlink: every parent is checked to be a real
-//! directory under the folder root.
+//! Every file-system operation goes through the folder's [`RootFs`]: nothing
+//! below the folder is reached through a symlink, and an operation under a
+//! symlinked ancestor fails with "parent X is a symlink".
 
 use crate::commit::Entry;
 use crate::error::{Error, Result};
@@ -18,14 +19,10 @@ use crate::merge::{self, MergedEntry, MergedWalk, Scope};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::{self, FileJob, Guard, ensure_dir, ensure_parents, writable_parent};
+use crate::restore::{self, FileJob, Guard};
+use crate::rootfs::RootFs;
 use crate::scan::LocalEntry;
 use crate::version::now_millis;
-use std::ffi::OsStr;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 /// What a pull did.
 #[derive(Debug, Default)]
@@ -77,7 +74,7 @@ pub async fn apply(
     report: &mut PullReport,
 ) -> Result<()> {
     let journal = folder.journal();
-    let root = folder.root();
+    let root = folder.fs();
     delete_gone(root, journal, report)?;
     let mut batch: Vec<(FileJob, MergedEntry)> = Vec::new();
     let walk = MergedWalk::new(journal);
@@ -91,9 +88,15 @@ pub async fn apply(
                     batch.push((job, m.clone()));
                 }
             }),
-            Entry::Symlink { target, .. } => {
-                apply_symlink(root, journal, &path, &m, target, stat.as_ref(), report)
-            }
+            Entry::Symlink { target, .. } => apply_symlink(
+                (root, folder.tmp()),
+                journal,
+                &path,
+                &m,
+                target,
+                stat.as_ref(),
+                report,
+            ),
             Entry::Deleted => Ok(()),
         };
         if let Err(e) = res {
@@ -122,7 +125,8 @@ async fn write_batch(
     let journal = folder.journal();
     let (jobs, entries): (Vec<FileJob>, Vec<MergedEntry>) = batch.into_iter().unzip();
     let paths: Vec<RepoPath> = jobs.iter().map(|j| j.path.clone()).collect();
-    let results = restore::write_files(repo, journal, jobs, &folder.tmp_dir(), progress).await;
+    let results =
+        restore::write_files(repo, journal, jobs, folder.fs(), folder.tmp(), progress).await;
     for ((path, m), res) in paths.iter().zip(entries).zip(results) {
         match res {
             Ok(local) => {
@@ -165,14 +169,14 @@ fn untouched(local: &Option<LocalEntry>, stat: Option<&StatEntry>) -> bool {
 
 /// Decides whether a file must be written and under which guard.
 fn plan_file(
-    root: &Path,
+    root: &RootFs,
     path: &RepoPath,
     file: &crate::commit::FileEntry,
     m: &MergedEntry,
     stat: Option<&StatEntry>,
     report: &mut PullReport,
 ) -> Result<Option<FileJob>> {
-    let local = LocalEntry::stat(root, path)?;
+    let local = root.lstat(path)?;
     if let Some(s) = stat
         && s.synced == m.vv
     {
@@ -196,39 +200,45 @@ fn plan_file(
             Guard::Absent
         }
     };
-    ensure_parents(root, path)?;
+    root.ensure_parents(path)?;
     Ok(Some(FileJob {
         path: path.clone(),
-        dest: path.to_fs_path(root)?,
+        dest: path.clone(),
         entry: file.clone(),
         guard,
     }))
 }
 
 /// A synced, empty directory may give way to a file of the same name.
-fn replace_empty_dir(root: &Path, path: &RepoPath, stat: Option<&StatEntry>) -> Result<bool> {
+fn replace_empty_dir(root: &RootFs, path: &RepoPath, stat: Option<&StatEntry>) -> Result<bool> {
     if stat.is_none_or(|s| s.kind != LocalKind::Dir) {
         return Ok(false);
     }
-    let fs_path = path.to_fs_path(root)?;
-    Ok(fs::remove_dir(&fs_path).is_ok())
+    Ok(root.remove_dir(path).unwrap_or(false))
 }
 
 fn apply_dir(
-    root: &Path,
+    root: &RootFs,
     journal: &Journal,
     path: &RepoPath,
     m: &MergedEntry,
     stat: Option<&StatEntry>,
     report: &mut PullReport,
 ) -> Result<()> {
-    let local = LocalEntry::stat(root, path)?;
+    let local = root.lstat(path)?;
     match &local {
-        Some(l) if l.kind == LocalKind::Dir => {}
+        Some(l) if l.kind == LocalKind::Dir => {
+            if stat.is_some_and(|s| s.kind == LocalKind::Dir && s.mode != l.mode) {
+                // A local chmod not pushed yet: the next push sends it.
+                report
+                    .kept_local
+                    .push(format!("{path}: mode changed locally; kept"));
+                return Ok(());
+            }
+        }
         Some(_) if untouched(&local, stat) => {
-            let fs_path = path.to_fs_path(root)?;
-            fs::remove_file(&fs_path).map_err(|e| Error::io(&fs_path, e))?;
-            ensure_dir(root, path)?;
+            root.remove_file(path)?;
+            root.ensure_dir(path)?;
             report.dirs_created += 1;
         }
         Some(_) => {
@@ -238,7 +248,7 @@ fn apply_dir(
             return Ok(());
         }
         None => {
-            ensure_dir(root, path)?;
+            root.ensure_dir(path)?;
             report.dirs_created += 1;
         }
     }
@@ -247,7 +257,8 @@ fn apply_dir(
     // from the merged state, and try to delete it).
     if m.conflict_of.is_none() && stat.is_none_or(|s| s.synced != m.vv) {
         // Recorded now; its final mode and times are recorded by `finish_dirs`.
-        let l = LocalEntry::stat(root, path)?
+        let l = root
+            .lstat(path)?
             .ok_or_else(|| Error::Internal("directory vanished".into()))?;
         journal.stat_put(path, &stat_of(&l, Vec::new(), m))?;
     }
@@ -255,7 +266,7 @@ fn apply_dir(
 }
 
 fn apply_symlink(
-    root: &Path,
+    (root, tmp): (&RootFs, &crate::rootfs::TmpDir),
     journal: &Journal,
     path: &RepoPath,
     m: &MergedEntry,
@@ -266,13 +277,12 @@ fn apply_symlink(
     if stat.is_some_and(|s| s.synced == m.vv) {
         return Ok(());
     }
-    let local = LocalEntry::stat(root, path)?;
+    let local = root.lstat(path)?;
     if m.conflict_of.is_some() && local.is_some() {
         return Ok(()); // already written here; the next push makes it real
     }
-    let dest = path.to_fs_path(root)?;
     if local.is_some() {
-        let same = fs::read_link(&dest).is_ok_and(|t| t.as_os_str().as_bytes() == target);
+        let same = root.read_link(path)?.is_some_and(|t| t == target);
         if !same && !untouched(&local, stat) {
             report
                 .kept_local
@@ -280,21 +290,17 @@ fn apply_symlink(
             return Ok(());
         }
     }
-    ensure_parents(root, path)?;
-    let tmp = root
-        .join(crate::path::STATE_DIR)
-        .join("tmp")
-        .join(format!("{}.link", crate::id::ChunkId::random().to_hex()));
-    std::os::unix::fs::symlink(OsStr::from_bytes(target), &tmp).map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    root.ensure_parents(path)?;
+    root.symlink(target, path, tmp)?;
     report.files_written += 1;
     if m.conflict_of.is_some() {
         // A new local symlink, like a file's copy: the next push makes it real.
         report.conflict_copies += 1;
         return Ok(());
     }
-    let l =
-        LocalEntry::stat(root, path)?.ok_or_else(|| Error::Internal("symlink vanished".into()))?;
+    let l = root
+        .lstat(path)?
+        .ok_or_else(|| Error::Internal("symlink vanished".into()))?;
     journal.stat_put(path, &stat_of(&l, Vec::new(), m))?;
     Ok(())
 }
@@ -309,7 +315,7 @@ fn in_merged_state(journal: &Journal, path: &RepoPath) -> Result<bool> {
 /// Removes synced entries the merged state no longer has, unless changed
 /// locally. The stat cache is read in descending key order, so children go
 /// before their parents.
-fn delete_gone(root: &Path, journal: &Journal, report: &mut PullReport) -> Result<()> {
+fn delete_gone(root: &RootFs, journal: &Journal, report: &mut PullReport) -> Result<()> {
     for kv in journal.stat_iter_from(&[]).rev() {
         let (key, value) = kv?;
         let path = RepoPath::new(key.to_vec())?;
@@ -317,7 +323,7 @@ fn delete_gone(root: &Path, journal: &Journal, report: &mut PullReport) -> Resul
             continue;
         }
         let stat = Journal::decode_stat(&value)?;
-        let local = LocalEntry::stat(root, &path)?;
+        let local = root.lstat(&path)?;
         if local.is_none() {
             journal.stat_remove(&path)?;
             continue;
@@ -328,31 +334,29 @@ fn delete_gone(root: &Path, journal: &Journal, report: &mut PullReport) -> Resul
                 .push(format!("{path}: deleted elsewhere but changed here; kept"));
             continue;
         }
-        let fs_path = path.to_fs_path(root)?;
-        writable_parent(root, &path)?;
         let res = if stat.kind == LocalKind::Dir {
-            fs::remove_dir(&fs_path)
+            root.remove_dir(&path)
         } else {
-            fs::remove_file(&fs_path)
+            root.remove_file(&path).map(|()| true)
         };
         match res {
-            Ok(()) => {
+            Ok(true) => {
                 journal.stat_remove(&path)?;
                 report.deleted += 1;
             }
-            Err(_) if stat.kind == LocalKind::Dir => {
+            Ok(false) => {
                 report.kept_local.push(format!(
                     "{path}: deleted elsewhere but holds local files; kept"
                 ));
             }
-            Err(e) => report.errors.push(Error::io(&fs_path, e).to_string()),
+            Err(e) => report.errors.push(e.to_string()),
         }
     }
     Ok(())
 }
 
 /// Sets directory modes and times, deepest first, and records them.
-fn finish_dirs(root: &Path, journal: &Journal, report: &mut PullReport) -> Result<()> {
+fn finish_dirs(root: &RootFs, journal: &Journal, report: &mut PullReport) -> Result<()> {
     for item in merge::dirs_descending(journal, &Scope::all()) {
         let (path, m) = item?;
         let Entry::Dir { mode, mtime_ns } = m.entry else {
@@ -364,18 +368,11 @@ fn finish_dirs(root: &Path, journal: &Journal, report: &mut PullReport) -> Resul
         if stat.synced != m.vv {
             continue; // not ours to set (a kept local entry)
         }
-        let fs_path = path.to_fs_path(root)?;
-        let res = (|| -> std::io::Result<()> {
-            if mtime_ns != 0 {
-                fs::File::open(&fs_path)?.set_modified(restore::system_time(mtime_ns))?;
-            }
-            fs::set_permissions(&fs_path, fs::Permissions::from_mode(mode & 0o7777))
-        })();
-        if let Err(e) = res {
-            report.errors.push(Error::io(&fs_path, e).to_string());
+        if let Err(e) = root.set_dir_meta(Some(&path), mode, mtime_ns) {
+            report.errors.push(e.to_string());
             continue;
         }
-        if let Some(l) = LocalEntry::stat(root, &path)? {
+        if let Some(l) = root.lstat(&path)? {
             journal.stat_put(&path, &stat_of(&l, Vec::new(), &m))?;
         }
     }

@@ -120,6 +120,9 @@ pub enum Error {
         seq: u64,
         reason: String,
     },
+    /// Another process has the folder open (its lock is taken).
+    #[error("folder {folder} is in use by another coffer process (pid {pid})")]
+    InUse { folder: String, pid: String },
     /// Invalid configuration or arguments.
     #[error("{0}")]
     Config(String),

@@ -10,11 +10,10 @@ use crate::merge::{self, MergedWalk, Scope};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::{self, FileJob, Guard, ensure_dir, ensure_parents, system_time};
-use std::ffi::OsStr;
+use crate::restore::{self, FileJob, Guard};
+use crate::rootfs::{RootFs, TmpDir};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// What an export wrote.
@@ -44,7 +43,7 @@ pub async fn export_tree(
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
     let mut report = ExportReport::default();
-    let (root, tmp) = staging(out, single_file)?;
+    let st = staging(out, single_file)?;
     let scope = Scope::deciding(prefix);
     let mut jobs = Vec::new();
     for item in MergedWalk::scope(journal, scope.clone()) {
@@ -52,18 +51,16 @@ pub async fn export_tree(
         let Some(rel) = relative(&path, prefix) else {
             continue;
         };
-        let dest = match &rel {
-            Some(r) => r.to_fs_path(&root)?,
-            None => out.to_path_buf(),
-        };
-        if let Some(r) = &rel
-            && let Err(e) = ensure_parents(&root, r)
+        // Where it goes below the staging root: `None` is the root itself.
+        let dest = rel.or_else(|| st.name.clone());
+        if let Some(d) = &dest
+            && let Err(e) = st.root.ensure_parents(d)
         {
             report.errors.push(e.to_string());
             continue;
         }
-        let res = match m.entry {
-            Entry::File(f) => {
+        let res = match (m.entry, dest) {
+            (Entry::File(f), Some(dest)) => {
                 jobs.push(FileJob {
                     path,
                     dest,
@@ -72,50 +69,36 @@ pub async fn export_tree(
                 });
                 Ok(())
             }
-            Entry::Dir { .. } => match &rel {
-                Some(r) => ensure_dir(&root, r),
-                None => fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e)),
-            },
-            Entry::Symlink { target, .. } => {
-                write_symlink(&dest, &target, &tmp).map(|()| report.symlinks += 1)
-            }
-            Entry::Deleted => Ok(()),
+            (Entry::Dir { .. }, Some(d)) => st.root.ensure_dir(&d),
+            (Entry::Symlink { target, .. }, Some(d)) => st
+                .root
+                .symlink(&target, &d, &st.tmp)
+                .map(|()| report.symlinks += 1),
+            (Entry::Dir { .. } | Entry::Deleted, _) => Ok(()),
+            (_, None) => Err(Error::Config(format!(
+                "{}: a file cannot be written as a directory",
+                out.display()
+            ))),
         };
         if let Err(e) = res {
             report.errors.push(e.to_string());
         }
         if jobs.len() >= WRITE_BATCH_FILES {
-            write_batch(
-                repo,
-                journal,
-                std::mem::take(&mut jobs),
-                &tmp,
-                progress,
-                &mut report,
-            )
-            .await;
+            let batch = std::mem::take(&mut jobs);
+            write_batch(repo, journal, batch, &st, progress, &mut report).await;
         }
     }
-    write_batch(repo, journal, jobs, &tmp, progress, &mut report).await;
-    let _ = fs::remove_dir_all(&tmp);
+    write_batch(repo, journal, jobs, &st, progress, &mut report).await;
+    let _ = fs::remove_dir_all(st.tmp.path());
     for item in merge::dirs_descending(journal, &scope) {
         let (path, m) = item?;
         let (Some(rel), Entry::Dir { mode, mtime_ns }) = (relative(&path, prefix), m.entry) else {
             continue;
         };
-        let dest = match &rel {
-            Some(r) => r.to_fs_path(&root)?,
-            None => out.to_path_buf(),
-        };
         report.dirs += 1;
-        let res = (|| -> std::io::Result<()> {
-            if mtime_ns != 0 {
-                fs::File::open(&dest)?.set_modified(system_time(mtime_ns))?;
-            }
-            fs::set_permissions(&dest, fs::Permissions::from_mode(mode & 0o7777))
-        })();
-        if let Err(e) = res {
-            report.errors.push(Error::io(&dest, e).to_string());
+        let dest = rel.or_else(|| st.name.clone());
+        if let Err(e) = st.root.set_dir_meta(dest.as_ref(), mode, mtime_ns) {
+            report.errors.push(e.to_string());
         }
     }
     Ok(report)
@@ -126,14 +109,14 @@ async fn write_batch(
     repo: &Repository,
     journal: &Journal,
     jobs: Vec<FileJob>,
-    tmp: &Path,
+    st: &Staging,
     progress: &dyn Progress,
     report: &mut ExportReport,
 ) {
     if jobs.is_empty() {
         return;
     }
-    for res in restore::write_files(repo, journal, jobs, tmp, progress).await {
+    for res in restore::write_files(repo, journal, jobs, &st.root, &st.tmp, progress).await {
         match res {
             Ok(l) => {
                 report.files += 1;
@@ -160,27 +143,37 @@ fn relative(path: &RepoPath, prefix: Option<&RepoPath>) -> Option<Option<RepoPat
         .map(Some)
 }
 
-/// The directory files are placed under, and a temp dir on the same filesystem.
-fn staging(out: &Path, single_file: bool) -> Result<(PathBuf, PathBuf)> {
-    let root = if single_file {
-        out.parent()
+/// Where an export writes: the directory everything is placed under (as a
+/// handle), the name of `out` in it when `out` is a single file, and a temp dir
+/// on the same filesystem.
+struct Staging {
+    root: RootFs,
+    name: Option<RepoPath>,
+    tmp: TmpDir,
+}
+
+fn staging(out: &Path, single_file: bool) -> Result<Staging> {
+    let (root, name) = if single_file {
+        let parent = out
+            .parent()
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf()
+            .unwrap_or(Path::new("."));
+        let name = out
+            .file_name()
+            .ok_or_else(|| Error::Config(format!("{}: not a file name", out.display())))?;
+        (parent.to_path_buf(), Some(RepoPath::new(name.as_bytes())?))
     } else {
-        out.to_path_buf()
+        (out.to_path_buf(), None)
     };
     fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-    let tmp = root.join(format!(
+    let tmp: PathBuf = root.join(format!(
         ".coffer-tmp-{}",
         crate::id::DeviceId::random().to_hex()
     ));
     fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    Ok((root, tmp))
-}
-
-fn write_symlink(dest: &Path, target: &[u8], tmp: &Path) -> Result<()> {
-    let t = tmp.join(format!("{}.link", crate::id::DeviceId::random().to_hex()));
-    std::os::unix::fs::symlink(OsStr::from_bytes(target), &t).map_err(|e| Error::io(&t, e))?;
-    fs::rename(&t, dest).map_err(|e| Error::io(dest, e))
+    Ok(Staging {
+        root: RootFs::open(&root)?,
+        name,
+        tmp: TmpDir::open(&tmp)?,
+    })
 }

@@ -5,17 +5,29 @@
 //! journal so that a lost or rebuilt journal keeps the folder's identity (and its
 //! log). `DIR/.coffer/tmp/` holds files being written; leftovers of a killed run
 //! are removed on open.
+//!
+//! One process at a time: opening takes an exclusive lock on `DIR/.coffer/lock`
+//! (`flock`, released by the kernel when the process ends, even by kill -9)
+//! before the binding is read or written, and holds it while the [`Folder`]
+//! lives. A second process is refused with "folder is in use by another coffer
+//! process (pid N)", so two first pushes of one folder cannot bind it twice.
+//!
+//! Below the root, pull and restore touch the folder only through its
+//! [`RootFs`] (no symlink is followed).
 
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::id::{DeviceId, RepoId};
 use crate::journal::Journal;
 use crate::path::STATE_DIR;
+use crate::rootfs::{RootFs, TmpDir};
 use serde::{Deserialize, Serialize};
 use std::fs;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 const BINDING_FILE: &str = "folder.json";
+const LOCK_FILE: &str = "lock";
 const BINDING_VERSION: u32 = 1;
 
 /// The contents of `.coffer/folder.json`.
@@ -33,6 +45,10 @@ pub struct Binding {
 #[derive(Debug)]
 pub struct Folder {
     root: PathBuf,
+    fs: RootFs,
+    tmp: TmpDir,
+    /// Held (locked) while the folder is open.
+    _lock: fs::File,
     binding: Binding,
     device: Device,
     /// Whether the journal was (re)built empty on open.
@@ -75,6 +91,7 @@ impl Folder {
         }
         let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
         let state = root.join(STATE_DIR);
+        let lock = lock_folder(&root, &state)?;
         let binding = match Self::read_binding(&root)? {
             Some(b) if b.repository != repo.to_hex() => {
                 return Err(Error::Config(format!(
@@ -99,14 +116,16 @@ impl Folder {
         let device = DeviceId::from_hex(&binding.device)
             .ok_or_else(|| Error::Config(format!("{}: bad device id", state.display())))?;
         let (journal, fresh_journal) = Journal::open(&state.join("journal"))?;
-        let folder = Folder {
+        let tmp = clean_tmp(&state.join("tmp"))?;
+        Ok(Folder {
+            fs: RootFs::open(&root)?,
+            tmp,
+            _lock: lock,
             root,
             binding,
             device: Device::new(device, journal),
             fresh_journal,
-        };
-        folder.clean_tmp()?;
-        Ok(folder)
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -126,18 +145,57 @@ impl Folder {
         self.device.journal()
     }
 
-    /// Where files are written before being renamed into place.
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join(STATE_DIR).join("tmp")
+    /// The folder as a directory handle: every write below it goes through this.
+    pub fn fs(&self) -> &RootFs {
+        &self.fs
     }
 
-    fn clean_tmp(&self) -> Result<()> {
-        let tmp = self.tmp_dir();
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
-        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))
+    /// Where files are written before being renamed into place.
+    pub fn tmp(&self) -> &TmpDir {
+        &self.tmp
     }
+}
+
+/// Empties (or makes) the temp dir: what is there is left by a killed run, as
+/// this process holds the folder's lock.
+fn clean_tmp(tmp: &Path) -> Result<TmpDir> {
+    if tmp.exists() {
+        fs::remove_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
+    }
+    fs::create_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
+    TmpDir::open(tmp)
+}
+
+/// Takes the folder's exclusive lock (without waiting) and writes this
+/// process's id into the lock file, for the message another process shows.
+fn lock_folder(root: &Path, state: &Path) -> Result<fs::File> {
+    fs::create_dir_all(state).map_err(|e| Error::io(state, e))?;
+    let path = state.join(LOCK_FILE);
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(Error::InUse {
+                folder: root.display().to_string(),
+                pid: pid.trim().to_string(),
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    let wrote = f
+        .set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| write!(f, "{}", std::process::id()));
+    wrote.map_err(|e| Error::io(&path, e))?;
+    Ok(f)
 }
 
 fn write_binding(state: &Path, b: &Binding) -> Result<()> {

@@ -65,6 +65,7 @@ pub mod progress;
 pub mod push;
 pub mod repo;
 pub mod restore;
+pub mod rootfs;
 pub mod scan;
 pub mod status;
 pub mod store;

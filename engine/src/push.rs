@@ -227,9 +227,11 @@ fn classify(
                 mode: e.mode,
                 mtime_ns: e.mtime_ns,
             };
-            let unchanged = stat
-                .as_ref()
-                .is_some_and(|s| s.kind == LocalKind::Dir && s.mode == e.mode);
+            // A directory's mode and mtime are synced like a file's: `chmod 700 d`
+            // must not leave `d` world-readable on the other machines.
+            let unchanged = stat.as_ref().is_some_and(|s| {
+                s.kind == LocalKind::Dir && s.mode == e.mode && s.mtime_ns == e.mtime_ns
+            });
             decide(
                 journal,
                 &e,
@@ -343,7 +345,16 @@ pub(crate) fn same_state(a: &Entry, b: &Entry) -> bool {
         (Entry::File(x), Entry::File(y)) => {
             x.size == y.size && x.chunks == y.chunks && x.mode == y.mode
         }
-        (Entry::Dir { .. }, Entry::Dir { .. }) => true,
+        (
+            Entry::Dir {
+                mode: a,
+                mtime_ns: ma,
+            },
+            Entry::Dir {
+                mode: b,
+                mtime_ns: mb,
+            },
+        ) => a == b && ma == mb,
         _ => a.same_content(b),
     }
 }

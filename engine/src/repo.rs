@@ -45,6 +45,27 @@ fn key_check(master: &MasterKey) -> String {
     hex::encode(&blake3::derive_key(KEY_CHECK_CONTEXT, master.as_bytes())[..16])
 }
 
+/// Refuses to create a repository where coffer objects already are (a store
+/// whose `config` was lost): a new master key would make them unreadable.
+async fn refuse_leftovers(store: &DynStore) -> Result<()> {
+    for prefix in [
+        layout::KEYS_PREFIX,
+        layout::LOG_PREFIX,
+        layout::CHECKPOINT_PREFIX,
+        layout::DATA_PREFIX,
+    ] {
+        if let Some(found) = store.list(prefix).await?.first() {
+            return Err(Error::Config(format!(
+                "{} already holds coffer objects ({}, ...) but no config: refusing to create a \
+                 new repository over them (see README, \"A lost config\")",
+                store.describe(),
+                found.key
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An open, unlocked repository.
 #[derive(Debug, Clone)]
 pub struct Repository {
@@ -75,6 +96,7 @@ impl Repository {
             Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        refuse_leftovers(&store).await?;
         let master = MasterKey::generate();
         let id = RepoId::random();
         let slot = SlotId::random();
@@ -167,24 +189,51 @@ impl Repository {
                 "the repository has no key slot",
             ));
         }
+        // A slot that cannot be tried (damaged, unknown kind, or asking for more
+        // memory than this machine gives) is skipped, so one bad object in the
+        // store cannot lock everybody out; its error is reported only if no
+        // other slot could be tried.
+        let mut tried = false;
+        let mut first_error = None;
         for meta in slots {
             let Some(slot_id) = layout::parse_slot(&meta.key) else {
                 continue;
             };
-            let bytes = store.get(&meta.key).await?;
-            let slot: KeySlot = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::corrupt(&meta.key, e.to_string()))?;
-            if let Some(master) = slot.open(passphrase, &id, &slot_id)? {
-                if key_check(&master) != config.key_check {
-                    return Err(Error::corrupt(
-                        layout::CONFIG,
-                        "key check does not match the key slots",
-                    ));
+            match Self::try_slot(store, &meta.key, &slot_id, &id, passphrase).await {
+                Ok(Some(master)) => {
+                    if key_check(&master) != config.key_check {
+                        return Err(Error::corrupt(
+                            layout::CONFIG,
+                            "key check does not match the key slots",
+                        ));
+                    }
+                    return Ok(master);
                 }
-                return Ok(master);
+                Ok(None) => tried = true,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => {
+                    tracing::warn!("key slot {} skipped: {e}", meta.key);
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Err(Error::WrongPassphrase)
+        match first_error {
+            Some(e) if !tried => Err(e),
+            _ => Err(Error::WrongPassphrase),
+        }
+    }
+
+    async fn try_slot(
+        store: &DynStore,
+        key: &str,
+        slot_id: &SlotId,
+        id: &RepoId,
+        passphrase: &[u8],
+    ) -> Result<Option<MasterKey>> {
+        let bytes = store.get(key).await?;
+        let slot: KeySlot =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(key, e.to_string()))?;
+        slot.open(passphrase, id, slot_id)
     }
 
     /// Adds a key slot for another passphrase.

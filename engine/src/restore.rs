@@ -24,14 +24,14 @@ use crate::pack::{self, BlobEntry};
 use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
+use crate::rootfs::{RootFs, TmpDir};
 use crate::scan::LocalEntry;
 use crate::store::layout;
 use bytes::BytesMut;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Ranged GETs in flight.
@@ -53,14 +53,17 @@ pub enum Guard {
 /// One file to write.
 #[derive(Debug, Clone)]
 pub struct FileJob {
+    /// The file in the repository.
     pub path: RepoPath,
-    pub dest: PathBuf,
+    /// Where it goes, below the [`RootFs`] it is written into.
+    pub dest: RepoPath,
     pub entry: FileEntry,
     pub guard: Guard,
 }
 
 struct JobState {
-    tmp: PathBuf,
+    /// The temp file's name in the [`TmpDir`].
+    tmp: String,
     /// Held while writing into `tmp`.
     writing: Arc<Mutex<()>>,
     remaining: usize,
@@ -77,22 +80,28 @@ struct Need {
     targets: Vec<(usize, u64)>,
 }
 
-/// Writes every job; returns one result per job, in order: the written file's
-/// `lstat` after the rename.
+/// Writes every job below `root` (temp files in `tmp`); returns one result per
+/// job, in order: the written file's `lstat` after the rename.
 pub async fn write_files(
     repo: &Repository,
     journal: &Journal,
     jobs: Vec<FileJob>,
-    tmp_dir: &Path,
+    root: &RootFs,
+    tmp: &TmpDir,
     progress: &dyn Progress,
 ) -> Vec<Result<LocalEntry>> {
     let total: u64 = jobs.iter().map(|j| j.entry.size).sum();
     progress.start(Phase::Download, Some(total), Some(jobs.len() as u64));
     let jobs = Arc::new(jobs);
-    let (states, packs) = plan(journal, &jobs, tmp_dir);
-    let states = Arc::new(Mutex::new(states));
-    for i in 0..jobs.len() {
-        finish_if_complete(&jobs, &states, i);
+    let (states, packs) = plan(journal, &jobs, root, tmp);
+    let out = Arc::new(Out {
+        root: root.clone(),
+        tmp: tmp.clone(),
+        jobs,
+        states: Mutex::new(states),
+    });
+    for i in 0..out.jobs.len() {
+        finish_if_complete(&out, i);
     }
     let mut order: Vec<(PackId, Vec<Need>)> = packs.into_iter().collect();
     order.sort_by_key(|(_, needs)| first_file(needs));
@@ -112,8 +121,7 @@ pub async fn write_files(
         .map(|(pack, needs)| {
             let sink = Sink {
                 keys: keys.clone(),
-                jobs: jobs.clone(),
-                states: states.clone(),
+                out: out.clone(),
                 pack,
             };
             fetch_range(store.clone(), sink, needs)
@@ -123,10 +131,11 @@ pub async fn write_files(
         progress.advance(written, 0);
     }
     drop(stream);
-    let states = Arc::try_unwrap(states)
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .unwrap_or_default();
     progress.finish(Phase::Download);
+    let Ok(out) = Arc::try_unwrap(out) else {
+        return Vec::new(); // unreachable: every range has finished
+    };
+    let states = out.states.into_inner().unwrap_or_else(|p| p.into_inner());
     states
         .into_iter()
         .map(|st| {
@@ -134,31 +143,46 @@ pub async fn write_files(
                 .result
                 .unwrap_or_else(|| Err(Error::Internal("file left incomplete".into())));
             if res.is_err() {
-                let _ = fs::remove_file(&st.tmp);
+                out.tmp.remove(&st.tmp);
             }
             res
         })
         .collect()
 }
 
+/// Where a batch's files go, shared by every range being fetched.
+struct Out {
+    root: RootFs,
+    tmp: TmpDir,
+    jobs: Arc<Vec<FileJob>>,
+    states: Mutex<Vec<JobState>>,
+}
+
+impl Out {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JobState>> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Locates every chunk; creates the temp files.
 fn plan(
     journal: &Journal,
     jobs: &[FileJob],
-    tmp_dir: &Path,
+    root: &RootFs,
+    tmp: &TmpDir,
 ) -> (Vec<JobState>, HashMap<PackId, Vec<Need>>) {
     let mut states = Vec::with_capacity(jobs.len());
     let mut packs: HashMap<PackId, BTreeMap<u32, Need>> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
-        let tmp = tmp_dir.join(format!("{}.part", crate::id::ChunkId::random().to_hex()));
         let mut st = JobState {
-            tmp,
+            tmp: tmp.fresh_name("part"),
             writing: Arc::default(),
             remaining: job.entry.chunks.len(),
             installing: false,
             result: None,
         };
-        if let Err(e) = plan_job(journal, i, job, &st.tmp, &mut packs) {
+        let made = (root, tmp, st.tmp.as_str());
+        if let Err(e) = plan_job(journal, i, job, made, &mut packs) {
             st.result = Some(Err(e));
         }
         states.push(st);
@@ -174,7 +198,7 @@ fn plan_job(
     journal: &Journal,
     i: usize,
     job: &FileJob,
-    tmp: &Path,
+    (root, tmp, tmp_name): (&RootFs, &TmpDir, &str),
     packs: &mut HashMap<PackId, BTreeMap<u32, Need>>,
 ) -> Result<()> {
     let mut locs = Vec::with_capacity(job.entry.chunks.len());
@@ -195,8 +219,13 @@ fn plan_job(
             "chunk sizes do not add up to the file size",
         ));
     }
-    let f = fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-    reserve(&f, job.entry.size).map_err(|e| Error::io(tmp, e))?;
+    // Errors name the file being written, not its temp file.
+    let shown = || root.display(&job.dest);
+    let f = tmp.create(tmp_name).map_err(|e| Error::io(shown(), e))?;
+    if let Err(e) = reserve(&f, job.entry.size) {
+        tmp.remove(tmp_name);
+        return Err(Error::io(shown(), e));
+    }
     for ((loc, off), chunk) in locs.into_iter().zip(&job.entry.chunks) {
         packs
             .entry(loc.pack)
@@ -284,8 +313,7 @@ fn coalesce(needs: Vec<Need>) -> Vec<Vec<Need>> {
 #[derive(Clone)]
 struct Sink {
     keys: Arc<crate::crypto::Keys>,
-    jobs: Arc<Vec<FileJob>>,
-    states: Arc<Mutex<Vec<JobState>>>,
+    out: Arc<Out>,
     pack: PackId,
 }
 
@@ -329,12 +357,12 @@ fn open_and_deliver(sink: &Sink, need: &Need, sealed: Result<BytesMut>) -> u64 {
     match sealed {
         Ok(mut buf) => {
             let opened = pack::open_blob_in_place(&sink.keys, &sink.pack, &entry, &mut buf);
-            let written = deliver(&sink.jobs, &sink.states, need, opened.as_deref());
+            let written = deliver(&sink.out, need, opened.as_deref());
             drop(opened);
             crate::buffers::GLOBAL.give(buf);
             written
         }
-        Err(e) => deliver(&sink.jobs, &sink.states, need, Err(&e)),
+        Err(e) => deliver(&sink.out, need, Err(&e)),
     }
 }
 
@@ -445,16 +473,11 @@ impl RangeReader {
 
 /// Writes one opened blob (or its failure) to every file that needs it; returns
 /// the bytes written.
-fn deliver(
-    jobs: &[FileJob],
-    states: &Mutex<Vec<JobState>>,
-    need: &Need,
-    data: std::result::Result<&[u8], &Error>,
-) -> u64 {
+fn deliver(out: &Out, need: &Need, data: std::result::Result<&[u8], &Error>) -> u64 {
     let mut written = 0;
     for &(i, off) in &need.targets {
         let (tmp, writing) = {
-            let st = &states.lock().unwrap_or_else(|p| p.into_inner())[i];
+            let st = &out.lock()[i];
             if st.result.is_some() {
                 continue; // already failed
             }
@@ -463,17 +486,16 @@ fn deliver(
         let outcome = match &data {
             Ok(d) => {
                 let _one_writer = writing.lock().unwrap_or_else(|p| p.into_inner());
-                OpenOptions::new()
-                    .write(true)
-                    .open(&tmp)
+                out.tmp
+                    .open_write(&tmp)
                     .and_then(|f| f.write_all_at(d, off))
                     .map(|()| d.len() as u64)
-                    .map_err(|e| Error::io(&tmp, e))
+                    .map_err(|e| Error::io(out.root.display(&out.jobs[i].dest), e))
             }
             Err(e) => Err((*e).clone()),
         };
         {
-            let mut all = states.lock().unwrap_or_else(|p| p.into_inner());
+            let mut all = out.lock();
             let st = &mut all[i];
             match outcome {
                 Ok(n) => {
@@ -483,49 +505,44 @@ fn deliver(
                 Err(e) => st.result = Some(Err(e)),
             }
         }
-        finish_if_complete(jobs, states, i);
+        finish_if_complete(out, i);
     }
     written
 }
 
 /// Renames a complete file into place.
-fn finish_if_complete(jobs: &[FileJob], states: &Mutex<Vec<JobState>>, i: usize) {
+fn finish_if_complete(out: &Out, i: usize) {
     let tmp = {
-        let st = &mut states.lock().unwrap_or_else(|p| p.into_inner())[i];
+        let st = &mut out.lock()[i];
         if st.remaining != 0 || st.result.is_some() || st.installing {
             return;
         }
         st.installing = true;
         st.tmp.clone()
     };
-    let res = install(&jobs[i], &tmp);
-    states.lock().unwrap_or_else(|p| p.into_inner())[i].result = Some(res);
+    let res = install(out, &out.jobs[i], &tmp);
+    out.lock()[i].result = Some(res);
 }
 
-fn install(job: &FileJob, tmp: &Path) -> Result<LocalEntry> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(tmp)
-        .map_err(|e| Error::io(tmp, e))?;
+fn install(out: &Out, job: &FileJob, tmp: &str) -> Result<LocalEntry> {
+    let shown = || out.root.display(&job.dest);
+    let f = out.tmp.open_write(tmp).map_err(|e| Error::io(shown(), e))?;
     f.set_times(fs::FileTimes::new().set_modified(system_time(job.entry.mtime_ns)))
-        .map_err(|e| Error::io(tmp, e))?;
+        .map_err(|e| Error::io(shown(), e))?;
     f.set_permissions(fs::Permissions::from_mode(job.entry.mode & 0o7777))
-        .map_err(|e| Error::io(tmp, e))?;
+        .map_err(|e| Error::io(shown(), e))?;
     drop(f);
-    check_guard(&job.dest, &job.guard, &job.path)?;
-    fs::rename(tmp, &job.dest).map_err(|e| Error::io(&job.dest, e))?;
-    let meta = fs::symlink_metadata(&job.dest).map_err(|e| Error::io(&job.dest, e))?;
-    LocalEntry::from_metadata(job.path.clone(), &meta)
-        .ok_or_else(|| Error::Internal("written file is not a file".into()))
+    let installed = out.root.install(&out.tmp, tmp, &job.dest, |current| {
+        check_guard(current, &job.guard, &job.path)
+    })?;
+    Ok(LocalEntry {
+        path: job.path.clone(),
+        ..installed
+    })
 }
 
 /// Refuses to replace a destination that changed since the plan was made.
-pub fn check_guard(dest: &Path, guard: &Guard, path: &RepoPath) -> Result<()> {
-    let current = match fs::symlink_metadata(dest) {
-        Ok(m) => LocalEntry::from_metadata(path.clone(), &m),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(dest, e)),
-    };
+pub fn check_guard(current: Option<LocalEntry>, guard: &Guard, path: &RepoPath) -> Result<()> {
     let ok = match (guard, &current) {
         (Guard::Any, _) | (Guard::Absent, None) => true,
         (Guard::Unchanged(s), Some(c)) => c.unchanged_since(s),
@@ -597,64 +614,6 @@ pub async fn stream_file(
             .map_err(|e| Error::io("<output>", e))?;
     }
     out.flush().map_err(|e| Error::io("<output>", e))
-}
-
-/// Creates the directory `path` (and its parents) under `root`.
-pub fn ensure_dir(root: &Path, path: &RepoPath) -> Result<()> {
-    ensure_parents(root, path)?;
-    let fs_path = path.to_fs_path(root)?;
-    match fs::create_dir(&fs_path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_real_dir(&fs_path) => Ok(()),
-        Err(e) => Err(Error::io(&fs_path, e)),
-    }
-}
-
-fn is_real_dir(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
-}
-
-/// Makes every ancestor of `path` a real, writable directory under `root`; refuses
-/// to go through a symlink or a file.
-pub fn ensure_parents(root: &Path, path: &RepoPath) -> Result<()> {
-    for anc in path.ancestors() {
-        let p = anc.to_fs_path(root)?;
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(Error::UnsafePath {
-                    path: path.display(),
-                    reason: format!("parent {anc} is a symlink"),
-                });
-            }
-            Ok(_) => {
-                return Err(Error::Config(format!(
-                    "{path}: parent {anc} is not a directory here"
-                )));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
-            }
-            Err(e) => return Err(Error::io(&p, e)),
-        }
-    }
-    writable_parent(root, path)
-}
-
-/// Adds owner write permission to the parent of `path` if it lacks it (a
-/// read-only directory being filled); `finish_dirs` restores the synced mode.
-pub fn writable_parent(root: &Path, path: &RepoPath) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) => p.to_fs_path(root)?,
-        None => root.to_path_buf(),
-    };
-    let meta = fs::symlink_metadata(&parent).map_err(|e| Error::io(&parent, e))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o200 == 0 {
-        fs::set_permissions(&parent, fs::Permissions::from_mode(mode | 0o700))
-            .map_err(|e| Error::io(&parent, e))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

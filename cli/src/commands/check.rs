@@ -18,8 +18,22 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
-    let r = coffer_engine::check::check(&repo, a.read_data, ctx.scratch(), ctx.progress.as_ref())
-        .await?;
+    let mut r =
+        coffer_engine::check::check(&repo, a.read_data, ctx.scratch(), ctx.progress.as_ref())
+            .await?;
+    if let Ok(coffer_engine::store::StoreLocation::Local(path)) =
+        coffer_engine::store::StoreLocation::parse(&a.store)
+        && let Ok(local) = coffer_engine::store::LocalStore::open(&path, false)
+    {
+        let (n, size) = local.stale_temp();
+        if n > 0 {
+            r.warnings.push(format!(
+                "{n} temp file(s) of interrupted writes in {}/.tmp ({}); the next write removes them",
+                local.root().display(),
+                bytes(size)
+            ));
+        }
+    }
 
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

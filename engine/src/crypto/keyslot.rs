@@ -39,7 +39,15 @@ impl KdfParams {
         p_cost: 1,
     };
 
-    /// Refuses parameters weaker than [`KdfParams::MINIMUM`] or absurdly large.
+    /// The most memory a key slot may ask for: 1 GiB. Key slots come from the
+    /// store, so their parameters are untrusted; 1 GiB is 16 times the default,
+    /// and still fits the smallest VMs coffer is meant for without swapping
+    /// them to death. Memory is allocated fallibly ([`kek`]): a machine that
+    /// cannot give it gets an error, never an abort.
+    pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+
+    /// Refuses parameters weaker than [`KdfParams::MINIMUM`] or absurdly large
+    /// (more than [`KdfParams::MAX_MEMORY_KIB`], 20 passes or 16 lanes).
     pub fn validate(&self) -> Result<()> {
         let min = Self::MINIMUM;
         if self.m_cost_kib < min.m_cost_kib || self.t_cost < min.t_cost || self.p_cost < 1 {
@@ -48,7 +56,7 @@ impl KdfParams {
                 self.m_cost_kib, self.t_cost, self.p_cost, min.m_cost_kib, min.t_cost
             )));
         }
-        if self.m_cost_kib > 4 * 1024 * 1024 || self.t_cost > 100 || self.p_cost > 64 {
+        if self.m_cost_kib > Self::MAX_MEMORY_KIB || self.t_cost > 20 || self.p_cost > 16 {
             return Err(Error::Config(format!(
                 "Argon2id parameters m={} KiB, t={}, p={} are out of range",
                 self.m_cost_kib, self.t_cost, self.p_cost
@@ -83,14 +91,25 @@ fn kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u
     let argon_params =
         argon2::Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
             .map_err(|e| Error::Config(format!("invalid Argon2id parameters: {e}")))?;
+    let blocks = argon_params.block_count();
     let argon = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
         argon2::Version::V0x13,
         argon_params,
     );
+    // Allocated here rather than by `hash_password_into`, which aborts the
+    // process when the allocation fails (a memory limit, a hostile slot).
+    let mut memory: Vec<argon2::Block> = Vec::new();
+    memory.try_reserve_exact(blocks).map_err(|_| {
+        Error::Config(format!(
+            "Argon2id needs {} MiB of memory for this key slot, and it could not be allocated",
+            params.m_cost_kib / 1024
+        ))
+    })?;
+    memory.resize(blocks, argon2::Block::default());
     let mut out = Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into(passphrase, salt, out.as_mut())
+        .hash_password_into_with_memory(passphrase, salt, out.as_mut(), &mut memory)
         .map_err(|e| Error::Config(format!("Argon2id failed: {e}")))?;
     Ok(out)
 }

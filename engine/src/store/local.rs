@@ -3,7 +3,10 @@
 //! Every `put` writes a temp file under `<root>/.tmp/`, fsyncs it, renames it into
 //! place and fsyncs the directory, so a crash leaves either the whole object or
 //! nothing under its key — never a torn object. Leftover temp files are ignored by
-//! `list` and may be removed at any time.
+//! `list`; the first `put` of each process removes those not written to for
+//! [`STALE_TEMP_AFTER`] (a live writer writes its whole object within seconds and
+//! renames it at once, so such a file has no writer left), and
+//! [`LocalStore::stale_temp`] tells `check` what is there.
 
 use super::{ObjectMeta, ObjectStore};
 use crate::error::StoreError;
@@ -16,10 +19,15 @@ use std::path::{Path, PathBuf};
 
 const TMP_DIR: &str = ".tmp";
 
+/// A temp file not modified for this long belongs to a writer that is gone.
+pub const STALE_TEMP_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A store rooted at a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Whether this process has swept stale temp files yet.
+    swept: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LocalStore {
@@ -41,7 +49,18 @@ impl LocalStore {
             });
         }
         let root = root.canonicalize().map_err(|e| StoreError::io(&root, e))?;
-        Ok(LocalStore { root })
+        Ok(LocalStore {
+            root,
+            swept: Default::default(),
+        })
+    }
+
+    /// Temp files left by writers that are gone (older than
+    /// [`STALE_TEMP_AFTER`]): how many, and their bytes.
+    pub fn stale_temp(&self) -> (usize, u64) {
+        stale_in(&self.root.join(TMP_DIR))
+            .iter()
+            .fold((0, 0), |(n, b), (_, len)| (n + 1, b + len))
     }
 
     pub fn root(&self) -> &Path {
@@ -66,6 +85,11 @@ impl LocalStore {
         let dest = self.path_of(key)?;
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).map_err(|e| StoreError::io(&tmp_dir, e))?;
+        if !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            for (path, _) in stale_in(&tmp_dir) {
+                let _ = fs::remove_file(path);
+            }
+        }
         let mut tmp = tempfile_in(&tmp_dir)?;
         let write = tmp
             .1
@@ -176,6 +200,22 @@ fn not_found_or_io(key: &str, path: &Path, e: std::io::Error) -> StoreError {
 }
 
 /// A new, exclusively created temp file in `dir`.
+/// Temp files in `dir` not modified for [`STALE_TEMP_AFTER`], with their sizes.
+fn stale_in(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now();
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let m = e.metadata().ok()?;
+            let age = now.duration_since(m.modified().ok()?).ok()?;
+            (m.is_file() && age >= STALE_TEMP_AFTER).then(|| (e.path(), m.len()))
+        })
+        .collect()
+}
+
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File), StoreError> {
     loop {
         let mut r = [0u8; 12];

@@ -1,0 +1,152 @@
+//! Safety of the folder's surroundings and of its metadata (issue 17): nothing
+//! outside DIR is ever touched, directory modes and times sync, binding is
+//! exclusive.
+
+use crate::{arg, env};
+use coffer_tests::env::Env;
+use coffer_tests::tree::{Node, snapshot};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Every entry below `dir` with its content, mode and mtime (to the nanosecond).
+fn state(dir: &Path) -> BTreeMap<PathBuf, (Node, i64, i64)> {
+    snapshot(dir)
+        .into_iter()
+        .map(|(rel, node)| {
+            let m = fs::symlink_metadata(dir.join(&rel)).unwrap();
+            (rel, (node, m.mtime(), m.mtime_nsec()))
+        })
+        .collect()
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    fs::File::open(path).unwrap().set_modified(t).unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Three folders of one repository with `a/x.txt`, `a/keep.txt` and `a/d/`.
+fn synced_three() -> (Env, [PathBuf; 3]) {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let dirs = ["one", "two", "three"].map(|d| e.path(d));
+    fs::create_dir_all(dirs[0].join("a/d")).unwrap();
+    fs::write(dirs[0].join("a/x.txt"), "x").unwrap();
+    fs::write(dirs[0].join("a/keep.txt"), "keep").unwrap();
+    for d in &dirs {
+        e.ok(&["sync", &arg(d), "store"]);
+    }
+    (e, dirs)
+}
+
+#[test]
+fn pull_never_touches_anything_through_a_symlinked_ancestor() {
+    let (e, [one, two, three]) = synced_three();
+    // On `two` the user moves `a` away and leaves a symlink in its place.
+    let outside = e.path("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::rename(two.join("a"), outside.join("a")).unwrap();
+    std::os::unix::fs::symlink(outside.join("a"), two.join("a")).unwrap();
+    let before = state(&outside);
+
+    // Elsewhere: a deletion, a directory mode and time, a new file, a new
+    // directory, an edit (a rename into place), and a concurrent edit that
+    // makes a conflict copy.
+    fs::remove_file(one.join("a/x.txt")).unwrap();
+    fs::set_permissions(one.join("a/d"), fs::Permissions::from_mode(0o700)).unwrap();
+    set_mtime(&one.join("a/d"), 1_500_000_000);
+    fs::write(one.join("a/new.txt"), "new").unwrap();
+    fs::create_dir(one.join("a/newdir")).unwrap();
+    fs::write(one.join("a/keep.txt"), "edited on one").unwrap();
+    fs::write(three.join("a/keep.txt"), "edited on three").unwrap();
+    e.ok(&["push", &arg(&one), "store"]);
+    e.ok(&["push", &arg(&three), "store"]);
+
+    let r = e.fails(&["pull", "store", &arg(&two)]);
+    assert!(r.stderr.contains("parent a is a symlink"), "{}", r.stderr);
+    assert_eq!(state(&outside), before, "nothing outside DIR may change");
+    assert!(fs::symlink_metadata(two.join("a")).unwrap().is_symlink());
+}
+
+#[test]
+fn directory_mode_and_mtime_changes_propagate() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (one, two) = (e.path("one"), e.path("two"));
+    fs::create_dir_all(one.join("d")).unwrap();
+    fs::write(one.join("d/f.txt"), "f").unwrap();
+    e.ok(&["sync", &arg(&one), "store"]);
+    e.ok(&["sync", &arg(&two), "store"]);
+    assert_eq!(mode(&two.join("d")), mode(&one.join("d")));
+
+    fs::set_permissions(one.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    let r = e.ok(&["push", &arg(&one), "store"]);
+    assert!(!r.stderr.contains("nothing to push"), "{}", r.stderr);
+    e.ok(&["pull", "store", &arg(&two)]);
+    assert_eq!(mode(&two.join("d")), 0o700);
+
+    set_mtime(&one.join("d"), 1_600_000_000);
+    e.ok(&["push", &arg(&one), "store"]);
+    e.ok(&["pull", "store", &arg(&two)]);
+    assert_eq!(fs::metadata(two.join("d")).unwrap().mtime(), 1_600_000_000);
+
+    // And back the other way; a second push has nothing left to send.
+    fs::set_permissions(two.join("d"), fs::Permissions::from_mode(0o750)).unwrap();
+    e.ok(&["push", &arg(&two), "store"]);
+    let again = e.ok(&["push", &arg(&two), "store"]);
+    assert!(again.stderr.contains("nothing to push"), "{}", again.stderr);
+    e.ok(&["pull", "store", &arg(&one)]);
+    assert_eq!(mode(&one.join("d")), 0o750);
+    assert_eq!(fs::metadata(one.join("d")).unwrap().mtime(), 1_600_000_000);
+}
+
+#[test]
+fn a_folder_is_bound_once_even_by_concurrent_first_pushes() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    for round in 0..4 {
+        let dir = e.path(&format!("folder{round}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("f.txt"), format!("round {round}")).unwrap();
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                e.cmd()
+                    .args(["push", &arg(&dir), "store"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() || stderr.contains("in use by another coffer process"),
+                "{stderr}"
+            );
+        }
+        e.ok(&["push", &arg(&dir), "store"]);
+        let binding: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join(".coffer/folder.json")).unwrap()).unwrap();
+        let device = binding["device"].as_str().unwrap();
+        let devices: Vec<String> = fs::read_dir(e.path("store/log"))
+            .unwrap()
+            .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            devices.iter().any(|d| d == device),
+            "{device} not in {devices:?}"
+        );
+        assert_eq!(
+            devices.len(),
+            round + 1,
+            "one device per folder: {devices:?}"
+        );
+    }
+}
