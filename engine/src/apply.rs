@@ -49,6 +49,7 @@ pub async fn pull(
     folder: &Folder,
     progress: &dyn Progress,
 ) -> Result<PullReport> {
+    folder.check_config(repo.config())?;
     let journal = folder.journal();
     let fetched = logs::fetch_latest(repo, journal, &mut |_| {}, progress).await?;
     let mut report = PullReport {

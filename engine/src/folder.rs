@@ -15,6 +15,7 @@
 //! Below the root, pull and restore touch the folder only through its
 //! [`RootFs`] (no symlink is followed).
 
+use crate::config::{ConfigPin, RepoConfig};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::id::{DeviceId, RepoId};
@@ -154,7 +155,22 @@ impl Folder {
     pub fn tmp(&self) -> &TmpDir {
         &self.tmp
     }
+
+    /// Pins the repository config this folder syncs with on first use, and refuses
+    /// a config that changed since (DESIGN.md §3): the second line against a store
+    /// that edits `config`, and the only one for format-1 repositories.
+    pub fn check_config(&self, config: &RepoConfig) -> Result<()> {
+        let journal = self.journal();
+        let now = config.pin();
+        match journal.meta_get::<ConfigPin>(CONFIG_PIN)? {
+            Some(pinned) => pinned.check(&now),
+            None => journal.meta_put(CONFIG_PIN, &now),
+        }
+    }
 }
+
+/// The journal's `meta` key of the folder's [`ConfigPin`].
+const CONFIG_PIN: &str = "config_pin";
 
 /// Empties (or makes) the temp dir: what is there is left by a killed run, as
 /// this process holds the folder's lock.

@@ -47,6 +47,7 @@ pub mod checkpoint;
 pub mod chunker;
 pub mod codec;
 pub mod commit;
+pub mod config;
 pub mod crypto;
 pub mod device;
 pub mod diff;

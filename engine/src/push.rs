@@ -81,6 +81,7 @@ pub async fn push(
     opts: &UploadOptions,
     progress: &dyn Progress,
 ) -> Result<PushReport> {
+    folder.check_config(repo.config())?;
     let journal = folder.journal();
     let mut report = PushReport::default();
     folder.device().flush_outbox(repo).await?;

@@ -1,11 +1,12 @@
 //! A repository: a store plus its config and unlocked keys.
 //!
-//! `config` is plaintext JSON (format version, repository id, chunker parameters and
-//! a key check); `keys/<slot>` hold the master key wrapped by passphrases. Opening a
+//! `config` is plaintext JSON (format version, repository id, chunker parameters, a
+//! key check and a MAC: [`crate::config`]); `keys/<slot>` hold the master key wrapped by passphrases. Opening a
 //! repository reads the config, then takes the master key from the local
 //! [`Keyring`] or, failing that, from a passphrase that must open one of the slots.
 
 use crate::chunker::{Chunker, ChunkerParams};
+use crate::config::Mismatch;
 use crate::crypto::keyslot::{KdfParams, KeySlot};
 use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result, StoreError};
@@ -13,36 +14,22 @@ use crate::id::{RepoId, SlotId};
 use crate::keyring::Keyring;
 use crate::store::{DynStore, layout};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// The repository format this build writes and reads.
-pub const REPO_FORMAT: u32 = 1;
-const KEY_CHECK_CONTEXT: &str = "coffer v1 2026-11 key check";
+pub use crate::config::{REPO_FORMAT, RepoConfig};
 
-/// The plaintext `config` object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RepoConfig {
-    pub format: u32,
-    /// Repository id, 32 hex digits.
-    pub repository: String,
-    pub chunker: ChunkerParams,
-    /// First 16 bytes of a key derived from the master key, hex: tells a stale or
-    /// foreign keyring entry from the right key without trying to open data.
-    pub key_check: String,
-}
-
-impl RepoConfig {
-    pub fn repo_id(&self) -> Result<RepoId> {
-        RepoId::from_hex(&self.repository)
-            .ok_or_else(|| Error::corrupt(layout::CONFIG, "bad repository id"))
+fn warn_skipped(skipped: &[(String, Error)]) {
+    for (key, e) in skipped {
+        tracing::warn!("key slot {key} skipped: {e}");
     }
 }
 
-fn key_check(master: &MasterKey) -> String {
-    hex::encode(&blake3::derive_key(KEY_CHECK_CONTEXT, master.as_bytes())[..16])
+fn tampered() -> Error {
+    Error::corrupt(
+        layout::CONFIG,
+        "not authentic: its fields were changed by someone without the repository key",
+    )
 }
 
 /// Refuses to create a repository where coffer objects already are (a store
@@ -101,12 +88,7 @@ impl Repository {
         let id = RepoId::random();
         let slot = SlotId::random();
         let ks = KeySlot::create(&master, passphrase, kdf, &id, &slot)?;
-        let config = RepoConfig {
-            format: REPO_FORMAT,
-            repository: id.to_hex(),
-            chunker: ChunkerParams::DEFAULT,
-            key_check: key_check(&master),
-        };
+        let config = RepoConfig::new(&id, ChunkerParams::DEFAULT, &master);
         // The slot first: a config without a usable slot would be a dead repository.
         let slot_json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
         store
@@ -129,27 +111,7 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
-        #[derive(Deserialize)]
-        struct Probe {
-            format: u32,
-        }
-        let probe: Probe = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(layout::CONFIG, format!("not coffer JSON: {e}")))?;
-        if probe.format != REPO_FORMAT {
-            return Err(Error::UnsupportedVersion {
-                what: format!("repository {}", store.describe()),
-                found: probe.format,
-                supported: REPO_FORMAT,
-            });
-        }
-        let config: RepoConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(layout::CONFIG, e.to_string()))?;
-        config
-            .chunker
-            .validate()
-            .map_err(|e| Error::corrupt(layout::CONFIG, e))?;
-        config.repo_id()?;
-        Ok(config)
+        RepoConfig::parse(&bytes, &store.describe())
     }
 
     /// Opens the repository with the keyring's key, or a passphrase from `ask`
@@ -162,12 +124,13 @@ impl Repository {
         let config = Self::read_config(&store).await?;
         let id = config.repo_id()?;
         if let Some(master) = keyring.load(&id)? {
-            if key_check(&master) == config.key_check {
-                return Ok(Self::assemble(store, config, id, &master));
+            match config.verify(&master) {
+                Ok(()) => return Ok(Self::assemble(store, config, id, &master)),
+                Err(Mismatch::Tampered) => return Err(tampered()),
+                Err(Mismatch::WrongKey) => tracing::warn!(
+                    "the keyring's key for {id} does not match the repository; asking for the passphrase"
+                ),
             }
-            tracing::warn!(
-                "the keyring's key for {id} does not match the repository; asking for the passphrase"
-            );
         }
         let passphrase = ask()?;
         let master = Self::unlock(&store, &config, passphrase.as_bytes()).await?;
@@ -194,33 +157,34 @@ impl Repository {
         // store cannot lock everybody out; its error is reported only if no
         // other slot could be tried.
         let mut tried = false;
-        let mut first_error = None;
+        let mut skipped: Vec<(String, Error)> = Vec::new();
         for meta in slots {
             let Some(slot_id) = layout::parse_slot(&meta.key) else {
                 continue;
             };
             match Self::try_slot(store, &meta.key, &slot_id, &id, passphrase).await {
                 Ok(Some(master)) => {
-                    if key_check(&master) != config.key_check {
-                        return Err(Error::corrupt(
+                    warn_skipped(&skipped);
+                    return match config.verify(&master) {
+                        Ok(()) => Ok(master),
+                        Err(Mismatch::Tampered) => Err(tampered()),
+                        Err(Mismatch::WrongKey) => Err(Error::corrupt(
                             layout::CONFIG,
                             "key check does not match the key slots",
-                        ));
-                    }
-                    return Ok(master);
+                        )),
+                    };
                 }
                 Ok(None) => tried = true,
                 Err(e) if e.is_retryable() => return Err(e),
-                Err(e) => {
-                    tracing::warn!("key slot {} skipped: {e}", meta.key);
-                    first_error.get_or_insert(e);
-                }
+                Err(e) => skipped.push((meta.key, e)),
             }
         }
-        match first_error {
-            Some(e) if !tried => Err(e),
-            _ => Err(Error::WrongPassphrase),
+        if !tried && !skipped.is_empty() {
+            // No slot could be tried: the (first) reason is the error, on its own.
+            return Err(skipped.swap_remove(0).1);
         }
+        warn_skipped(&skipped);
+        Err(Error::WrongPassphrase)
     }
 
     async fn try_slot(
@@ -317,15 +281,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_config_changed_in_the_store_is_refused() {
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let home = tempfile::tempdir().unwrap();
+        let kr = Keyring::new(home.path());
+        Repository::init(store.clone(), b"pw", KdfParams::MINIMUM, Some(&kr))
+            .await
+            .unwrap();
+        let mut config = Repository::read_config(&store).await.unwrap();
+        config.chunker.avg /= 2;
+        config.chunker.min /= 2;
+        let json = serde_json::to_vec(&config).unwrap();
+        store.put(layout::CONFIG, Bytes::from(json)).await.unwrap();
+        let mut never = || -> Result<Zeroizing<String>> { panic!("keyring should be used") };
+        let err = Repository::open(store.clone(), &kr, &mut never)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not authentic"), "{err}");
+        let empty = tempfile::tempdir().unwrap();
+        let mut pw = || Ok(Zeroizing::new("pw".to_string()));
+        let err = Repository::open(store, &Keyring::new(empty.path()), &mut pw)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not authentic"), "{err}");
+    }
+
+    #[tokio::test]
     async fn newer_format_is_refused_clearly() {
         let store: DynStore = Arc::new(MemoryStore::new());
         store
-            .put(layout::CONFIG, Bytes::from_static(br#"{"format": 2}"#))
+            .put(layout::CONFIG, Bytes::from_static(br#"{"format": 3}"#))
             .await
             .unwrap();
         let err = Repository::read_config(&store).await.unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedVersion { found: 2, .. }),
+            matches!(err, Error::UnsupportedVersion { found: 3, .. }),
             "{err}"
         );
     }

@@ -76,7 +76,23 @@ impl Env {
 
     /// The command, with the sandbox environment.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.bin);
+        self.sandboxed(Command::new(&self.bin))
+    }
+
+    /// Runs `coffer ARGS...` with its address space limited to `kib` KiB
+    /// (`ulimit -v`), as on a small VM or under a container's memory limit.
+    pub fn run_with_memory_limit<S: AsRef<std::ffi::OsStr>>(&self, kib: u64, args: &[S]) -> Run {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(r#"ulimit -v "$1" && shift && exec "$@""#)
+            .arg("sh")
+            .arg(kib.to_string())
+            .arg(&self.bin)
+            .args(args);
+        to_run(self.sandboxed(c).output().unwrap())
+    }
+
+    fn sandboxed(&self, mut c: Command) -> Command {
         for var in [
             "AWS_CA_BUNDLE",
             "SSL_CERT_FILE",

@@ -121,3 +121,47 @@ async fn format_v1_repository_keeps_its_chunker_parameters() {
         "{lengths:?}"
     );
 }
+
+/// A format-1 config has no MAC, so a folder pins the config it synced with: a
+/// store that later edits the chunker parameters is refused, not obeyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_v1_config_edited_in_the_store_is_refused_by_a_folder_that_synced() {
+    use coffer_engine::folder::Folder;
+    use coffer_engine::store::{MemoryStore, ObjectStore, layout};
+    let fixture = LocalStore::open(super::fixture("v1-repo"), false).unwrap();
+    let store: DynStore = Arc::new(MemoryStore::new());
+    for meta in fixture.list("").await.unwrap() {
+        let bytes = fixture.get(&meta.key).await.unwrap();
+        store.put(&meta.key, bytes).await.unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    let keyring = Keyring::new(home.path());
+    let mut ask = || Ok(Zeroizing::new(PASSPHRASE.to_string()));
+    let repo = Repository::open(store.clone(), &keyring, &mut ask)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = Folder::open(dir.path(), repo.id(), "memory:", false).unwrap();
+    coffer_engine::apply::pull(&repo, &folder, &NoProgress)
+        .await
+        .unwrap();
+    drop(folder);
+
+    let mut config = repo.config().clone();
+    config.chunker.min /= 2;
+    let json = serde_json::to_vec(&config).unwrap();
+    store.put(layout::CONFIG, json.into()).await.unwrap();
+    let mut never = || -> coffer_engine::Result<Zeroizing<String>> { panic!("keyring") };
+    let edited = Repository::open(store, &keyring, &mut never).await.unwrap();
+    let folder = Folder::open(dir.path(), edited.id(), "memory:", false).unwrap();
+    let err = coffer_engine::apply::pull(&edited, &folder, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chunker parameters changed"), "{err}");
+    let err = coffer_engine::push::push(&edited, &folder, &Default::default(), &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chunker parameters changed"), "{err}");
+}

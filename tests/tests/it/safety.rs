@@ -150,3 +150,79 @@ fn a_folder_is_bound_once_even_by_concurrent_first_pushes() {
         );
     }
 }
+
+/// A key slot in the store asks for 1 GiB of Argon2 memory (the most a slot may),
+/// on a machine that cannot give it: opening skips it with a warning when another
+/// slot opens, and fails with one line — never an abort — when it is the only one.
+#[test]
+fn a_key_slot_asking_for_more_memory_than_the_machine_has_is_an_error_not_an_abort() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let keys = e.path("store/keys");
+    let good: Vec<PathBuf> = fs::read_dir(&keys)
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .collect();
+    assert_eq!(good.len(), 1);
+    let hostile = serde_json::json!({
+        "version": 1, "kind": "passphrase", "kdf": "argon2id",
+        "m_cost_kib": 1u32 << 20, "t_cost": 2, "p_cost": 1,
+        "salt": "11".repeat(32), "wrapped": "22".repeat(72),
+    });
+    // Sorted first, so it is tried before the good slot.
+    fs::write(keys.join("0".repeat(32)), hostile.to_string()).unwrap();
+    let limit_kib = 700 * 1024;
+
+    let fresh = e.machine("fresh");
+    let r = fresh.run_with_memory_limit(limit_kib, &["ls", &arg(&e.path("store"))]);
+    assert!(r.ok(), "{:?}\n{}", r.code, r.stderr);
+    assert!(r.stderr.contains("could not be allocated"), "{}", r.stderr);
+
+    fs::rename(&good[0], e.path("good-slot")).unwrap();
+    let fresh = e.machine("fresh2");
+    let r = fresh.run_with_memory_limit(limit_kib, &["ls", &arg(&e.path("store"))]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Argon2id needs 1024 MiB"), "{}", r.stderr);
+}
+
+/// `init` where a repository's objects are but its `config` is gone refuses, and
+/// leaves every object as it was.
+#[test]
+fn init_refuses_a_store_that_lost_its_config() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let dir = e.path("dir");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("f.txt"), "data").unwrap();
+    e.ok(&["push", &arg(&dir), "store"]);
+    fs::remove_file(e.path("store/config")).unwrap();
+    let before = state(&e.path("store"));
+    let r = e.fails(&["init", "store"]);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("already holds coffer objects"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(state(&e.path("store")), before);
+}
+
+/// A store operator who edits `config` (here: halves the chunker sizes) is refused
+/// by every device, with or without a key in its keyring.
+#[test]
+fn a_config_edited_in_the_store_is_refused() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let path = e.path("store/config");
+    let mut config: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    config["chunker"]["min"] = 65536.into();
+    config["chunker"]["avg"] = 262144.into();
+    fs::write(&path, config.to_string()).unwrap();
+    for machine in [e.machine("same-keyring-dir"), e.machine("fresh")] {
+        let r = machine.fails(&["ls", &arg(&e.path("store"))]);
+        assert!(r.stderr.contains("not authentic"), "{}", r.stderr);
+    }
+    let r = e.fails(&["ls", "store"]);
+    assert!(r.stderr.contains("not authentic"), "{}", r.stderr);
+}
