@@ -12,6 +12,7 @@ mod memory;
 mod output;
 mod passphrase;
 mod progress;
+mod quote;
 mod settings;
 
 use clap::Parser;

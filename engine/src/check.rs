@@ -75,9 +75,17 @@ pub async fn check(
         .keys()
         .filter(|id| !view.packs.contains_key(id))
         .count();
-    if unreferenced > 0 {
+    if unreferenced > 0 && view.errors.is_empty() {
         r.warnings.push(format!(
             "{unreferenced} pack(s) named by no commit (left by interrupted pushes; harmless)"
+        ));
+    } else if unreferenced > 0 {
+        // Some commits could not be read: these packs may be theirs, so they are
+        // not called harmless (and must not be deleted by anyone).
+        r.warnings.push(format!(
+            "{unreferenced} pack(s) named by no commit that could be read; {} commit(s) or \
+             log(s) could not be read and may name them",
+            view.errors.len()
         ));
     }
     check_chunks(&view, &mut r)?;

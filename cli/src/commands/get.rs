@@ -14,8 +14,8 @@ use std::process::ExitCode;
 pub struct Args {
     /// The repository.
     pub store: String,
-    /// The path in the repository (`.` = everything).
-    pub path: String,
+    /// The path in the repository (`.` = everything; any bytes, not only UTF-8).
+    pub path: std::ffi::OsString,
     /// Where to write it: a file, an existing directory, or `-` for stdout
     /// (default: ./NAME).
     pub out: Option<PathBuf>,

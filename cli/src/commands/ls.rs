@@ -3,6 +3,7 @@
 
 use crate::context::{Ctx, Locate};
 use crate::output::{mode_string, time_ns};
+use crate::quote;
 use coffer_engine::commit::Entry;
 use coffer_engine::merge::{MergedEntry, MergedWalk, Scope};
 use coffer_engine::path::RepoPath;
@@ -13,8 +14,8 @@ use std::process::ExitCode;
 pub struct Args {
     /// The repository.
     pub store: String,
-    /// Only this path and what is below it.
-    pub path: Option<String>,
+    /// Only this path and what is below it (any bytes, not only UTF-8).
+    pub path: Option<std::ffi::OsString>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -22,11 +23,10 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
-    let prefix = a
-        .path
-        .as_deref()
-        .map(|p| RepoPath::new(p.trim_end_matches('/').as_bytes().to_vec()))
-        .transpose()?;
+    let prefix = match &a.path {
+        Some(p) => super::path_or_all(p)?,
+        None => None,
+    };
     let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
 
     // Streamed in path order, each conflict copy right after the file it copies.
@@ -73,10 +73,10 @@ fn table_line(path: &RepoPath, m: &MergedEntry) -> String {
         mode_string(kind, mode),
         size,
         time_ns(mtime),
-        path
+        quote::escape(path.as_bytes())
     );
     if let Entry::Symlink { target, .. } = &m.entry {
-        line.push_str(&format!(" -> {}", String::from_utf8_lossy(target)));
+        line.push_str(&format!(" -> {}", quote::escape(target)));
     }
     line
 }
@@ -97,11 +97,20 @@ fn json_line(path: &RepoPath, m: &MergedEntry) -> String {
         "mtime": time_ns(mtime),
         "device": m.origin.to_hex(),
     });
+    if let Some(raw) = quote::bytes_field(path.as_bytes()) {
+        v["path_bytes"] = raw.into();
+    }
     if let Entry::Symlink { target, .. } = &m.entry {
         v["target"] = String::from_utf8_lossy(target).into_owned().into();
+        if let Some(raw) = quote::bytes_field(target) {
+            v["target_bytes"] = raw.into();
+        }
     }
     if let Some(of) = &m.conflict_of {
         v["conflict_of"] = of.display().into();
+        if let Some(raw) = quote::bytes_field(of.as_bytes()) {
+            v["conflict_of_bytes"] = raw.into();
+        }
     }
     v.to_string()
 }

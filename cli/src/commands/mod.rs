@@ -74,9 +74,15 @@ pub fn status(problems: usize) -> ExitCode {
 }
 
 /// A repository path argument: `.` (or empty) means the whole folder (`None`).
-pub fn path_or_all(arg: &str) -> anyhow::Result<Option<RepoPath>> {
-    Ok(match arg.trim_end_matches('/') {
-        "" | "." => None,
-        p => Some(RepoPath::new(p.as_bytes().to_vec())?),
+/// Takes any bytes (`OsStr`): a name need not be UTF-8.
+pub fn path_or_all(arg: &std::ffi::OsStr) -> anyhow::Result<Option<RepoPath>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = arg.as_bytes();
+    while let Some(rest) = bytes.strip_suffix(b"/") {
+        bytes = rest;
+    }
+    Ok(match bytes {
+        b"" | b"." => None,
+        p => Some(RepoPath::new(p.to_vec())?),
     })
 }

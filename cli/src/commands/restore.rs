@@ -17,8 +17,8 @@ use std::time::{Duration, UNIX_EPOCH};
 pub struct Args {
     /// The repository.
     pub store: String,
-    /// The path in the repository (`.` = the whole folder).
-    pub path: String,
+    /// The path in the repository (`.` = the whole folder; any bytes).
+    pub path: std::ffi::OsString,
     /// A time (UTC): `2026-11-24 10:30:00`, `2026-11-24T10:30:00Z`, `2026-11-24`, an
     /// age such as `2h` or `3days` (that long ago), or `@UNIXSECONDS`.
     #[arg(long)]

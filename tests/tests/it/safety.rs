@@ -226,3 +226,66 @@ fn a_config_edited_in_the_store_is_refused() {
     let r = e.fails(&["ls", "store"]);
     assert!(r.stderr.contains("not authentic"), "{}", r.stderr);
 }
+
+/// A directory the merge makes up (one device made `p` a file while another
+/// created `p/x`) gets a real time where it is created, not 1970-01-01.
+#[test]
+fn a_directory_made_up_by_the_merge_does_not_get_the_epoch_as_its_time() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (one, two, three) = (e.path("one"), e.path("two"), e.path("three"));
+    fs::create_dir(&one).unwrap();
+    fs::write(one.join("p"), "a file").unwrap();
+    fs::create_dir_all(two.join("p")).unwrap();
+    fs::write(two.join("p/x"), "below").unwrap();
+    e.ok(&["push", &arg(&one), "store"]);
+    e.ok(&["push", &arg(&two), "store"]);
+    e.ok(&["pull", "store", &arg(&three)]);
+    let meta = fs::symlink_metadata(three.join("p")).unwrap();
+    assert!(meta.is_dir());
+    assert!(meta.mtime() > 1_700_000_000, "mtime {}", meta.mtime());
+    assert_eq!(fs::read(three.join("p/x")).unwrap(), b"below");
+}
+
+/// Names that are not UTF-8 or hold control characters are listed escaped (two
+/// names never print alike), carried losslessly in JSON, and can be fetched.
+#[test]
+fn odd_names_are_listed_escaped_and_can_be_fetched() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let e = env();
+    e.ok(&["init", "store"]);
+    let dir = e.path("dir");
+    fs::create_dir(&dir).unwrap();
+    let raw: &[u8] = b"bad\xffname";
+    fs::write(dir.join(OsStr::from_bytes(raw)), "raw bytes").unwrap();
+    fs::write(dir.join("bad\u{fffd}name"), "lookalike").unwrap();
+    fs::write(dir.join("two\nlines"), "newline").unwrap();
+    e.ok(&["push", &arg(&dir), "store"]);
+
+    let ls = e.ok(&["ls", "store"]).stdout;
+    assert!(ls.contains(" bad\\xffname\n"), "{ls}");
+    assert!(ls.contains(" bad\u{fffd}name\n"), "{ls}");
+    assert!(ls.contains(" two\\nlines\n"), "{ls}");
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+
+    let json = e.ok(&["ls", "--json", "store"]).stdout;
+    let raws: Vec<String> = json
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.get("path_bytes").map(|b| b.as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(raws, ["YmFk/25hbWU="], "{json}"); // base64 of b"bad\xffname"
+
+    let out = e.path("out");
+    let args: Vec<OsString> = vec![
+        "get".into(),
+        "store".into(),
+        OsStr::from_bytes(raw).into(),
+        out.clone().into(),
+    ];
+    e.ok(&args);
+    assert_eq!(fs::read(&out).unwrap(), b"raw bytes");
+}
