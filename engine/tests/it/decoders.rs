@@ -1,0 +1,181 @@
+//! Every decoder of untrusted bytes, fed arbitrary bytes and mutations of valid
+//! objects: each must return `Ok` or an error — never panic, loop or allocate
+//! without bound. Sealed objects are sealed here with the test's own key, so the
+//! decoders behind the AEAD are reached (what a device holding the key, or a
+//! bug in one, could write). Bounded: a few hundred cases per decoder.
+
+use coffer_engine::checkpoint::Checkpoint;
+use coffer_engine::commit::Commit;
+use coffer_engine::config::RepoConfig;
+use coffer_engine::crypto::keyslot::{KdfParams, KeySlot};
+use coffer_engine::crypto::{Keys, Kind};
+use coffer_engine::folder::Folder;
+use coffer_engine::id::{DeviceId, PackId, RepoId, SlotId};
+use coffer_engine::journal::Journal;
+use coffer_engine::pack::{Footer, open_trailer};
+use coffer_engine::progress::NoProgress;
+use coffer_engine::repo::Repository;
+use coffer_engine::store::{DynStore, MemoryStore, layout};
+use proptest::prelude::*;
+use std::sync::{Arc, OnceLock};
+
+/// A repository with one pushed commit; its config, slot and commit plaintext.
+struct Fixture {
+    repo: Repository,
+    config: Vec<u8>,
+    slot: Vec<u8>,
+    commit_plain: Vec<u8>,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store: DynStore = Arc::new(MemoryStore::new());
+            let repo = Repository::init(store.clone(), b"pw", KdfParams::MINIMUM, None)
+                .await
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("d")).unwrap();
+            std::fs::write(dir.path().join("d/f.txt"), "some data").unwrap();
+            std::os::unix::fs::symlink("d/f.txt", dir.path().join("link")).unwrap();
+            let folder = Folder::open(dir.path(), repo.id(), "memory:", false).unwrap();
+            coffer_engine::push::push(&repo, &folder, &Default::default(), &NoProgress)
+                .await
+                .unwrap();
+            let get = |key: String| {
+                let store = store.clone();
+                async move { store.get(&key).await.unwrap().to_vec() }
+            };
+            let log = store.list(layout::LOG_PREFIX).await.unwrap();
+            let (device, seq) =
+                layout::parse_device_seq(&log[0].key[layout::LOG_PREFIX.len()..]).unwrap();
+            let sealed = get(log[0].key.clone()).await;
+            let commit_plain = repo
+                .keys()
+                .open(Kind::Commit, &log_identity(&device, seq), &sealed)
+                .unwrap();
+            let slots = store.list(layout::KEYS_PREFIX).await.unwrap();
+            Fixture {
+                config: get(layout::CONFIG.to_string()).await,
+                slot: get(slots[0].key.clone()).await,
+                commit_plain,
+                repo,
+            }
+        })
+    })
+}
+
+fn log_identity(device: &DeviceId, seq: u64) -> Vec<u8> {
+    let mut id = device.as_bytes().to_vec();
+    id.extend_from_slice(&seq.to_be_bytes());
+    id
+}
+
+fn keys() -> &'static Arc<Keys> {
+    fixture().repo.keys()
+}
+
+/// `valid` with `edits` applied: (position, kind, byte) — overwrite, insert,
+/// delete, or truncate there.
+fn mutate(valid: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    let mut out = valid.to_vec();
+    for &(pos, kind, byte) in edits {
+        if out.is_empty() {
+            out.push(byte);
+            continue;
+        }
+        let at = pos % out.len();
+        match kind % 4 {
+            0 => out[at] = byte,
+            1 => out.insert(at, byte),
+            2 => {
+                out.remove(at);
+            }
+            _ => out.truncate(at),
+        }
+    }
+    out
+}
+
+fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
+    proptest::collection::vec(any::<(usize, u8, u8)>(), 1..8)
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..max)
+}
+
+fn open_commit(plain: &[u8]) {
+    let device = DeviceId::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+    let sealed = keys().seal(Kind::Commit, &log_identity(&device, 1), plain);
+    let _ = Commit::open(keys(), &device, 1, &sealed);
+}
+
+fn open_checkpoint(plain: &[u8]) {
+    let device = DeviceId::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+    let sealed = keys().seal(Kind::Checkpoint, &log_identity(&device, 3), plain);
+    let _ = Checkpoint::open(&fixture().repo, &device, 3, &sealed);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn config_parse_never_panics(raw in bytes(400), e in edits()) {
+        let _ = RepoConfig::parse(&raw, "fuzz");
+        let _ = RepoConfig::parse(&mutate(&fixture().config, &e), "fuzz");
+    }
+
+    #[test]
+    fn key_slot_decode_never_panics(raw in bytes(400), e in edits()) {
+        let _ = serde_json::from_slice::<KeySlot>(&raw);
+        if let Ok(slot) = serde_json::from_slice::<KeySlot>(&mutate(&fixture().slot, &e)) {
+            // Opening runs Argon2 with the slot's parameters: only cheap ones here
+            // (the bounds on expensive ones are tested in `keyslot`).
+            if slot.params.m_cost_kib <= 64 * 1024 && slot.params.t_cost <= 3 {
+                let _ = slot.open(b"pw", &RepoId::random(), &SlotId::random());
+            }
+        }
+    }
+
+    #[test]
+    fn commit_decode_never_panics(raw in bytes(600), e in edits(), codec in 0u8..3) {
+        open_commit(&raw);
+        let mut framed = vec![1, codec];
+        framed.extend_from_slice(&raw);
+        open_commit(&framed);
+        let zstd_framed = [&[1u8, 1][..], &zstd::bulk::compress(&raw, 1).unwrap()].concat();
+        open_commit(&zstd_framed);
+        open_commit(&mutate(&fixture().commit_plain, &e));
+    }
+
+    #[test]
+    fn checkpoint_decode_never_panics(raw in bytes(600)) {
+        open_checkpoint(&raw);
+        open_checkpoint(&[&[1u8][..], &zstd::bulk::compress(&raw, 1).unwrap()].concat());
+    }
+
+    #[test]
+    fn pack_footer_and_trailer_decode_never_panic(
+        footer in bytes(64), trailer in bytes(600), count in any::<u32>()
+    ) {
+        let id = PackId([9; 32]);
+        let sealed = keys().seal(Kind::PackFooter, id.as_bytes(), &footer);
+        let _ = Footer::open(keys(), &id, &sealed);
+        let f = Footer { blob_count: count % 64, blobs_len: 0, padding_len: 0, trailer_len: 0 };
+        let sealed = keys().seal(Kind::PackTrailer, id.as_bytes(), &trailer);
+        let _ = open_trailer(keys(), &id, &f, &sealed);
+        let f = Footer { blob_count: count, ..f };
+        let _ = open_trailer(keys(), &id, &f, &sealed);
+    }
+
+    #[test]
+    fn journal_rows_decode_never_panics(raw in bytes(200)) {
+        let _ = Journal::decode_stat(&raw);
+    }
+}
