@@ -238,9 +238,15 @@ impl Journal {
         Ok(())
     }
 
-    /// [`Journal::flush`] without blocking the async executor.
+    /// [`Journal::flush`] without blocking the async executor. Not sled's own
+    /// `flush_async`: in sled 0.34.7 concurrent calls of it deadlock
+    /// (spacejam/sled#1308, seen here as a push hung with every sled-io thread in
+    /// `make_stable`); the blocking flush runs on tokio's blocking pool instead.
     pub async fn flush_async(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| Error::Internal(format!("journal flush: {e}")))??;
         Ok(())
     }
 
@@ -541,6 +547,25 @@ fn index_entries(record: &PackRecord) -> Result<Vec<([u8; 32], Vec<u8>)>> {
 mod tests {
     use super::*;
     use crate::pack::BlobEntry;
+
+    /// Many flushes at once, as parallel upload workers make them, all finish
+    /// (sled's own `flush_async` can deadlock here: spacejam/sled#1308).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flushes_all_finish() {
+        let j = Journal::temporary().unwrap();
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                let j = j.clone();
+                tokio::spawn(async move {
+                    j.meta_put(&format!("k{i}"), &i).unwrap();
+                    j.flush_async().await.unwrap();
+                })
+            })
+            .collect();
+        let all = futures::future::join_all(tasks);
+        let done = tokio::time::timeout(std::time::Duration::from_secs(30), all).await;
+        assert!(done.is_ok(), "flushes hung");
+    }
 
     #[test]
     fn uploaded_packs_are_indexed_until_committed() {
