@@ -14,7 +14,6 @@ use crate::commit::Entry;
 use crate::error::{Error, Result};
 use crate::folder::Folder;
 use crate::journal::{Journal, LocalKind, StatEntry};
-use crate::logs;
 use crate::merge::{self, MergedEntry, MergedWalk, Scope};
 use crate::path::RepoPath;
 use crate::progress::Progress;
@@ -51,7 +50,7 @@ pub async fn pull(
 ) -> Result<PullReport> {
     folder.check_config(repo.config())?;
     let journal = folder.journal();
-    let fetched = logs::fetch_latest(repo, journal, &mut |_| {}, progress).await?;
+    let fetched = folder.device().refresh(repo, progress).await?;
     let mut report = PullReport {
         errors: fetched.errors.iter().map(|e| e.to_string()).collect(),
         ..PullReport::default()
@@ -81,6 +80,11 @@ pub async fn apply(
     let walk = MergedWalk::new(journal);
     for item in walk {
         let (path, m) = item?;
+        if path.in_state_dir() {
+            // Uploaded by a coffer that did not leave nested folders' state out:
+            // never written (it would make this folder another device's copy).
+            continue;
+        }
         let stat = journal.stat_get(&path)?;
         let res = match &m.entry {
             Entry::Dir { .. } => apply_dir(root, journal, &path, &m, stat.as_ref(), report),
@@ -320,7 +324,7 @@ fn delete_gone(root: &RootFs, journal: &Journal, report: &mut PullReport) -> Res
     for kv in journal.stat_iter_from(&[]).rev() {
         let (key, value) = kv?;
         let path = RepoPath::new(key.to_vec())?;
-        if in_merged_state(journal, &path)? {
+        if path.in_state_dir() || in_merged_state(journal, &path)? {
             continue;
         }
         let stat = Journal::decode_stat(&value)?;
@@ -363,6 +367,9 @@ fn finish_dirs(root: &RootFs, journal: &Journal, report: &mut PullReport) -> Res
         let Entry::Dir { mode, mtime_ns } = m.entry else {
             continue;
         };
+        if path.in_state_dir() {
+            continue;
+        }
         let Some(stat) = journal.stat_get(&path)? else {
             continue;
         };

@@ -149,10 +149,14 @@ async fn verify_packs(
         .map(|rec| {
             let (store, keys) = (repo.store().clone(), repo.keys().clone());
             async move {
-                let bytes = store
-                    .get(&layout::pack(&rec.id))
-                    .await
-                    .map_err(Error::from)?;
+                let key = layout::pack(&rec.id);
+                let bytes = crate::store::get_at_most(
+                    &*store,
+                    &key,
+                    u64::from(rec.size),
+                    "pack of this size",
+                )
+                .await?;
                 let len = bytes.len() as u64;
                 tokio::task::spawn_blocking(move || {
                     let blobs = pack::verify(&keys, &rec.id, &bytes)?;

@@ -144,30 +144,43 @@ pub async fn maybe_write(
     Ok(true)
 }
 
-/// The newest checkpoint of each device, opened; the one covering most commits
-/// first. Unreadable ones are skipped with a warning (the logs are the truth).
-pub async fn newest(repo: &Repository) -> Result<Vec<Checkpoint>> {
-    let mut latest: BTreeMap<DeviceId, u64> = BTreeMap::new();
+/// Of the newest checkpoint of each device, the one covering most commits,
+/// opened. They are opened one at a time and only the best is kept, so memory is
+/// one checkpoint; unreadable or oversized ones are skipped with a warning (the
+/// logs are the truth).
+pub async fn newest(repo: &Repository) -> Result<Option<Checkpoint>> {
+    let mut latest: BTreeMap<DeviceId, (u64, u64)> = BTreeMap::new();
     for meta in repo.store().list(layout::CHECKPOINT_PREFIX).await? {
         let rest = &meta.key[layout::CHECKPOINT_PREFIX.len()..];
         if let Some((device, seq)) = layout::parse_device_seq(rest) {
-            let e = latest.entry(device).or_insert(seq);
-            *e = (*e).max(seq);
+            let e = latest.entry(device).or_insert((seq, meta.size));
+            if seq > e.0 {
+                *e = (seq, meta.size);
+            }
         }
     }
-    let mut out = Vec::new();
-    for (device, seq) in latest {
-        let opened = match repo.store().get(&layout::checkpoint(&device, seq)).await {
-            Ok(bytes) => Checkpoint::open(repo, &device, seq, &bytes),
-            Err(e) => Err(e.into()),
+    let mut best: Option<Checkpoint> = None;
+    for (device, (seq, size)) in latest {
+        let key = layout::checkpoint(&device, seq);
+        let opened = if size > layout::CHECKPOINT_MAX {
+            Err(Error::corrupt(
+                &key,
+                "larger than a checkpoint may weigh; not read",
+            ))
+        } else {
+            crate::store::get_at_most(&**repo.store(), &key, size, "listed checkpoint")
+                .await
+                .and_then(|bytes| Checkpoint::open(repo, &device, seq, &bytes))
         };
         match opened {
-            Ok(cp) => out.push(cp),
+            Ok(cp) if best.as_ref().is_none_or(|b| cp.coverage() > b.coverage()) => {
+                best = Some(cp);
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!("ignoring checkpoint {device}/{seq}: {e}"),
         }
     }
-    out.sort_by_key(|cp| std::cmp::Reverse(cp.coverage()));
-    Ok(out)
+    Ok(best)
 }
 
 /// Loads `cp` into an empty journal: heads, versions and chunk locations. The

@@ -5,6 +5,13 @@
 //!
 //! This module writes the device's commits: outbox first (flushed), then the PUT,
 //! then ingestion (`DESIGN.md` §7).
+//!
+//! One device id has one writer (`DESIGN.md` §7a). Copies of a folder are told
+//! apart when they open ([`crate::folder`]); what that cannot see (two clones of
+//! one VM image) is caught here: a commit is written only where no object is,
+//! read back before it counts, and a device that finds commits of its own id it
+//! did not write, or its last commit replaced, becomes a new device
+//! ([`Device::renew`]) that keeps what it has seen.
 
 use crate::commit::{Change, Commit, Entry};
 use crate::error::{Error, Result};
@@ -18,13 +25,69 @@ use crate::version::{VersionVector, now_millis};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A device's identity and journal.
 #[derive(Debug)]
 pub struct Device {
-    id: DeviceId,
+    id: Mutex<DeviceId>,
     journal: Journal,
+    home: IdHome,
+}
+
+/// Where a device's id is kept, so that [`Device::renew`] can replace it.
+#[derive(Debug)]
+pub(crate) enum IdHome {
+    /// A synced folder's `.coffer/` (its binding names the device).
+    Folder {
+        state: PathBuf,
+        binding: Mutex<crate::folder::Binding>,
+    },
+    /// A loose device's `device.json`.
+    Loose { file: PathBuf, repo: RepoId },
+    /// Nowhere (a device of a test).
+    Nowhere,
+}
+
+/// Why a device took a new id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// The store holds a commit of this device's id at the seq it was writing.
+    SeqTaken(u64),
+    /// The commit it wrote was replaced by another writer's before it counted.
+    Overwritten(u64),
+    /// The store has commits of this device's id that it did not write.
+    ForeignCommits(u64),
+    /// Its last commit in the store is not the one it wrote.
+    HeadReplaced(u64),
+    /// Its journal knows none of the commits of its id in the store (a lost
+    /// journal, or a copy of the folder's binding without its journal).
+    Unknown(u64),
+}
+
+impl std::fmt::Display for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claimed::SeqTaken(s) => write!(f, "the store already holds its commit {s}"),
+            Claimed::Overwritten(s) => {
+                write!(f, "its commit {s} was replaced by another writer's")
+            }
+            Claimed::ForeignCommits(s) => {
+                write!(
+                    f,
+                    "the store has commits up to {s} of its id that it did not write"
+                )
+            }
+            Claimed::HeadReplaced(s) => {
+                write!(f, "its commit {s} in the store is not the one it wrote")
+            }
+            Claimed::Unknown(s) => write!(
+                f,
+                "its journal knows none of the {s} commits of its id in the store"
+            ),
+        }
+    }
 }
 
 /// What to do with the stat cache once a change is committed.
@@ -57,8 +120,17 @@ struct LooseFile {
 }
 
 impl Device {
+    /// A device whose id is kept nowhere (tests).
     pub fn new(id: DeviceId, journal: Journal) -> Self {
-        Device { id, journal }
+        Self::with_home(id, journal, IdHome::Nowhere)
+    }
+
+    pub(crate) fn with_home(id: DeviceId, journal: Journal, home: IdHome) -> Self {
+        Device {
+            id: Mutex::new(id),
+            journal,
+            home,
+        }
     }
 
     /// The loose device of `repo` on this machine: `<home>/devices/<repo id>/`.
@@ -76,19 +148,14 @@ impl Device {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = DeviceId::random();
-                let lf = LooseFile {
-                    version: 1,
-                    device: id.to_hex(),
-                    repository: repo.to_hex(),
-                };
-                let json = serde_json::to_vec_pretty(&lf).expect("plain struct serializes");
-                fs::write(&file, json).map_err(|e| Error::io(&file, e))?;
+                write_loose(&file, repo, id)?;
                 id
             }
             Err(e) => return Err(Error::io(&file, e)),
         };
         let (journal, _) = Journal::open(&dir.join("journal"))?;
-        Ok(Device { id, journal })
+        let home = IdHome::Loose { file, repo };
+        Ok(Self::with_home(id, journal, home))
     }
 
     /// Forgets the loose device of `repo` (after its bucket is deleted).
@@ -102,7 +169,117 @@ impl Device {
     }
 
     pub fn id(&self) -> DeviceId {
-        self.id
+        *self.id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes this device a new one, because its id has another writer (a copy
+    /// of the folder, a clone of the machine). The journal stays: the new device
+    /// has seen everything the old one had, so nothing is sent again and nothing
+    /// becomes a false conflict; the old id's log is from now on another
+    /// device's. Commits of the old id that were never written (the outbox) are
+    /// dropped: their changes were not recorded as synced, so the next push
+    /// sends them as the new device. Says so once, on stderr.
+    pub(crate) fn renew(&self, why: &str) -> Result<DeviceId> {
+        let old = self.id();
+        let new = DeviceId::random();
+        match &self.home {
+            IdHome::Folder { state, binding } => {
+                let mut b = binding.lock().unwrap_or_else(|p| p.into_inner());
+                let mut next = b.clone();
+                next.device = new.to_hex();
+                crate::folder::write_binding(state, &next)?;
+                *b = next;
+            }
+            IdHome::Loose { file, repo } => write_loose(file, *repo, new)?,
+            IdHome::Nowhere => {}
+        }
+        for (seq, _) in self.journal.outbox_all()? {
+            self.journal.outbox_remove(seq)?;
+        }
+        self.journal.flush()?;
+        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        tracing::warn!(
+            "{why}: it continues as the new device {new} (was {old}), keeping everything it has synced"
+        );
+        Ok(new)
+    }
+
+    /// The binding of a folder's device.
+    pub(crate) fn binding(&self) -> Option<crate::folder::Binding> {
+        match &self.home {
+            IdHome::Folder { binding, .. } => {
+                Some(binding.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// What to call this device in messages.
+    fn name(&self) -> String {
+        match &self.home {
+            IdHome::Folder { state, .. } => state
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            _ => format!("device {}", self.id()),
+        }
+    }
+
+    /// Renews the device for `why`, naming it in the message.
+    fn renew_for(&self, why: Claimed) -> Result<DeviceId> {
+        let what = match why {
+            Claimed::Unknown(_) => "does not know the history of its device id",
+            _ => "shares its device id with another writer",
+        };
+        self.renew(&format!("{} {what} ({why})", self.name()))
+    }
+
+    /// Brings the journal up to date with the store before a step: writes what a
+    /// killed run left in the outbox, checks that this device's last commit is
+    /// still the one it wrote, fetches every device's new commits, and renews the
+    /// device if its own log grew by another writer's commits.
+    pub async fn refresh(
+        &self,
+        repo: &Repository,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<logs::Fetched> {
+        self.flush_outbox(repo).await?;
+        self.verify_head(repo).await?;
+        let before = self.journal.head(&self.id())?.map(|h| h.seq).unwrap_or(0);
+        let fetched = logs::fetch_latest(repo, &self.journal, &mut |_| {}, progress).await?;
+        let after = self.journal.head(&self.id())?.map(|h| h.seq).unwrap_or(0);
+        if after > before {
+            self.renew_for(if before == 0 {
+                Claimed::Unknown(after)
+            } else {
+                Claimed::ForeignCommits(after)
+            })?;
+        }
+        Ok(fetched)
+    }
+
+    /// Reads this device's last commit back from the store. If another writer
+    /// replaced it, the journal holds versions the store does not: it is
+    /// cleared (rebuilt from the logs on the next fetch, the folder rescanned,
+    /// so what only this folder has is sent again) and the device renewed.
+    async fn verify_head(&self, repo: &Repository) -> Result<()> {
+        let device = self.id();
+        let Some(head) = self.journal.head(&device)? else {
+            return Ok(());
+        };
+        let key = layout::commit(&device, head.seq);
+        let stored = match get_commit(repo, &key).await {
+            Ok(b) => b,
+            // A missing log is a rollback: the fetch reports it.
+            Err(Error::Store(crate::error::StoreError::NotFound { .. })) => return Ok(()),
+            Err(Error::Corrupt { .. }) => bytes::Bytes::new(),
+            Err(e) => return Err(e),
+        };
+        if crate::commit::commit_hash(&stored) != head.hash {
+            self.journal.reset()?;
+            self.renew_for(Claimed::HeadReplaced(head.seq))?;
+        }
+        Ok(())
     }
 
     pub fn journal(&self) -> &Journal {
@@ -110,38 +287,77 @@ impl Device {
     }
 
     /// Seals, journals (outbox), uploads and ingests a commit of `pending`;
-    /// records the stat updates. Returns its seq.
+    /// records the stat updates. Returns its seq. If the device's id turns out
+    /// to have another writer, the device is renewed and the commit written as
+    /// the new device's (at most [`RENEW_ATTEMPTS`] times).
     pub async fn commit(&self, repo: &Repository, pending: Vec<PendingChange>) -> Result<u64> {
+        let mut attempts = 0;
+        loop {
+            match self.try_commit(repo, &pending).await? {
+                Ok(seq) => break self.finish_commit(repo, seq, pending).await,
+                Err(claimed) if attempts < RENEW_ATTEMPTS => {
+                    attempts += 1;
+                    self.renew_for(claimed)?;
+                }
+                Err(claimed) => {
+                    return Err(Error::Internal(format!(
+                        "device id taken by another writer {attempts} times in a row: {claimed}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Writes one commit of `pending` as this device: outbox, flush, a check that
+    /// the key is free, the PUT, a read-back, ingestion. `Ok(Err(_))` when the
+    /// id turned out to have another writer (nothing of the commit counts).
+    async fn try_commit(
+        &self,
+        repo: &Repository,
+        pending: &[PendingChange],
+    ) -> Result<std::result::Result<u64, Claimed>> {
         let journal = &self.journal;
-        let device = self.id;
+        let device = self.id();
         let head = journal.head(&device)?;
         let seq = head.map(|h| h.seq).unwrap_or(0) + 1;
-        let prev = head.map(|h| h.hash).unwrap_or(CommitHash([0; 32]));
         let now = now_millis();
-        let changes = pending
-            .iter()
-            .map(|p| Change {
-                path: p.path.clone(),
-                vv: p.base.advanced(device, seq),
-                entry: p.entry.clone(),
-            })
-            .collect();
         let commit = Commit {
             device,
             seq,
-            prev,
+            prev: head.map(|h| h.hash).unwrap_or(CommitHash([0; 32])),
             hlc: journal.next_hlc(now)?,
             time_ms: now,
             packs: journal.uncommitted_packs()?,
-            changes,
+            changes: pending
+                .iter()
+                .map(|p| Change {
+                    path: p.path.clone(),
+                    vv: p.base.advanced(device, seq),
+                    entry: p.entry.clone(),
+                })
+                .collect(),
         };
         let sealed = commit.seal(repo.keys())?;
         journal.outbox_put(seq, &sealed.bytes)?;
         journal.flush_async().await?;
-        repo.store()
-            .put(&layout::commit(&device, seq), Bytes::from(sealed.bytes))
-            .await?;
+        if let Err(claimed) = write_once(repo, &device, seq, &sealed.bytes).await? {
+            journal.outbox_remove(seq)?;
+            return Ok(Err(claimed));
+        }
         logs::ingest(journal, &commit, sealed.hash)?;
+        Ok(Ok(seq))
+    }
+
+    /// After commit `seq` is ingested: records the stat updates, empties the
+    /// outbox, maybe writes a checkpoint.
+    async fn finish_commit(
+        &self,
+        repo: &Repository,
+        seq: u64,
+        pending: Vec<PendingChange>,
+    ) -> Result<u64> {
+        let journal = &self.journal;
+        let device = self.id();
         for p in pending {
             match p.stat {
                 StatUpdate::Record(mut s) => {
@@ -165,18 +381,248 @@ impl Device {
     /// PUT).
     pub async fn flush_outbox(&self, repo: &Repository) -> Result<()> {
         let journal = &self.journal;
-        let device = self.id;
+        let device = self.id();
         for (seq, bytes) in journal.outbox_all()? {
             let head = journal.head(&device)?.map(|h| h.seq).unwrap_or(0);
             if seq > head {
                 let commit = Commit::open(repo.keys(), &device, seq, &bytes)?;
-                repo.store()
-                    .put(&layout::commit(&device, seq), Bytes::from(bytes.clone()))
-                    .await?;
-                logs::ingest(journal, &commit, crate::commit::commit_hash(&bytes))?;
+                match write_once(repo, &device, seq, &bytes).await? {
+                    Ok(()) => logs::ingest(journal, &commit, crate::commit::commit_hash(&bytes))?,
+                    // Its changes were never recorded as synced: the next push
+                    // sends them again, as the renewed device.
+                    Err(claimed) => {
+                        self.renew_for(claimed)?;
+                        return Ok(());
+                    }
+                }
             }
             journal.outbox_remove(seq)?;
         }
         journal.flush_async().await
+    }
+}
+
+/// How often one commit may find its device id taken before the push fails.
+pub const RENEW_ATTEMPTS: u32 = 3;
+
+/// Writes commit `seq` of `device` only if its key is free (or holds these
+/// very bytes: a retried write), then reads it back: `Err(_)` when another
+/// writer has the key. Neither check needs conditional writes: of two writers
+/// of one key, the one whose read-back comes last sees the other's bytes or
+/// finds the key taken; the other one sees its own commit replaced on its next
+/// [`Device::refresh`] (DESIGN.md §7a).
+async fn write_once(
+    repo: &Repository,
+    device: &DeviceId,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<std::result::Result<(), Claimed>> {
+    let key = layout::commit(device, seq);
+    if bytes.len() as u64 > layout::COMMIT_MAX {
+        return Err(Error::Config(format!(
+            "commit {seq} would weigh {} bytes, more than a commit may ({}); push fewer or smaller files at once",
+            bytes.len(),
+            layout::COMMIT_MAX
+        )));
+    }
+    match get_commit(repo, &key).await {
+        Ok(found) if found.as_ref() == bytes => return Ok(Ok(())),
+        Ok(_) | Err(Error::Corrupt { .. }) => return Ok(Err(Claimed::SeqTaken(seq))),
+        Err(Error::Store(crate::error::StoreError::NotFound { .. })) => {}
+        Err(e) => return Err(e),
+    }
+    repo.store()
+        .put(&key, Bytes::copy_from_slice(bytes))
+        .await?;
+    let back = get_commit(repo, &key).await;
+    Ok(match back {
+        Ok(b) if b.as_ref() == bytes => Ok(()),
+        Ok(_) | Err(Error::Corrupt { .. }) => Err(Claimed::Overwritten(seq)),
+        Err(e) => return Err(e),
+    })
+}
+
+/// A commit object, read no further than a commit may weigh.
+async fn get_commit(repo: &Repository, key: &str) -> Result<Bytes> {
+    crate::store::get_at_most(&**repo.store(), key, layout::COMMIT_MAX, "commit").await
+}
+
+fn write_loose(file: &Path, repo: RepoId, id: DeviceId) -> Result<()> {
+    let lf = LooseFile {
+        version: 1,
+        device: id.to_hex(),
+        repository: repo.to_hex(),
+    };
+    let json = serde_json::to_vec_pretty(&lf).expect("plain struct serializes");
+    let tmp = file.with_extension("json.tmp");
+    fs::write(&tmp, json)
+        .and_then(|()| fs::rename(&tmp, file))
+        .map_err(|e| Error::io(file, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keyslot::KdfParams;
+    use crate::error::StoreError;
+    use crate::progress::NoProgress;
+    use crate::store::{DynStore, MemoryStore, ObjectMeta, ObjectStore};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A store where, once armed, another writer replaces the next commit right
+    /// after it is written (before its writer reads it back).
+    #[derive(Debug, Default)]
+    struct Usurped {
+        inner: MemoryStore,
+        armed: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Usurped {
+        async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+            self.inner.put(key, data).await?;
+            if key.starts_with(layout::LOG_PREFIX) && self.armed.swap(false, Ordering::SeqCst) {
+                self.inner
+                    .put(key, Bytes::from_static(b"another writer's"))
+                    .await?;
+            }
+            Ok(())
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> Result<Bytes, StoreError> {
+            self.inner.get_range(key, range).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+        fn describe(&self) -> String {
+            "usurped".into()
+        }
+    }
+
+    async fn repo() -> (Arc<Usurped>, Repository) {
+        let store = Arc::new(Usurped::default());
+        let dyn_store: DynStore = store.clone();
+        let repo = Repository::init(dyn_store, b"pw", KdfParams::MINIMUM, None)
+            .await
+            .unwrap();
+        (store, repo)
+    }
+
+    fn change(name: &str) -> Vec<PendingChange> {
+        vec![PendingChange {
+            path: RepoPath::new(name.as_bytes().to_vec()).unwrap(),
+            base: VersionVector::new(),
+            entry: Entry::Deleted,
+            stat: StatUpdate::None,
+        }]
+    }
+
+    fn device(id: DeviceId) -> Device {
+        Device::new(id, Journal::temporary().unwrap())
+    }
+
+    async fn stored(store: &Usurped, device: DeviceId, seq: u64) -> Option<Bytes> {
+        store.get(&layout::commit(&device, seq)).await.ok()
+    }
+
+    #[tokio::test]
+    async fn a_commit_replaced_before_its_read_back_is_written_again_as_a_new_device() {
+        let (store, repo) = repo().await;
+        let old = DeviceId::random();
+        let d = device(old);
+        store.armed.store(true, Ordering::SeqCst);
+        let seq = d.commit(&repo, change("a")).await.unwrap();
+        let new = d.id();
+        assert_ne!(new, old, "the device must be renewed");
+        assert_eq!(seq, 1);
+        assert_eq!(
+            &stored(&store, old, 1).await.unwrap()[..],
+            b"another writer's"
+        );
+        let mine = stored(&store, new, 1)
+            .await
+            .expect("rewritten as the new device");
+        let c = Commit::open(repo.keys(), &new, 1, &mine).unwrap();
+        assert_eq!(c.changes[0].path.as_bytes(), b"a");
+        assert!(d.journal().outbox_all().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_commit_replaced_after_it_counted_is_found_on_the_next_refresh() {
+        let (store, repo) = repo().await;
+        let old = DeviceId::random();
+        let d = device(old);
+        d.commit(&repo, change("a")).await.unwrap();
+        assert_eq!(d.id(), old);
+        store
+            .inner
+            .put(&layout::commit(&old, 1), Bytes::from_static(b"replaced"))
+            .await
+            .unwrap();
+        d.refresh(&repo, &NoProgress).await.unwrap();
+        assert_ne!(d.id(), old, "a replaced head renews the device");
+        assert!(
+            d.journal()
+                .versions(&RepoPath::new(b"a".to_vec()).unwrap())
+                .unwrap()
+                .is_empty(),
+            "the journal no longer claims what the store lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn commits_of_its_own_id_written_elsewhere_renew_the_device() {
+        let (_store, repo) = repo().await;
+        let id = DeviceId::random();
+        let (a, b) = (device(id), device(id));
+        a.commit(&repo, change("a")).await.unwrap();
+        // `b` saw commit 1 as its own (a clone made after it), then `a` goes on.
+        logs::fetch(&repo, b.journal(), &mut |_| {}, &NoProgress)
+            .await
+            .unwrap();
+        a.commit(&repo, change("b")).await.unwrap();
+        b.refresh(&repo, &NoProgress).await.unwrap();
+        assert_ne!(b.id(), id);
+        assert_eq!(a.id(), id, "the writer it found keeps the id");
+        assert_eq!(b.journal().head(&id).unwrap().map(|h| h.seq), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_seq_already_in_the_store_is_never_overwritten() {
+        let (store, repo) = repo().await;
+        let id = DeviceId::random();
+        let (a, b) = (device(id), device(id));
+        a.commit(&repo, change("a")).await.unwrap();
+        logs::fetch(&repo, b.journal(), &mut |_| {}, &NoProgress)
+            .await
+            .unwrap();
+        a.commit(&repo, change("b")).await.unwrap();
+        let a2 = stored(&store, id, 2).await.unwrap();
+        // `b` commits without a refresh: seq 2 is taken.
+        b.commit(&repo, change("c")).await.unwrap();
+        assert_eq!(stored(&store, id, 2).await.unwrap(), a2, "not overwritten");
+        assert_ne!(b.id(), id);
+        assert!(stored(&store, b.id(), 1).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_lost_journal_of_a_known_id_starts_a_new_device() {
+        let (_store, repo) = repo().await;
+        let id = DeviceId::random();
+        device(id).commit(&repo, change("a")).await.unwrap();
+        let d = device(id);
+        d.refresh(&repo, &NoProgress).await.unwrap();
+        assert_ne!(d.id(), id);
     }
 }

@@ -73,6 +73,11 @@ impl Diff {
         })
     }
 
+    /// Directories the walk left out without a rule so far.
+    pub fn take_excluded(&mut self) -> Vec<(RepoPath, crate::scan::Excluded)> {
+        self.walk.take_excluded()
+    }
+
     /// Problems the walk met so far (unreadable entries and directories).
     pub fn take_problems(&mut self) -> Vec<String> {
         self.walk.take_problems()

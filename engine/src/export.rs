@@ -48,7 +48,7 @@ pub async fn export_tree(
     let mut jobs = Vec::new();
     for item in MergedWalk::scope(journal, scope.clone()) {
         let (path, m) = item?;
-        let Some(rel) = relative(&path, prefix) else {
+        let Some(rel) = relative(&path, prefix).filter(|_| !path.in_state_dir()) else {
             continue;
         };
         // Where it goes below the staging root: `None` is the root itself.
@@ -92,7 +92,8 @@ pub async fn export_tree(
     let _ = fs::remove_dir_all(st.tmp.path());
     for item in merge::dirs_descending(journal, &scope) {
         let (path, m) = item?;
-        let (Some(rel), Entry::Dir { mode, mtime_ns }) = (relative(&path, prefix), m.entry) else {
+        let rel = relative(&path, prefix).filter(|_| !path.in_state_dir());
+        let (Some(rel), Entry::Dir { mode, mtime_ns }) = (rel, m.entry) else {
             continue;
         };
         report.dirs += 1;

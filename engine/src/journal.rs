@@ -214,22 +214,28 @@ impl Journal {
                     "unknown journal schema; rebuilding from the folder and the store"
                 );
             }
-            for t in [
-                &j.meta,
-                &j.stat,
-                &j.index,
-                &j.packs,
-                &j.versions,
-                &j.heads,
-                &j.outbox,
-                &j.pending,
-            ] {
-                t.clear()?;
-            }
-            j.meta_put("schema", &SCHEMA_VERSION)?;
-            j.flush()?;
+            j.reset()?;
         }
         Ok((j, fresh))
+    }
+
+    /// Empties every tree, as for a journal built anew: the logs are replayed on
+    /// the next fetch and the next push rescans the folder.
+    pub fn reset(&self) -> Result<()> {
+        for t in [
+            &self.meta,
+            &self.stat,
+            &self.index,
+            &self.packs,
+            &self.versions,
+            &self.heads,
+            &self.outbox,
+            &self.pending,
+        ] {
+            t.clear()?;
+        }
+        self.meta_put("schema", &SCHEMA_VERSION)?;
+        self.flush()
     }
 
     /// Makes everything written so far durable.

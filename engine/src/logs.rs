@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 
 /// Commits fetched concurrently per device.
 const FETCH_CONCURRENCY: usize = 16;
+/// The most bytes of commits in flight at once: fewer commits are fetched
+/// concurrently when the listing shows large ones.
+const FETCH_BUDGET: u64 = 256 * 1024 * 1024;
 
 /// What a fetch did.
 #[derive(Debug, Default)]
@@ -33,18 +36,29 @@ pub struct Fetched {
     pub errors: Vec<Error>,
 }
 
-/// Lists every device's log: device → sorted seqs.
-pub async fn list_logs(repo: &Repository) -> Result<BTreeMap<DeviceId, Vec<u64>>> {
-    let mut logs: BTreeMap<DeviceId, Vec<u64>> = BTreeMap::new();
+/// One device's log as listed: sorted seqs and their objects' sizes.
+#[derive(Debug, Default)]
+pub struct Listed {
+    pub seqs: Vec<u64>,
+    sizes: BTreeMap<u64, u64>,
+}
+
+/// Lists every device's log.
+pub async fn list_logs(repo: &Repository) -> Result<BTreeMap<DeviceId, Listed>> {
+    let mut logs: BTreeMap<DeviceId, Listed> = BTreeMap::new();
     for meta in repo.store().list(layout::LOG_PREFIX).await? {
         let rest = &meta.key[layout::LOG_PREFIX.len()..];
         match layout::parse_device_seq(rest) {
-            Some((device, seq)) => logs.entry(device).or_default().push(seq),
+            Some((device, seq)) => {
+                let l = logs.entry(device).or_default();
+                l.seqs.push(seq);
+                l.sizes.insert(seq, meta.size);
+            }
             None => tracing::warn!(key = %meta.key, "ignoring a foreign object in log/"),
         }
     }
-    for seqs in logs.values_mut() {
-        seqs.sort_unstable();
+    for l in logs.values_mut() {
+        l.seqs.sort_unstable();
     }
     Ok(logs)
 }
@@ -84,7 +98,7 @@ pub async fn fetch_latest(
     progress: &dyn Progress,
 ) -> Result<Fetched> {
     if journal.all_heads()?.is_empty()
-        && let Some(cp) = crate::checkpoint::newest(repo).await?.into_iter().next()
+        && let Some(cp) = crate::checkpoint::newest(repo).await?
     {
         tracing::debug!(
             device = %cp.device,
@@ -137,10 +151,11 @@ pub async fn fetch_recording(
             });
         }
     }
-    for (device, seqs) in &logs {
-        let todo = plan_device(device, known.get(device).copied(), seqs)?;
+    for (device, listed) in &logs {
+        let todo = plan_device(device, known.get(device).copied(), &listed.seqs)?;
         if !todo.is_empty() {
-            plans.push((*device, todo));
+            let sized: Vec<(u64, u64)> = todo.iter().map(|s| (*s, listed.sizes[s])).collect();
+            plans.push((*device, sized));
         }
     }
     let total: usize = plans.iter().map(|(_, t)| t.len()).sum();
@@ -168,25 +183,53 @@ pub async fn fetch_recording(
     Ok(out)
 }
 
-/// Fetches `seqs` of one device in order; on failure also returns how many were ingested.
+/// Reads commit `seq` of `device`, listed at `size` bytes: an object larger than
+/// a commit may weigh is refused from its listing, and no more than the listed
+/// size (plus one byte) is ever read.
+async fn get_commit(
+    repo: &Repository,
+    device: DeviceId,
+    seq: u64,
+    size: u64,
+) -> Result<bytes::Bytes> {
+    let key = layout::commit(&device, seq);
+    if size > layout::COMMIT_MAX {
+        return Err(Error::corrupt(
+            key,
+            format!("listed at {size} bytes, more than a commit may weigh; not read"),
+        ));
+    }
+    crate::store::get_at_most(&**repo.store(), &key, size, "listed commit").await
+}
+
+/// How many commits of `seqs` to fetch at once: [`FETCH_CONCURRENCY`], fewer
+/// when the largest would put more than [`FETCH_BUDGET`] bytes in flight.
+fn concurrency(seqs: &[(u64, u64)]) -> usize {
+    let largest = seqs.iter().map(|(_, size)| *size).max().unwrap_or(0).max(1);
+    usize::try_from(FETCH_BUDGET / largest)
+        .unwrap_or(usize::MAX)
+        .clamp(1, FETCH_CONCURRENCY)
+}
+
+/// Fetches `seqs` (with their listed sizes) of one device in order; on failure
+/// also returns how many were ingested.
 #[allow(clippy::too_many_arguments)]
 async fn fetch_device(
     repo: &Repository,
     journal: &Journal,
     what: Record,
     device: DeviceId,
-    seqs: &[u64],
+    seqs: &[(u64, u64)],
     mut prev: CommitHash,
     visit: &mut (dyn FnMut(&Commit) + Send),
     progress: &dyn Progress,
 ) -> std::result::Result<usize, (usize, Error)> {
-    let store = repo.store();
     let mut stream = futures::stream::iter(seqs.iter().copied())
-        .map(|seq| async move {
-            let bytes = store.get(&layout::commit(&device, seq)).await?;
+        .map(|(seq, size)| async move {
+            let bytes = get_commit(repo, device, seq, size).await?;
             Ok::<_, Error>((seq, bytes))
         })
-        .buffered(FETCH_CONCURRENCY)
+        .buffered(concurrency(seqs))
         .map_err(|e| (0usize, e));
     let mut done = 0usize;
     while let Some(item) = stream.next().await {

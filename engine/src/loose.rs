@@ -11,7 +11,6 @@ use crate::commit::{Entry, FileEntry};
 use crate::device::{Device, PendingChange, StatUpdate};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
-use crate::logs;
 use crate::merge;
 use crate::path::RepoPath;
 use crate::progress::Progress;
@@ -48,8 +47,7 @@ async fn refresh(
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<Vec<String>> {
-    device.flush_outbox(repo).await?;
-    let fetched = logs::fetch_latest(repo, device.journal(), &mut |_| {}, progress).await?;
+    let fetched = device.refresh(repo, progress).await?;
     Ok(fetched.errors.iter().map(|e| e.to_string()).collect())
 }
 

@@ -124,6 +124,14 @@ impl RepoPath {
     }
 
     /// Number of components.
+    /// Whether any component is `.coffer` (a synced folder's state directory,
+    /// at the top or in a nested folder): never synced, never written by a pull.
+    pub fn in_state_dir(&self) -> bool {
+        self.as_bytes()
+            .split(|&b| b == b'/')
+            .any(|c| c == STATE_DIR.as_bytes())
+    }
+
     pub fn depth(&self) -> usize {
         self.0.iter().filter(|&&b| b == b'/').count() + 1
     }

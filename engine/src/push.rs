@@ -23,12 +23,11 @@ use crate::error::{Error, Result};
 use crate::folder::Folder;
 use crate::id::ChunkId;
 use crate::journal::{Journal, LocalKind, StatEntry};
-use crate::logs;
 use crate::merge;
 use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
-use crate::scan::{IgnoreRules, LocalEntry};
+use crate::scan::{Excluded, IgnoreRules, LocalEntry};
 use crate::upload::{self, FileOutcome, FileTask, UploadOptions, UploadStats};
 use crate::version::{VersionVector, now_millis};
 use std::os::unix::ffi::OsStrExt;
@@ -53,6 +52,9 @@ pub struct PushReport {
     /// Problems that did not stop the push (unreadable files...). A push with
     /// problems is incomplete: those paths stay pending.
     pub problems: Vec<String>,
+    /// What the user should know but is not a problem: directories left out of
+    /// the folder (a nested synced folder, the store itself), a renewed device.
+    pub notices: Vec<String>,
 }
 
 /// Changes of the folder committed together.
@@ -64,6 +66,7 @@ struct Batch {
     stat_only: Vec<(RepoPath, StatEntry)>,
     scanned: usize,
     problems: Vec<String>,
+    notices: Vec<String>,
     /// The folder has been walked to the end.
     last: bool,
 }
@@ -84,14 +87,13 @@ pub async fn push(
     folder.check_config(repo.config())?;
     let journal = folder.journal();
     let mut report = PushReport::default();
-    folder.device().flush_outbox(repo).await?;
-    let fetched = logs::fetch_latest(repo, journal, &mut |_| {}, progress).await?;
+    let fetched = folder.device().refresh(repo, progress).await?;
     report
         .problems
         .extend(fetched.errors.iter().map(|e| e.to_string()));
 
     let root = folder.root().to_path_buf();
-    let rules = IgnoreRules::load(&root)?;
+    let rules = folder_rules(repo, &root)?;
     let mut diff = Diff::new(&root, rules, journal.clone())?;
     loop {
         progress.start(Phase::Scan, None, None);
@@ -141,7 +143,34 @@ fn fill_batch(diff: &mut Diff, root: &Path, journal: &Journal, limit: usize) -> 
         }
     }
     b.problems = diff.take_problems();
+    b.notices = diff
+        .take_excluded()
+        .into_iter()
+        .map(|(path, why)| excluded_notice(&path, why))
+        .collect();
     Ok(b)
+}
+
+/// The folder's ignore rules, with the repository's store left out if it is
+/// a local directory inside the folder (it would upload itself on every push).
+pub fn folder_rules(repo: &Repository, root: &Path) -> Result<IgnoreRules> {
+    let mut rules = IgnoreRules::load(root)?;
+    if let Some(dir) = repo.store().local_dir() {
+        rules.exclude_store(dir);
+    }
+    Ok(rules)
+}
+
+/// What a push says about a directory it left out.
+pub fn excluded_notice(path: &RepoPath, why: Excluded) -> String {
+    match why {
+        Excluded::NestedFolder => format!(
+            "{path}/ is another synced folder (it has its own .coffer/): left out of this one"
+        ),
+        Excluded::Store => {
+            format!("{path}/ is this repository's store: left out of the folder it stores")
+        }
+    }
 }
 
 /// Uploads one batch's files and commits its changes.
@@ -160,10 +189,12 @@ async fn push_batch(
         mut stat_only,
         scanned,
         problems,
+        notices,
         ..
     } = batch;
     report.scanned += scanned;
     report.problems.extend(problems);
+    report.notices.extend(notices);
     report.files_read += tasks.len();
     if !tasks.is_empty() {
         let (outcomes, stats) = upload::upload_files(

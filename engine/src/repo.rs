@@ -12,7 +12,7 @@ use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result, StoreError};
 use crate::id::{RepoId, SlotId};
 use crate::keyring::Keyring;
-use crate::store::{DynStore, layout};
+use crate::store::{self, DynStore, layout};
 use bytes::Bytes;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -104,12 +104,14 @@ impl Repository {
 
     /// Reads and checks the plaintext config.
     pub async fn read_config(store: &DynStore) -> Result<RepoConfig> {
-        let bytes = match store.get(layout::CONFIG).await {
+        let bytes = match store::get_at_most(&**store, layout::CONFIG, layout::CONFIG_MAX, "config")
+            .await
+        {
             Ok(b) => b,
-            Err(StoreError::NotFound { .. }) => {
+            Err(Error::Store(StoreError::NotFound { .. })) => {
                 return Err(Error::NotARepository(store.describe()));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         RepoConfig::parse(&bytes, &store.describe())
     }
@@ -194,7 +196,7 @@ impl Repository {
         id: &RepoId,
         passphrase: &[u8],
     ) -> Result<Option<MasterKey>> {
-        let bytes = store.get(key).await?;
+        let bytes = store::get_at_most(&**store, key, layout::SLOT_MAX, "key slot").await?;
         let slot: KeySlot =
             serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(key, e.to_string()))?;
         slot.open(passphrase, id, slot_id)

@@ -74,11 +74,23 @@ impl LocalEntry {
     }
 }
 
-/// `.cofferignore` rules of a folder.
+/// `.cofferignore` rules of a folder, and what is left out without a rule: every
+/// `.coffer` directory at any depth, a synced folder nested in this one, and a
+/// local store inside the folder ([`IgnoreRules::exclude_store`]).
 #[derive(Debug, Clone)]
 pub struct IgnoreRules {
     root: PathBuf,
     gitignore: Option<Gitignore>,
+    store: Option<RepoPath>,
+}
+
+/// Why a directory is left out although no `.cofferignore` rule names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Excluded {
+    /// It holds a `.coffer/`: another synced folder (its own device) lives there.
+    NestedFolder,
+    /// It is the repository's own local store.
+    Store,
 }
 
 impl IgnoreRules {
@@ -100,6 +112,7 @@ impl IgnoreRules {
         Ok(IgnoreRules {
             root: root.to_path_buf(),
             gitignore,
+            store: None,
         })
     }
 
@@ -108,11 +121,45 @@ impl IgnoreRules {
         IgnoreRules {
             root: root.to_path_buf(),
             gitignore: None,
+            store: None,
         }
     }
 
-    /// Whether `path` (a directory if `is_dir`) is ignored, itself or by a parent.
+    /// Leaves out `store`, the repository's local store, if it is inside the
+    /// folder; returns its path in the folder then.
+    pub fn exclude_store(&mut self, store: &Path) -> Option<RepoPath> {
+        let store = store.canonicalize().ok()?;
+        let rel = store.strip_prefix(&self.root).ok()?;
+        let path = RepoPath::from_relative(rel).ok()?;
+        self.store = Some(path.clone());
+        Some(path)
+    }
+
+    /// Why the directory `path` is left out without a rule, if it is: checked
+    /// for each directory the walk meets (one `lstat` of `path/.coffer`).
+    pub fn excluded(&self, path: &RepoPath) -> Option<Excluded> {
+        if self.store.as_ref() == Some(path) {
+            return Some(Excluded::Store);
+        }
+        let state = path.to_fs_path(&self.root).ok()?.join(STATE_DIR);
+        fs::symlink_metadata(state)
+            .is_ok_and(|m| m.is_dir())
+            .then_some(Excluded::NestedFolder)
+    }
+
+    /// Whether `path` (a directory if `is_dir`) is ignored, itself or by a
+    /// parent: by a rule, for being in a `.coffer` directory, or below the store
+    /// (the store itself, like a nested folder, is told by [`IgnoreRules::excluded`]).
     pub fn is_ignored(&self, path: &RepoPath, is_dir: bool) -> bool {
+        path.in_state_dir()
+            || self
+                .store
+                .as_ref()
+                .is_some_and(|s| path.starts_with(s) && path != s)
+            || self.matches_rule(path, is_dir)
+    }
+
+    fn matches_rule(&self, path: &RepoPath, is_dir: bool) -> bool {
         match &self.gitignore {
             None => false,
             Some(g) => {
@@ -170,6 +217,8 @@ pub struct Walk {
     /// A listing read by the last step, to announce next.
     announce: Option<Option<RepoPath>>,
     problems: Vec<String>,
+    /// Directories left out without a rule, in walk order.
+    excluded: Vec<(RepoPath, Excluded)>,
 }
 
 impl Walk {
@@ -181,6 +230,7 @@ impl Walk {
             levels: Vec::new(),
             announce: None,
             problems: Vec::new(),
+            excluded: Vec::new(),
         };
         walk.open_level(None, top);
         Ok(walk)
@@ -242,6 +292,11 @@ impl Walk {
         std::mem::take(&mut self.problems)
     }
 
+    /// Directories left out without a rule (nested folders, the store) so far.
+    pub fn take_excluded(&mut self) -> Vec<(RepoPath, Excluded)> {
+        std::mem::take(&mut self.excluded)
+    }
+
     /// Reads one directory into a new level.
     fn open_level(&mut self, parent: Option<RepoPath>, rd: fs::ReadDir) {
         let mut items = Vec::new();
@@ -257,7 +312,7 @@ impl Walk {
                 }
             };
             let name = dirent.file_name();
-            if parent.is_none() && name == STATE_DIR {
+            if name == STATE_DIR {
                 continue;
             }
             let mut rel = parent
@@ -277,7 +332,13 @@ impl Walk {
             };
             let kind = match dirent.file_type() {
                 Ok(t) if self.rules.is_ignored(&path, t.is_dir()) => ChildKind::Skip,
-                Ok(t) if t.is_dir() => ChildKind::Enter,
+                Ok(t) if t.is_dir() => match self.rules.excluded(&path) {
+                    Some(why) => {
+                        self.excluded.push((path.clone(), why));
+                        ChildKind::Skip
+                    }
+                    None => ChildKind::Enter,
+                },
                 Ok(t) if t.is_file() || t.is_symlink() => ChildKind::Leaf,
                 Ok(_) => ChildKind::Special,
                 Err(e) => {

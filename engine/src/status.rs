@@ -30,14 +30,16 @@ pub struct LocalChanges {
     pub deleted: Vec<RepoPath>,
     /// Conflict copies present in the folder.
     pub conflicts: Vec<RepoPath>,
+    /// Directories left out without a rule (nested synced folders).
+    pub excluded: Vec<(RepoPath, crate::scan::Excluded)>,
 }
 
 /// Compares `folder` with its stat cache.
 pub fn local_changes(folder: &Folder) -> Result<LocalChanges> {
     let rules = IgnoreRules::load(folder.root())?;
-    let diff = Diff::new(folder.root(), rules, folder.journal().clone())?;
+    let mut diff = Diff::new(folder.root(), rules, folder.journal().clone())?;
     let mut out = LocalChanges::default();
-    for item in diff {
+    for item in diff.by_ref() {
         match item? {
             DiffItem::Seen { entry, stat } => {
                 if is_conflict_copy(&entry.path) {
@@ -55,6 +57,7 @@ pub fn local_changes(folder: &Folder) -> Result<LocalChanges> {
         }
     }
     out.deleted.sort();
+    out.excluded = diff.take_excluded();
     Ok(out)
 }
 
@@ -76,6 +79,9 @@ pub struct FolderStatus {
     pub last_error_ms: Option<u64>,
     /// When this status was taken (Unix ms).
     pub taken_ms: u64,
+    /// Directories left out of the folder without a rule, with why.
+    #[serde(default)]
+    pub excluded: Vec<String>,
 }
 
 impl FolderStatus {
@@ -87,6 +93,11 @@ impl FolderStatus {
             pending_bytes: c.bytes,
             pending_deletes: c.deleted.len(),
             conflicts: c.conflicts.iter().map(|p| p.to_string()).collect(),
+            excluded: c
+                .excluded
+                .iter()
+                .map(|(p, why)| crate::push::excluded_notice(p, *why))
+                .collect(),
             taken_ms: now_millis(),
             ..FolderStatus::default()
         })

@@ -26,6 +26,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
 /// Prints what a push did (problems on stderr, a summary unless `--quiet`).
 pub fn report(ctx: &Ctx, r: &PushReport) {
+    for n in &r.notices {
+        eprintln!("coffer: note: {n}");
+    }
     for p in &r.problems {
         eprintln!("coffer: {p}");
     }

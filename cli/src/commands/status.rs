@@ -88,6 +88,9 @@ fn folder_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
         Some(e) => println!("last error: {} ({e})", when(status.last_error_ms)),
         None => println!("last error: none"),
     }
+    for e in &status.excluded {
+        println!("left out:   {e}");
+    }
     if status.conflicts.is_empty() {
         println!("conflicts:  none");
     } else {

@@ -1,5 +1,8 @@
-//! Object keys of a repository (`DESIGN.md` §Bucket layout). Nothing but ids and
-//! sequence numbers ever appears in a key.
+//! Object keys of a repository (`DESIGN.md` §Bucket layout), and the most each
+//! kind of object may weigh. Nothing but ids and sequence numbers ever appears in
+//! a key. A reader refuses a larger object from its listing size or after
+//! `limit + 1` bytes ([`super::get_at_most`]), so whatever the store holds, a
+//! command's memory stays bounded (`DESIGN.md` §1).
 
 use crate::id::{DeviceId, PackId, SlotId};
 
@@ -8,6 +11,20 @@ pub const KEYS_PREFIX: &str = "keys/";
 pub const DATA_PREFIX: &str = "data/";
 pub const LOG_PREFIX: &str = "log/";
 pub const CHECKPOINT_PREFIX: &str = "checkpoint/";
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// The most a `config` may weigh (it is a few hundred bytes).
+pub const CONFIG_MAX: u64 = 64 * KIB;
+/// The most a key slot may weigh (it is under 1 KiB).
+pub const SLOT_MAX: u64 = 64 * KIB;
+/// The most a sealed commit may weigh. A commit of 16,384 changes is a few MiB;
+/// this is ~3.5 million chunks (1.7 TiB of new data) in one batch. A push that
+/// would write a larger commit fails before writing it.
+pub const COMMIT_MAX: u64 = 256 * MIB;
+/// The most a sealed checkpoint may weigh (~10 million files).
+pub const CHECKPOINT_MAX: u64 = 2048 * MIB;
 
 pub fn key_slot(slot: &SlotId) -> String {
     format!("{KEYS_PREFIX}{slot}")

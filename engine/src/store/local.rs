@@ -274,4 +274,8 @@ impl ObjectStore for LocalStore {
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
 }

@@ -76,10 +76,43 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// A short human description (URL) for messages.
     fn describe(&self) -> String;
+
+    /// The directory holding the objects, for a store on the local file system
+    /// (so that a folder inside it can leave it out).
+    fn local_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// A shared, type-erased store.
 pub type DynStore = Arc<dyn ObjectStore>;
+
+/// The whole object `key`, which may weigh at most `max` bytes (`what` it is,
+/// for the message): at most `max + 1` bytes are ever transferred, so an
+/// oversized object costs no more than that and is refused as corrupt.
+pub async fn get_at_most(
+    store: &dyn ObjectStore,
+    key: &str,
+    max: u64,
+    what: &str,
+) -> crate::error::Result<Bytes> {
+    match store.get_range(key, 0..max.saturating_add(1)).await {
+        Ok(b) if b.len() as u64 > max => Err(crate::error::Error::corrupt(
+            key,
+            format!("larger than {max} bytes, the most a {what} may weigh; not read further"),
+        )),
+        Ok(b) => Ok(b),
+        // A range from 0 is unsatisfiable only for an empty object.
+        Err(e @ StoreError::Rejected { .. }) => {
+            let listed = store.list(key).await?;
+            match listed.iter().find(|m| m.key == key) {
+                Some(m) if m.size == 0 => Ok(Bytes::new()),
+                _ => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Where a store lives, as parsed from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

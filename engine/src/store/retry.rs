@@ -307,6 +307,10 @@ impl ObjectStore for RetryStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+
+    fn local_dir(&self) -> Option<&std::path::Path> {
+        self.inner.local_dir()
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod sync_cli;
 
 mod convergence;
 mod crash;
+mod identity;
 mod safety;
 mod tamper;
 mod trees;

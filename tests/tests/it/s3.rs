@@ -494,3 +494,13 @@ fn two_daemons_on_garage_ride_out_a_40_second_outage() {
     );
     assert_same_tree(&a, &b);
 }
+
+#[test]
+fn clones_pushing_at_the_same_moment_on_garage_lose_no_commit() {
+    let s3 = S3Env::from_env();
+    let e = sandbox(&s3, None);
+    let bucket = S3Env::unique_bucket("clones");
+    e.ok(&["create", &bucket]);
+    crate::identity::race_clones(&e, &format!("s3://{bucket}"), 2);
+    e.ok(&["check", &format!("s3://{bucket}")]);
+}

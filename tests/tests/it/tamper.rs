@@ -267,3 +267,82 @@ fn forged_commits_cannot_write_outside_the_folder() {
         "honest files still arrive"
     );
 }
+
+/// A sparse file of `gib` GiB at `key` of the local store `store`: a hostile
+/// object that costs no disk.
+fn junk_object(store: &Path, key: &str, gib: u64) {
+    let path = store.join(key);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let f = fs::File::create(&path).unwrap();
+    f.set_len(gib << 30).unwrap();
+}
+
+/// Several-GiB junk objects at a commit key of a known device, at a new
+/// device's first commit, at a checkpoint key and at a key slot: `pull` into a
+/// new folder and `check` on a new machine stay under 700 MiB of address space,
+/// say what is wrong, and what could be read still syncs.
+#[test]
+fn junk_objects_of_gigabytes_under_every_key_kind_stay_within_memory() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let one = e.path("one");
+    fs::create_dir(&one).unwrap();
+    fs::write(one.join("a.txt"), "a").unwrap();
+    e.ok(&["push", &arg(&one), "store"]);
+    let b: serde_json::Value =
+        serde_json::from_slice(&fs::read(one.join(".coffer/folder.json")).unwrap()).unwrap();
+    let dev = b["device"].as_str().unwrap().to_string();
+    let store = e.path("store");
+    let other = DeviceId::random().to_hex();
+    junk_object(&store, &format!("log/{dev}/{:016x}", 2), 3);
+    junk_object(&store, &format!("log/{other}/{:016x}", 1), 3);
+    junk_object(&store, &format!("checkpoint/{other}/{:016x}", 1), 3);
+    junk_object(
+        &store,
+        &format!("keys/{}", &DeviceId::random().to_hex().repeat(2)[..32]),
+        3,
+    );
+    let limit_kib = 700 * 1024;
+
+    let fresh = e.machine("fresh");
+    let two = e.path("two");
+    let r = fresh.run_with_memory_limit(limit_kib, &["pull", &arg(&store), &arg(&two)]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("more than a commit may weigh"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(two.join("a.txt")).unwrap(),
+        "a",
+        "{}",
+        r.stderr
+    );
+
+    let r = e
+        .machine("checker")
+        .run_with_memory_limit(limit_kib, &["check", &arg(&store)]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("more than a commit may weigh"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A `config` of 3 GiB is refused after 64 KiB, in one line.
+#[test]
+fn a_gigabyte_config_is_refused_without_reading_it() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    junk_object(&e.path("store"), "config", 3);
+    let r = e.run_with_memory_limit(700 * 1024, &["ls", &arg(&e.path("store"))]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the most a config may weigh"),
+        "{}",
+        r.stderr
+    );
+}
