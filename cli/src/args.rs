@@ -153,6 +153,8 @@ pub enum Command {
     Log(commands::log::Args),
     /// Write a path (or `.`, everything) as it was at a given time.
     Restore(commands::restore::Args),
+    /// Stop (or, with --undo, resume) reading the logs of devices on this machine.
+    Distrust(commands::distrust::Args),
     /// Verify the repository; with --read-data, every byte of every pack.
     Check(commands::check::Args),
     /// hcs3: create a bucket with a repository and its key.

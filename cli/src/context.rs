@@ -149,9 +149,10 @@ impl Ctx {
         how: Locate,
     ) -> anyhow::Result<(Repository, OpenStore)> {
         let opened = self.store(location, how).await?;
-        let repo = self
+        let mut repo = self
             .unlock(&opened, self.global.passphrase_file.as_deref())
             .await?;
+        repo.distrust(crate::commands::distrust::load(&self.home, repo.id())?);
         Ok((repo, opened))
     }
 

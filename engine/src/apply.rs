@@ -36,6 +36,9 @@ pub struct PullReport {
     pub kept_local: Vec<String>,
     /// Failures (corrupt data, unsafe paths, I/O); the command fails if any.
     pub errors: Vec<String>,
+    /// Logs of other devices that could not be read to their end (damage or
+    /// tampering in the store); what could be read was applied.
+    pub damaged: Vec<String>,
 }
 
 /// Files written per batch of a pull: what a pull holds in memory per file
@@ -52,7 +55,11 @@ pub async fn pull(
     let journal = folder.journal();
     let fetched = folder.device().refresh(repo, progress).await?;
     let mut report = PullReport {
-        errors: fetched.errors.iter().map(|e| e.to_string()).collect(),
+        damaged: fetched
+            .errors
+            .iter()
+            .map(crate::logs::describe_damage)
+            .collect(),
         ..PullReport::default()
     };
     apply(repo, folder, progress, &mut report).await?;
@@ -192,7 +199,8 @@ fn plan_file(
     }
     let guard = match (&local, stat) {
         (None, _) => Guard::Absent,
-        (Some(_), Some(s)) if untouched(&local, Some(s)) && s.kind == LocalKind::File => {
+        (Some(_), Some(s)) if untouched(&local, Some(s)) && s.kind != LocalKind::Dir => {
+            // The synced file, or a synced symlink the file replaces (renamed over it).
             Guard::Unchanged(s.clone())
         }
         (Some(l), _) => {
@@ -212,6 +220,12 @@ fn plan_file(
         entry: file.clone(),
         guard,
     }))
+}
+
+/// Whether `local`, a directory, is the one last synced at its path: its mode
+/// is (its times change whenever an entry below it does).
+fn synced_dir(local: &LocalEntry, stat: Option<&StatEntry>) -> bool {
+    stat.is_some_and(|s| s.kind == LocalKind::Dir && s.mode == local.mode)
 }
 
 /// A synced, empty directory may give way to a file of the same name.
@@ -286,14 +300,23 @@ fn apply_symlink(
     if m.conflict_of.is_some() && local.is_some() {
         return Ok(()); // already written here; the next push makes it real
     }
-    if local.is_some() {
-        let same = root.read_link(path)?.is_some_and(|t| t == target);
-        if !same && !untouched(&local, stat) {
-            report
-                .kept_local
-                .push(format!("{path}: changed locally; not overwritten"));
-            return Ok(());
+    let kept = match &local {
+        // A synced directory gives way if it is empty now (what was below it is
+        // gone from the merged state and was removed first).
+        Some(l) if l.kind == LocalKind::Dir => {
+            (!synced_dir(l, stat) || !root.remove_dir(path)?).then_some("not replaced by a symlink")
         }
+        Some(_) => {
+            let same = root.read_link(path)?.is_some_and(|t| t == target);
+            (!same && !untouched(&local, stat)).then_some("not overwritten")
+        }
+        None => None,
+    };
+    if let Some(why) = kept {
+        report
+            .kept_local
+            .push(format!("{path}: changed locally; {why}"));
+        return Ok(());
     }
     root.ensure_parents(path)?;
     root.symlink(target, path, tmp)?;

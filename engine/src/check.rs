@@ -95,16 +95,16 @@ pub async fn check(
     Ok(r)
 }
 
+/// Lists the whole store once: returns the packs, and warns of every object
+/// that is not a coffer object, under any prefix (DESIGN.md §1).
 async fn list_packs(repo: &Repository, r: &mut CheckReport) -> Result<BTreeMap<PackId, u64>> {
     let mut out = BTreeMap::new();
-    for meta in repo.store().list(layout::DATA_PREFIX).await? {
-        match layout::parse_pack(&meta.key) {
-            Some(id) => {
-                out.insert(id, meta.size);
-            }
-            None => r
-                .warnings
-                .push(format!("{}: not a coffer object", meta.key)),
+    for meta in repo.store().list("").await? {
+        if let Some(id) = layout::parse_pack(&meta.key) {
+            out.insert(id, meta.size);
+        } else if !layout::is_coffer_key(&meta.key) {
+            r.warnings
+                .push(format!("{}: not a coffer object", meta.key));
         }
     }
     Ok(out)

@@ -21,7 +21,7 @@ use crate::logs;
 use crate::path::RepoPath;
 use crate::repo::Repository;
 use crate::store::layout;
-use crate::version::{VersionVector, now_millis};
+use crate::version::VersionVector;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -320,7 +320,7 @@ impl Device {
         let device = self.id();
         let head = journal.head(&device)?;
         let seq = head.map(|h| h.seq).unwrap_or(0) + 1;
-        let now = now_millis();
+        let now = repo.now_ms().await;
         let commit = Commit {
             device,
             seq,

@@ -1,17 +1,20 @@
 //! Writing part of a repository into a plain directory or file (`get`, `restore
-//! --to`): no device, no journal of its own, existing outputs are replaced. Every
-//! file still goes through a temp file and a rename, and every chunk is verified.
+//! --to`): no device, no journal of its own. An existing file or symlink with
+//! other content is kept and reported (it may be an edit no repository has)
+//! unless `force`; one with the same content is left as it is. Every file still
+//! goes through a temp file and a rename, and every chunk is verified.
 
 use crate::apply::WRITE_BATCH_FILES;
 use crate::commit::Entry;
 use crate::error::{Error, Result};
-use crate::journal::Journal;
+use crate::journal::{Journal, LocalKind};
 use crate::merge::{self, MergedWalk, Scope};
 use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::{self, FileJob, Guard};
 use crate::rootfs::{RootFs, TmpDir};
+use crate::scan::LocalEntry;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +43,7 @@ pub async fn export_tree(
     prefix: Option<&RepoPath>,
     single_file: bool,
     out: &Path,
+    force: bool,
     progress: &dyn Progress,
 ) -> Result<ExportReport> {
     let mut report = ExportReport::default();
@@ -61,19 +65,28 @@ pub async fn export_tree(
         }
         let res = match (m.entry, dest) {
             (Entry::File(f), Some(dest)) => {
-                jobs.push(FileJob {
-                    path,
-                    dest,
-                    entry: f,
-                    guard: Guard::Any,
-                });
-                Ok(())
+                let size = f.size;
+                let checked = match force {
+                    true => Ok(()),
+                    false => refuse_other(&st.root, &dest, |l| {
+                        l.kind == LocalKind::File && l.size == size
+                    }),
+                };
+                checked.map(|()| {
+                    let guard = if force { Guard::Any } else { Guard::Same };
+                    jobs.push(FileJob {
+                        path,
+                        dest,
+                        entry: f,
+                        guard,
+                    });
+                })
             }
             (Entry::Dir { .. }, Some(d)) => st.root.ensure_dir(&d),
-            (Entry::Symlink { target, .. }, Some(d)) => st
-                .root
-                .symlink(&target, &d, &st.tmp)
-                .map(|()| report.symlinks += 1),
+            (Entry::Symlink { target, .. }, Some(d)) => export_symlink(&st, &target, &d, force)
+                .map(|wrote| {
+                    report.symlinks += usize::from(wrote);
+                }),
             (Entry::Dir { .. } | Entry::Deleted, _) => Ok(()),
             (_, None) => Err(Error::Config(format!(
                 "{}: a file cannot be written as a directory",
@@ -125,6 +138,35 @@ async fn write_batch(
             }
             Err(e) => report.errors.push(e.to_string()),
         }
+    }
+}
+
+/// Writes the symlink `d` unless it is already there (`Ok(false)`), or
+/// something else is and `force` is not given.
+fn export_symlink(st: &Staging, target: &[u8], d: &RepoPath, force: bool) -> Result<bool> {
+    if st.root.read_link(d)?.is_some_and(|t| t == target) {
+        return Ok(false);
+    }
+    if !force {
+        refuse_other(&st.root, d, |_| false)?;
+    }
+    st.root.symlink(target, d, &st.tmp)?;
+    Ok(true)
+}
+
+/// An error naming `dest` if something is there that `may_be_same` rules out
+/// (without `--force`, other content is kept).
+fn refuse_other(
+    root: &RootFs,
+    dest: &RepoPath,
+    may_be_same: impl FnOnce(&LocalEntry) -> bool,
+) -> Result<()> {
+    match root.lstat(dest)? {
+        Some(l) if !may_be_same(&l) => Err(Error::Config(format!(
+            "{}: exists with other content; kept it (--force replaces it)",
+            root.display(dest).display()
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -23,7 +23,7 @@ use crate::commit::{Entry, PackRecord};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, CommitHash, DeviceId, PackId};
 use crate::path::RepoPath;
-use crate::version::{Hlc, VersionVector};
+use crate::version::{Hlc, VersionVector, now_millis};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -138,6 +138,10 @@ fn insert_in_batches<K: AsRef<[u8]>>(tree: &sled::Tree, entries: Vec<(K, Vec<u8>
     }
     Ok(())
 }
+
+/// How far ahead of this machine's clock another device's commit may move its
+/// hybrid logical clock (see [`Journal::observe_hlc`]).
+pub const MAX_CLOCK_AHEAD_MS: u64 = 5 * 60 * 1000;
 
 /// How long [`Journal::open`] waits for a lock held by a closing handle.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -280,7 +284,15 @@ impl Journal {
         Ok(next)
     }
 
+    ///
+    /// A stamp more than [`MAX_CLOCK_AHEAD_MS`] ahead of this machine's clock
+    /// (a device whose clock runs fast) moves this clock only that far: the
+    /// commit is merged as usual (versions are ordered by their vectors; the
+    /// HLC only breaks ties between concurrent ones), but it does not drag
+    /// every later commit of this device into the future.
     pub fn observe_hlc(&self, seen: Hlc) -> Result<()> {
+        let cap = Hlc::from_parts(now_millis().saturating_add(MAX_CLOCK_AHEAD_MS), 0);
+        let seen = seen.min(cap);
         let last: Hlc = self.meta_get("hlc")?.unwrap_or_default();
         if seen > last {
             self.meta_put("hlc", &seen)?;

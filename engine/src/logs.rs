@@ -24,6 +24,23 @@ const FETCH_CONCURRENCY: usize = 16;
 /// concurrently when the listing shows large ones.
 const FETCH_BUDGET: u64 = 256 * 1024 * 1024;
 
+/// What to tell a user about a log that could not be read to its end: which
+/// device, which object, and what it means.
+pub fn describe_damage(e: &Error) -> String {
+    match e {
+        Error::Corrupt { object, reason } => {
+            let device = object
+                .strip_prefix(layout::LOG_PREFIX)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or("?");
+            format!(
+                "device {device}: {object} cannot be read ({reason}): damage or tampering in the store; its later commits are not applied"
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
 /// What a fetch did.
 #[derive(Debug, Default)]
 pub struct Fetched {
@@ -139,8 +156,10 @@ pub async fn fetch_recording(
     visit: &mut (dyn FnMut(&Commit) + Send),
     progress: &dyn Progress,
 ) -> Result<Fetched> {
-    let logs = list_logs(repo).await?;
+    let mut logs = list_logs(repo).await?;
+    logs.retain(|d, _| repo.trusts(d));
     let mut known: BTreeMap<DeviceId, Head> = journal.all_heads()?.into_iter().collect();
+    known.retain(|d, _| repo.trusts(d));
     let mut plans = Vec::new();
     for (device, head) in &known {
         if !logs.contains_key(device) {

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::folder::Folder;
 use crate::id::ChunkId;
 use crate::journal::{Journal, LocalKind, StatEntry};
+use crate::logs;
 use crate::merge;
 use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
@@ -55,6 +56,12 @@ pub struct PushReport {
     /// What the user should know but is not a problem: directories left out of
     /// the folder (a nested synced folder, the store itself), a renewed device.
     pub notices: Vec<String>,
+    /// Logs of other devices that could not be read to their end (damage or
+    /// tampering in the store); everything else was synced.
+    pub damaged: Vec<String>,
+    /// Local files kept as conflict copies on joining a repository that had
+    /// their paths ([`crate::join`]).
+    pub joined: usize,
 }
 
 /// Changes of the folder committed together.
@@ -88,13 +95,12 @@ pub async fn push(
     let journal = folder.journal();
     let mut report = PushReport::default();
     let fetched = folder.device().refresh(repo, progress).await?;
-    report
-        .problems
-        .extend(fetched.errors.iter().map(|e| e.to_string()));
+    report.damaged = fetched.errors.iter().map(logs::describe_damage).collect();
 
     let root = folder.root().to_path_buf();
     let rules = folder_rules(repo, &root)?;
     let mut diff = Diff::new(&root, rules, journal.clone())?;
+    let joining = crate::join::is_joining(journal)?;
     loop {
         progress.start(Phase::Scan, None, None);
         let (back, batch) = {
@@ -111,10 +117,16 @@ pub async fn push(
         diff = back;
         let batch = batch?;
         let last = batch.last;
-        push_batch(repo, folder, batch, opts, progress, &mut report).await?;
+        push_batch(repo, folder, batch, opts, progress, &mut report, joining).await?;
         if last {
             break;
         }
+    }
+    if report.joined > 0 {
+        report.notices.push(format!(
+            "this folder joined a repository that already had {} of its paths with other content (or deleted): the local versions are kept as conflict copies, the repository's stay under the names",
+            report.joined
+        ));
     }
     journal.meta_put("last_push_ms", &now_millis())?;
     journal.flush_async().await?;
@@ -181,6 +193,7 @@ async fn push_batch(
     opts: &UploadOptions,
     progress: &dyn Progress,
     report: &mut PushReport,
+    joining: bool,
 ) -> Result<()> {
     let journal = folder.journal();
     let Batch {
@@ -221,6 +234,9 @@ async fn push_batch(
     }
     for (path, stat) in stat_only {
         journal.stat_put(&path, &stat)?;
+    }
+    if joining {
+        report.joined += crate::join::divert(folder, &mut pending)?;
     }
     report.deleted += pending.iter().filter(|p| p.entry.is_deleted()).count();
     report.changes += pending.len();

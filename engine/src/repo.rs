@@ -61,6 +61,10 @@ pub struct Repository {
     id: RepoId,
     keys: Arc<Keys>,
     chunker: Arc<Chunker>,
+    /// Devices whose logs this machine no longer reads (`coffer distrust`).
+    distrusted: std::collections::BTreeSet<crate::id::DeviceId>,
+    /// The store's clock minus this machine's, measured once ([`crate::clock`]).
+    clock_offset: Arc<tokio::sync::OnceCell<i64>>,
 }
 
 /// Where a passphrase comes from when the keyring has no key; called at most once.
@@ -227,7 +231,30 @@ impl Repository {
             id,
             keys: Arc::new(keys),
             chunker: Arc::new(chunker),
+            distrusted: Default::default(),
+            clock_offset: Default::default(),
         }
+    }
+
+    /// Now, in Unix ms, by this machine's clock corrected to the store's when
+    /// they differ by more than [`crate::clock::TOLERANCE_MS`].
+    pub async fn now_ms(&self) -> u64 {
+        let offset = *self
+            .clock_offset
+            .get_or_init(|| crate::clock::measure(&*self.store))
+            .await;
+        crate::version::now_millis().saturating_add_signed(offset)
+    }
+
+    /// Stops reading the logs of `devices` (their commits are neither fetched
+    /// nor checked; what was ingested before stays). Deletes nothing.
+    pub fn distrust(&mut self, devices: impl IntoIterator<Item = crate::id::DeviceId>) {
+        self.distrusted.extend(devices);
+    }
+
+    /// Whether this machine reads the log of `device`.
+    pub fn trusts(&self, device: &crate::id::DeviceId) -> bool {
+        !self.distrusted.contains(device)
     }
 
     pub fn store(&self) -> &DynStore {

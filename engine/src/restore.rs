@@ -19,7 +19,7 @@
 use crate::commit::FileEntry;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
-use crate::journal::{Journal, Location, StatEntry};
+use crate::journal::{Journal, LocalKind, Location, StatEntry};
 use crate::pack::{self, BlobEntry};
 use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
@@ -46,8 +46,11 @@ pub enum Guard {
     Absent,
     /// It must still match this stat entry (it was not modified locally).
     Unchanged(StatEntry),
-    /// Replace whatever is there (explicit output paths).
+    /// Replace whatever is there (`get`/`restore --force`).
     Any,
+    /// Nothing, or a regular file with the very bytes written (then it is left
+    /// as it is): `get` and `restore` never replace other content unless forced.
+    Same,
 }
 
 /// One file to write.
@@ -532,6 +535,16 @@ fn install(out: &Out, job: &FileJob, tmp: &str) -> Result<LocalEntry> {
     f.set_permissions(fs::Permissions::from_mode(job.entry.mode & 0o7777))
         .map_err(|e| Error::io(shown(), e))?;
     drop(f);
+    if matches!(job.guard, Guard::Same)
+        && let Some(existing) = out.root.lstat(&job.dest)?
+    {
+        out.tmp
+            .remove_after(tmp, same_content(out, job, tmp, &existing))?;
+        return Ok(LocalEntry {
+            path: job.path.clone(),
+            ..existing
+        });
+    }
     let installed = out.root.install(&out.tmp, tmp, &job.dest, |current| {
         check_guard(current, &job.guard, &job.path)
     })?;
@@ -541,10 +554,58 @@ fn install(out: &Out, job: &FileJob, tmp: &str) -> Result<LocalEntry> {
     })
 }
 
+/// `Ok` if the existing `dest` of `job` holds exactly the bytes of the temp
+/// file `tmp`; an error naming it otherwise (it is kept).
+fn same_content(out: &Out, job: &FileJob, tmp: &str, existing: &LocalEntry) -> Result<()> {
+    let shown = out.root.display(&job.dest);
+    let differs = || {
+        Error::Config(format!(
+            "{}: exists with other content; kept it (--force replaces it)",
+            shown.display()
+        ))
+    };
+    if existing.kind != LocalKind::File || existing.size != job.entry.size {
+        return Err(differs());
+    }
+    let Some(mut mine) = out.root.open_read(&job.dest)? else {
+        return Err(differs());
+    };
+    let mut theirs = out.tmp.open_read(tmp).map_err(|e| Error::io(&shown, e))?;
+    let equal = same_bytes(&mut mine, &mut theirs).map_err(|e| Error::io(&shown, e))?;
+    if equal { Ok(()) } else { Err(differs()) }
+}
+
+/// Whether two readers yield the same bytes.
+fn same_bytes(a: &mut impl std::io::Read, b: &mut impl std::io::Read) -> std::io::Result<bool> {
+    let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(a, &mut x)?;
+        let m = read_full(b, &mut y)?;
+        if n != m || x[..n] != y[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the reader ends.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 /// Refuses to replace a destination that changed since the plan was made.
 pub fn check_guard(current: Option<LocalEntry>, guard: &Guard, path: &RepoPath) -> Result<()> {
     let ok = match (guard, &current) {
-        (Guard::Any, _) | (Guard::Absent, None) => true,
+        (Guard::Any, _) | (Guard::Absent | Guard::Same, None) => true,
         (Guard::Unchanged(s), Some(c)) => c.unchanged_since(s),
         _ => false,
     };

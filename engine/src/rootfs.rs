@@ -205,6 +205,25 @@ impl RootFs {
         }
     }
 
+    /// Opens the regular file `path` for reading (never through a symlink);
+    /// `None` if it is not a reachable regular file.
+    pub fn open_read(&self, path: &RepoPath) -> Result<Option<std::fs::File>> {
+        let dir = match self.parent(path, false)? {
+            Parent::Open(d) => d,
+            Parent::Missing | Parent::Blocked(_) => return Ok(None),
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        match rustix::fs::openat(&dir, last(path), flags, Mode::empty()) {
+            Ok(fd) => {
+                let f = std::fs::File::from(fd);
+                let is_file = f.metadata().is_ok_and(|m| m.is_file());
+                Ok(is_file.then_some(f))
+            }
+            Err(Errno::NOENT | Errno::LOOP) => Ok(None),
+            Err(e) => Err(io_err(self.display(path), e)),
+        }
+    }
+
     /// The target of the symlink `path`, `None` if it is not a reachable symlink.
     pub fn read_link(&self, path: &RepoPath) -> Result<Option<Vec<u8>>> {
         let dir = match self.parent(path, false)? {
@@ -354,6 +373,23 @@ impl TmpDir {
             Mode::empty(),
         )?;
         Ok(std::fs::File::from(fd))
+    }
+
+    /// Opens the temp file `name` for reading.
+    pub fn open_read(&self, name: &str) -> std::io::Result<std::fs::File> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Removes the temp file `name`, then returns `res`.
+    pub fn remove_after<T>(&self, name: &str, res: T) -> T {
+        self.remove(name);
+        res
     }
 
     /// Removes the temp file `name`, if it is there.

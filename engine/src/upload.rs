@@ -370,7 +370,13 @@ fn read_one(
     let meta = f.metadata().map_err(|e| format!("{}: {e}", task.path))?;
     let after = LocalEntry::from_metadata(task.path.clone(), &meta)
         .ok_or_else(|| format!("{}: no longer a regular file", task.path))?;
-    if after.size != size || after.mtime_ns != task.before.mtime_ns || after.ino != task.before.ino
+    // ctime too: a tool that rewrites in place and puts the mtime back
+    // (pwrite + futimens) cannot put the ctime back.
+    let b = &task.before;
+    if after.size != size
+        || after.mtime_ns != b.mtime_ns
+        || after.ctime_ns != b.ctime_ns
+        || after.ino != b.ino
     {
         return Err(format!(
             "{}: changed while being read; it will be sent next time",
@@ -557,5 +563,43 @@ impl Uploader {
 
     async fn abort(mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file whose content changed with its mtime put back (pwrite + futimens)
+    /// since it was scanned is "changed while being read", never stored as a
+    /// mix of two versions.
+    #[test]
+    fn a_rewrite_that_puts_the_mtime_back_is_caught_by_the_ctime() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs_path = dir.path().join("f");
+        std::fs::write(&fs_path, vec![1u8; 100_000]).unwrap();
+        let path = RepoPath::new(b"f".to_vec()).unwrap();
+        let meta = std::fs::symlink_metadata(&fs_path).unwrap();
+        let before = LocalEntry::from_metadata(path.clone(), &meta).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Rewritten in place, mtime restored.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fs_path)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[2u8; 1000], 500).unwrap();
+        f.set_modified(meta.modified().unwrap()).unwrap();
+        drop(f);
+        let task = FileTask {
+            path,
+            fs_path,
+            before,
+            previous: Vec::new(),
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let chunker = Chunker::new(crate::chunker::ChunkerParams::DEFAULT, 0);
+        let err = read_one(0, &task, &chunker, &tx).unwrap_err();
+        assert!(err.contains("changed while being read"), "{err}");
+        drop(rx);
     }
 }

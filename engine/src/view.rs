@@ -87,11 +87,12 @@ impl RepoView {
     }
 
     /// The merged state as of `at` (Unix ms): every log is fetched and its chain
-    /// checked (a journal of heads only), and the commits stamped at or before
-    /// `at` are ingested, as they arrive, into the view's journal. No history is
-    /// kept in memory. A version before `at` never needs a pack first named
-    /// after it: a commit only uses chunks of packs named by commits it has
-    /// seen, and those carry smaller HLCs.
+    /// checked (a journal of heads only), and the commits their device wrote at
+    /// or before `at` by its own clock (`time_ms`, not the HLC, which a device
+    /// with a fast clock can push ahead) are ingested, as they arrive, into the
+    /// view's journal. No history is kept in memory. Every commit's packs are
+    /// recorded whatever its time: a version before `at` may use chunks of a
+    /// pack that a commit stamped later by a skewed clock named first.
     pub async fn load_at(
         repo: &Repository,
         at: u64,
@@ -103,11 +104,16 @@ impl RepoView {
         let mut failed = None;
         let fetched = {
             let mut visit = |c: &Commit| {
-                if failed.is_none() && c.hlc.millis() <= at {
-                    // Chain checks happened on `all`; the hash is not needed here.
-                    let hash = crate::id::CommitHash([0; 32]);
-                    failed = logs::ingest(&past, c, hash).err();
+                if failed.is_some() {
+                    return;
                 }
+                failed = if c.time_ms <= at {
+                    // Chain checks happened on `heads`; the hash is not needed here.
+                    let hash = crate::id::CommitHash([0; 32]);
+                    logs::ingest(&past, c, hash).err()
+                } else {
+                    past.record_committed_packs(&c.packs).err()
+                };
             };
             logs::fetch_recording(repo, &heads, logs::Record::HeadsOnly, &mut visit, progress)
                 .await?

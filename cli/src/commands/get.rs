@@ -19,22 +19,28 @@ pub struct Args {
     /// Where to write it: a file, an existing directory, or `-` for stdout
     /// (default: ./NAME).
     pub out: Option<PathBuf>,
+    /// Replace existing files and symlinks that have other content (without it
+    /// they are kept and named, and the command exits 1).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
     let path = super::path_or_all(&a.path)?;
     let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
-    write_out(ctx, &repo, &view, path.as_ref(), a.out).await
+    write_out(ctx, &repo, &view, path.as_ref(), a.out, a.force).await
 }
 
-/// Writes `path` of `view` (everything when `None`) to `out` (see [`Args::out`]).
+/// Writes `path` of `view` (everything when `None`) to `out` (see [`Args::out`]);
+/// existing other content is replaced only if `force`.
 pub async fn write_out(
     ctx: &Ctx,
     repo: &Repository,
     view: &RepoView,
     path: Option<&RepoPath>,
     out: Option<PathBuf>,
+    force: bool,
 ) -> anyhow::Result<ExitCode> {
     let entry = match path {
         Some(p) => Some(view.entry(p)?.entry),
@@ -62,6 +68,7 @@ pub async fn write_out(
         path,
         !is_dir,
         &out,
+        force,
         ctx.progress.as_ref(),
     )
     .await?;

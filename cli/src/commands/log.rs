@@ -59,7 +59,7 @@ fn line(c: &CommitSummary, verbose: bool) -> String {
     }
     format!(
         "{}  {}  #{:<5} {} change(s){}  {}  {}",
-        stamp(c.hlc.millis()),
+        stamp(c.time_ms),
         &c.device.to_hex()[..8],
         c.seq,
         c.changes.len(),
@@ -77,8 +77,9 @@ fn json(c: &CommitSummary) -> serde_json::Value {
     serde_json::json!({
         "device": c.device.to_hex(),
         "seq": c.seq,
-        "time": stamp(c.hlc.millis()),
-        "time_ms": c.hlc.millis(),
+        "time": stamp(c.time_ms),
+        "time_ms": c.time_ms,
+        "hlc_ms": c.hlc.millis(),
         "packs": c.packs,
         "pack_bytes": c.pack_bytes,
         "changes": c.changes.iter().map(|(p, d)| serde_json::json!({

@@ -4,6 +4,7 @@ pub mod add;
 pub mod check;
 pub mod create;
 pub mod delete;
+pub mod distrust;
 pub mod get;
 pub mod init;
 pub mod list;
@@ -43,6 +44,7 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log(a) => log::run(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, a).await,
         Command::Ls(a) => ls::run(&ctx, a).await,
+        Command::Distrust(a) => distrust::run(&ctx, a).await,
         Command::Get(a) => get::run(&ctx, a).await,
         Command::Check(a) => check::run(&ctx, a).await,
         Command::Create(a) => create::run(&ctx, a).await,
@@ -61,6 +63,52 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Exit status of a step that synced everything it could read but found
+/// `damaged` objects in the store (unreadable commits of another device).
+pub const EXIT_DAMAGED: u8 = 3;
+
+/// Exit status for a sync step: 1 with problems, [`EXIT_DAMAGED`] if the only
+/// trouble is damage in the store, else 0.
+pub fn step_status(problems: usize, damaged: usize) -> ExitCode {
+    match (problems, damaged) {
+        (0, 0) => ExitCode::SUCCESS,
+        (0, _) => ExitCode::from(EXIT_DAMAGED),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Tells, once, what is damaged in the store and the way out.
+pub fn report_damage<'a>(ctx: &Ctx, damaged: impl IntoIterator<Item = &'a String>) {
+    let lines: std::collections::BTreeSet<&String> = damaged.into_iter().collect();
+    if lines.is_empty() {
+        return;
+    }
+    for d in &lines {
+        eprintln!("coffer: {d}");
+    }
+    let _ = ctx;
+    eprintln!(
+        "coffer: everything else synced; `coffer check STORE` lists the damage, `coffer distrust STORE DEVICE` stops reading that device's log (exit {EXIT_DAMAGED})"
+    );
+}
+
+/// Records how a push or pull ended in the folder's status (`coffer status
+/// DIR` shows it): a failure, or the number of problems it reported.
+pub fn record_step(
+    folder: &coffer_engine::folder::Folder,
+    outcome: Result<usize, coffer_engine::Error>,
+    what: &str,
+) {
+    let error = match outcome {
+        Ok(0) => None,
+        Ok(n) => Some(format!("{what} incomplete: {n} problem(s)")),
+        Err(e) => Some(crate::output::one_line(&anyhow::Error::new(e))),
+    };
+    if let Err(e) = coffer_engine::status::FolderStatus::record_step(folder, error) {
+        tracing::warn!("cannot record the folder status: {e}");
     }
 }
 

@@ -20,9 +20,13 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
 
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
-    let r = coffer_engine::apply::pull(&repo, &folder, ctx.progress.as_ref()).await?;
+    let r = coffer_engine::apply::pull(&repo, &folder, ctx.progress.as_ref()).await;
+    let outcome = r.as_ref().map(|r| r.errors.len());
+    super::record_step(&folder, outcome.map_err(|e| e.clone()), "pull");
+    let r = r?;
     report(ctx, &r);
-    Ok(super::status(r.errors.len()))
+    super::report_damage(ctx, &r.damaged);
+    Ok(super::step_status(r.errors.len(), r.damaged.len()))
 }
 
 /// Prints what a pull did (errors on stderr, a summary unless `--quiet`).

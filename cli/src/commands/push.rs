@@ -19,9 +19,13 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, false)?;
     let r = coffer_engine::push::push(&repo, &folder, &ctx.upload_options(), ctx.progress.as_ref())
-        .await?;
+        .await;
+    let outcome = r.as_ref().map(|r| r.problems.len());
+    super::record_step(&folder, outcome.map_err(|e| e.clone()), "push");
+    let r = r?;
     report(ctx, &r);
-    Ok(super::status(r.problems.len()))
+    super::report_damage(ctx, &r.damaged);
+    Ok(super::step_status(r.problems.len(), r.damaged.len()))
 }
 
 /// Prints what a push did (problems on stderr, a summary unless `--quiet`).

@@ -27,6 +27,11 @@ pub struct Args {
     /// component is created inside it.
     #[arg(long)]
     pub to: Option<PathBuf>,
+    /// Replace existing files and symlinks that have other content, such as
+    /// edits not pushed yet (without it they are kept and named, and the
+    /// command exits 1).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -44,7 +49,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         }
         None => to,
     };
-    super::get::write_out(ctx, &repo, &view, path.as_ref(), Some(out)).await
+    super::get::write_out(ctx, &repo, &view, path.as_ref(), Some(out), a.force).await
 }
 
 /// Parses `--at` into Unix milliseconds (`now_ms` anchors ages). A time given to the

@@ -43,7 +43,11 @@ async fn once(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<E
     super::push::report(ctx, &pushed);
     let pulled = coffer_engine::apply::pull(repo, folder, ctx.progress.as_ref()).await?;
     super::pull::report(ctx, &pulled);
-    Ok(super::status(pushed.problems.len() + pulled.errors.len()))
+    super::report_damage(ctx, pushed.damaged.iter().chain(&pulled.damaged));
+    Ok(super::step_status(
+        pushed.problems.len() + pulled.errors.len(),
+        pushed.damaged.len() + pulled.damaged.len(),
+    ))
 }
 
 /// The store URL DIR was bound to.

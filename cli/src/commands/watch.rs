@@ -199,6 +199,17 @@ fn report(ctx: &Ctx, pushed: &PushReport, pulled: &PullReport) {
     for e in &pulled.errors {
         eprintln!("coffer: {e}");
     }
+    // Damage in the store is reported once per daemon, not every step.
+    static TOLD: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut told = TOLD.lock().unwrap_or_else(|p| p.into_inner());
+    let new: Vec<&String> = pushed
+        .damaged
+        .iter()
+        .chain(&pulled.damaged)
+        .filter(|d| told.insert((*d).clone()))
+        .collect();
+    super::report_damage(ctx, new);
     let changed =
         pushed.commit.is_some() || pulled.files_written + pulled.deleted + pulled.dirs_created > 0;
     if changed {

@@ -66,6 +66,19 @@ pub fn parse_pack(key: &str) -> Option<PackId> {
     (id.to_hex()[..2] == *fan).then_some(id)
 }
 
+/// Whether `key` is one a repository has (§1): `config`, a key slot, a pack, a
+/// commit or a checkpoint.
+pub fn is_coffer_key(key: &str) -> bool {
+    key == CONFIG
+        || parse_slot(key).is_some()
+        || parse_pack(key).is_some()
+        || key
+            .strip_prefix(LOG_PREFIX)
+            .or_else(|| key.strip_prefix(CHECKPOINT_PREFIX))
+            .and_then(parse_device_seq)
+            .is_some()
+}
+
 /// Parses `keys/<slot>`.
 pub fn parse_slot(key: &str) -> Option<SlotId> {
     SlotId::from_hex(key.strip_prefix(KEYS_PREFIX)?)
@@ -89,5 +102,24 @@ mod tests {
         assert_eq!(parse_pack("data/zz/abc"), None);
         let s = SlotId::random();
         assert_eq!(parse_slot(&key_slot(&s)), Some(s));
+        for ok in [
+            CONFIG.to_string(),
+            key_slot(&s),
+            pack(&p),
+            k,
+            checkpoint(&d, 1),
+        ] {
+            assert!(is_coffer_key(&ok), "{ok}");
+        }
+        for foreign in [
+            "notes.txt",
+            "log/x",
+            "keys/zz",
+            "data/00/ab",
+            "configs",
+            ".tmp/x",
+        ] {
+            assert!(!is_coffer_key(foreign), "{foreign}");
+        }
     }
 }

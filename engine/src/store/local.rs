@@ -234,6 +234,24 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File), StoreError> {
 }
 
 /// Runs blocking filesystem work off the async executor.
+/// The time the file system stamps on a new file in `dir` (its server's
+/// clock for a network file system), in Unix ms.
+fn file_system_clock(dir: &Path) -> Option<u64> {
+    fs::create_dir_all(dir).ok()?;
+    let name = format!("clock-{}", crate::id::DeviceId::random().to_hex());
+    let path = dir.join(name);
+    let f = fs::File::create(&path).ok();
+    let stamped = f
+        .and_then(|f| f.metadata().ok())
+        .and_then(|m| m.modified().ok());
+    let _ = fs::remove_file(&path);
+    let ms = stamped?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    u64::try_from(ms).ok()
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -277,5 +295,13 @@ impl ObjectStore for LocalStore {
 
     fn local_dir(&self) -> Option<&Path> {
         Some(&self.root)
+    }
+
+    async fn clock_ms(&self) -> Option<u64> {
+        let dir = self.root.join(TMP_DIR);
+        blocking(move || Ok(file_system_clock(&dir)))
+            .await
+            .ok()
+            .flatten()
     }
 }

@@ -82,6 +82,13 @@ pub trait ObjectStore: Send + Sync + Debug {
     fn local_dir(&self) -> Option<&std::path::Path> {
         None
     }
+
+    /// The store's clock now (Unix ms), if it has one to read: the `Date` of
+    /// the last S3 response, the time the file system stamps on a new file of a
+    /// local store. A device compares it with its own clock (`crate::clock`).
+    async fn clock_ms(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A shared, type-erased store.

@@ -311,6 +311,10 @@ impl ObjectStore for RetryStore {
     fn local_dir(&self) -> Option<&std::path::Path> {
         self.inner.local_dir()
     }
+
+    async fn clock_ms(&self) -> Option<u64> {
+        self.inner.clock_ms().await
+    }
 }
 
 #[cfg(test)]

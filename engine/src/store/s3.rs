@@ -131,6 +131,8 @@ impl S3Options {
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    /// The `Date` of the last response, and when it arrived.
+    date: DateSeen,
     custom_endpoint: bool,
     bucket: String,
     /// Empty, or ends with `/`.
@@ -188,6 +190,8 @@ impl S3Store {
         if sdk.region().is_none() {
             conf = conf.region(Region::new("us-east-1"));
         }
+        let date = DateSeen::default();
+        conf = conf.interceptor(date.clone());
         let custom_endpoint = endpoint.is_some();
         if let Some(ep) = endpoint {
             conf = conf.endpoint_url(ep).force_path_style(true);
@@ -198,6 +202,7 @@ impl S3Store {
             format!("{}/", opts.prefix)
         };
         Ok(S3Store {
+            date,
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             custom_endpoint,
             bucket: opts.bucket,
@@ -398,6 +403,21 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn clock_ms(&self) -> Option<u64> {
+        if self.date.get().is_none() {
+            // Any response carries a Date; a listing of one key is the cheapest.
+            let _ = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .max_keys(1)
+                .send()
+                .await;
+        }
+        self.date.get()
+    }
+
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
             .trim_end_matches('/')
@@ -453,6 +473,47 @@ pub fn check_endpoint(endpoint: &str, allow_http: bool, sse_c: bool) -> Result<(
 fn is_credential_failure(err: &dyn std::error::Error) -> bool {
     let chain = source_chain(err).to_lowercase();
     chain.contains("loading credentials") || chain.contains("no credentials")
+}
+
+/// Records the `Date` header of every S3 response (the server's clock, to a
+/// second) with the instant it arrived, so the store's time can be read later.
+#[derive(Debug, Clone, Default)]
+struct DateSeen(std::sync::Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>);
+
+impl DateSeen {
+    /// The store's clock now: the last `Date` plus the time since it arrived.
+    fn get(&self) -> Option<u64> {
+        let seen = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (ms, at) = seen?;
+        let since = u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Some(ms.saturating_add(since))
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for DateSeen {
+    fn name(&self) -> &'static str {
+        "coffer-date-seen"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| httpdate::parse_http_date(d).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_millis()).ok());
+        if let Some(ms) = date {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((ms, std::time::Instant::now()));
+        }
+        Ok(())
+    }
 }
 
 /// What a failed request was, to turn an SDK error into a [`StoreError`].

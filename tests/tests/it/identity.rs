@@ -182,3 +182,297 @@ fn a_store_inside_the_folder_is_left_out() {
     assert!(again.stderr.contains("nothing to push"), "{}", again.stderr);
     assert_eq!(coffer_tests::tree::du(&e.path("dir/store")), size);
 }
+
+/// What a path holds in the type-change matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Link,
+    Dir,
+}
+
+fn make(path: &Path, kind: Kind, tag: &str) {
+    match kind {
+        Kind::File => fs::write(path, format!("file {tag}")).unwrap(),
+        Kind::Link => std::os::unix::fs::symlink(format!("target-{tag}"), path).unwrap(),
+        Kind::Dir => {
+            fs::create_dir(path).unwrap();
+            fs::write(path.join("inner.txt"), format!("inner {tag}")).unwrap();
+        }
+    }
+}
+
+fn remove(path: &Path) {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).unwrap(),
+        Ok(_) => fs::remove_file(path).unwrap(),
+        Err(_) => {}
+    }
+}
+
+/// What `path` holds: its kind and content.
+fn held(path: &Path) -> (Kind, String) {
+    let m = fs::symlink_metadata(path).unwrap();
+    if m.is_symlink() {
+        (
+            Kind::Link,
+            fs::read_link(path).unwrap().to_string_lossy().into_owned(),
+        )
+    } else if m.is_dir() {
+        (
+            Kind::Dir,
+            fs::read_to_string(path.join("inner.txt")).unwrap(),
+        )
+    } else {
+        (Kind::File, fs::read_to_string(path).unwrap())
+    }
+}
+
+/// Every type change (file ↔ symlink ↔ directory) made on one device reaches
+/// the other, and a change back the other way reaches the first again.
+#[test]
+fn every_type_change_propagates_in_both_directions() {
+    use Kind::*;
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (a, b) = (e.path("a"), e.path("b"));
+    fs::create_dir(&a).unwrap();
+    let pairs = [
+        (File, Link),
+        (File, Dir),
+        (Link, File),
+        (Link, Dir),
+        (Dir, File),
+        (Dir, Link),
+    ];
+    for (i, (from, _)) in pairs.iter().enumerate() {
+        make(&a.join(format!("p{i}")), *from, "1");
+    }
+    e.ok(&["sync", &arg(&a), "store"]);
+    e.ok(&["sync", &arg(&b), "store"]);
+    for (i, (from, to)) in pairs.iter().enumerate() {
+        let p = format!("p{i}");
+        assert_eq!(held(&b.join(&p)).0, *from);
+        remove(&a.join(&p));
+        make(&a.join(&p), *to, "2");
+    }
+    e.ok(&["sync", &arg(&a), "store"]);
+    e.ok(&["sync", &arg(&b), "store"]);
+    for (i, _) in pairs.iter().enumerate() {
+        let p = format!("p{i}");
+        assert_eq!(held(&b.join(&p)), held(&a.join(&p)), "{p}: a → b");
+        // And back: b turns it into what it was at first.
+        remove(&b.join(&p));
+        make(&b.join(&p), pairs[i].0, "3");
+    }
+    e.ok(&["sync", &arg(&b), "store"]);
+    let r = e.ok(&["sync", &arg(&a), "store"]);
+    assert!(!r.stderr.contains("not overwritten"), "{}", r.stderr);
+    for (i, (from, _)) in pairs.iter().enumerate() {
+        let p = format!("p{i}");
+        assert_eq!(held(&a.join(&p)).0, *from, "{p}: b → a");
+        assert_eq!(held(&a.join(&p)), held(&b.join(&p)), "{p}: b → a");
+    }
+}
+
+/// `restore` and `get` into a synced folder never replace an edit that was not
+/// pushed: it is kept and named (exit 1), `--force` replaces it, and a file
+/// that already has the content is left alone (exit 0).
+#[test]
+fn restore_and_get_into_a_live_folder_keep_an_unpushed_edit() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let dir = e.path("dir");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("notes.txt"), "v1").unwrap();
+    fs::write(dir.join("same.txt"), "same").unwrap();
+    e.ok(&["push", &arg(&dir), "store"]);
+    fs::write(dir.join("notes.txt"), "v2 important unpushed edit").unwrap();
+
+    let r = e.run(&[
+        "restore",
+        "store",
+        "notes.txt",
+        "--at",
+        "0s",
+        "--to",
+        &arg(&dir),
+    ]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("exists with other content; kept it"),
+        "{}",
+        r.stderr
+    );
+    let out = arg(&dir.join("notes.txt"));
+    let r = e.run(&["get", "store", "notes.txt", &out]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(
+        fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "v2 important unpushed edit"
+    );
+
+    e.ok(&["get", "store", "same.txt", &arg(&dir.join("same.txt"))]);
+    e.ok(&[
+        "restore",
+        "store",
+        ".",
+        "--at",
+        "0s",
+        "--to",
+        &arg(&e.path("elsewhere")),
+    ]);
+    e.ok(&["get", "store", "notes.txt", &out, "--force"]);
+    assert_eq!(fs::read_to_string(dir.join("notes.txt")).unwrap(), "v1");
+}
+
+/// A folder whose journal was lost (`rm -rf DIR/.coffer`) joins again: files
+/// equal to the repository's are in sync, a stale copy does not beat another
+/// device's newer edit, a file deleted elsewhere does not come back under its
+/// name, and both survive as conflict copies.
+#[test]
+fn a_lost_journal_keeps_newer_edits_and_deletions_of_other_devices() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (one, two) = (e.path("one"), e.path("two"));
+    fs::create_dir(&one).unwrap();
+    fs::write(one.join("a.txt"), "v1").unwrap();
+    fs::write(one.join("gone.txt"), "x").unwrap();
+    fs::write(one.join("same.txt"), "same").unwrap();
+    e.ok(&["sync", &arg(&one), "store"]);
+    e.ok(&["sync", &arg(&two), "store"]);
+    fs::write(one.join("a.txt"), "v2 newer").unwrap();
+    fs::remove_file(one.join("gone.txt")).unwrap();
+    e.ok(&["sync", &arg(&one), "store"]);
+
+    fs::remove_dir_all(two.join(".coffer")).unwrap();
+    let r = e.ok(&["sync", &arg(&two), "store"]);
+    assert!(
+        r.stderr.contains("joined a repository that already had 2"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(fs::read_to_string(two.join("a.txt")).unwrap(), "v2 newer");
+    assert!(
+        !two.join("gone.txt").exists(),
+        "a deletion elsewhere stays a deletion"
+    );
+    let want: BTreeSet<String> = ["v1", "v2 newer"].map(String::from).into();
+    assert_eq!(versions_of(&two, "a.txt"), want);
+    assert_eq!(
+        versions_of(&two, "gone.txt"),
+        BTreeSet::from(["x".to_string()])
+    );
+    assert_eq!(
+        versions_of(&two, "same.txt"),
+        BTreeSet::from(["same".to_string()])
+    );
+    e.ok(&["sync", &arg(&one), "store"]);
+    assert_eq!(fs::read_to_string(one.join("a.txt")).unwrap(), "v2 newer");
+}
+
+/// A device whose clock is off by `offset` edits a file in turn with one whose
+/// clock is right: every edit is kept in order (no false conflict), the right
+/// clock is not dragged along, and `restore --at` on the right device finds
+/// what was current at each moment of its own edits.
+fn edits_with_a_skewed_device(offset: &str) {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (skewed, right) = (e.path("skewed"), e.path("right"));
+    fs::create_dir(&skewed).unwrap();
+    fs::write(skewed.join("f.txt"), "s1").unwrap();
+    let r = e.ok_with_clock(offset, &["sync", &arg(&skewed), "store"]);
+    assert!(
+        r.stderr.contains("this machine's clock is"),
+        "{offset}: {}",
+        r.stderr
+    );
+    e.ok(&["sync", &arg(&right), "store"]);
+    fs::write(right.join("f.txt"), "r1").unwrap();
+    e.ok(&["sync", &arg(&right), "store"]);
+    let after_r1 = std::time::SystemTime::now();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    e.ok_with_clock(offset, &["sync", &arg(&skewed), "store"]);
+    assert_eq!(fs::read_to_string(skewed.join("f.txt")).unwrap(), "r1");
+    fs::write(skewed.join("f.txt"), "s2").unwrap();
+    e.ok_with_clock(offset, &["sync", &arg(&skewed), "store"]);
+    e.ok(&["sync", &arg(&right), "store"]);
+    assert_eq!(fs::read_to_string(right.join("f.txt")).unwrap(), "s2");
+    fs::write(right.join("f.txt"), "r2").unwrap();
+    e.ok(&["sync", &arg(&right), "store"]);
+    e.ok_with_clock(offset, &["sync", &arg(&skewed), "store"]);
+    for d in [&skewed, &right] {
+        assert_eq!(
+            versions_of(d, "f.txt"),
+            BTreeSet::from(["r2".to_string()]),
+            "{offset}"
+        );
+    }
+    // Every commit carries real time (the skewed one's corrected by the
+    // store's clock), and no hybrid clock was dragged far ahead.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for line in e.ok(&["log", "store", "--json"]).stdout.lines() {
+        let c: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (t, h) = (
+            c["time_ms"].as_u64().unwrap(),
+            c["hlc_ms"].as_u64().unwrap(),
+        );
+        assert!(
+            t.abs_diff(now_ms) < 120_000,
+            "{offset}: commit time {t} vs now {now_ms}"
+        );
+        assert!(
+            h < now_ms + 6 * 60_000,
+            "{offset}: hlc {h} dragged ahead of {now_ms}"
+        );
+    }
+    let secs = after_r1
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    e.ok(&[
+        "restore",
+        "store",
+        "f.txt",
+        "--at",
+        &format!("@{secs}"),
+        "--to",
+        &arg(&e.path(".")),
+    ]);
+    let restored = fs::read_to_string(e.path("f.txt")).unwrap();
+    assert_eq!(restored, "r1", "{offset}: restore --at the moment after r1");
+    fs::remove_file(e.path("f.txt")).unwrap();
+    e.ok(&[
+        "restore",
+        "store",
+        "f.txt",
+        "--at",
+        "0s",
+        "--to",
+        &arg(&e.path(".")),
+    ]);
+    assert_eq!(
+        fs::read_to_string(e.path("f.txt")).unwrap(),
+        "r2",
+        "{offset}: now"
+    );
+}
+
+#[test]
+fn a_device_a_day_ahead_neither_loses_edits_nor_drags_the_clock() {
+    edits_with_a_skewed_device("+1d");
+}
+
+#[test]
+fn a_device_a_day_behind_loses_no_edit() {
+    edits_with_a_skewed_device("-1d");
+}
+
+#[test]
+fn a_device_ten_minutes_off_loses_no_edit() {
+    edits_with_a_skewed_device("+10m");
+    edits_with_a_skewed_device("-10m");
+}
