@@ -245,6 +245,23 @@ fn plan_job(
     Ok(())
 }
 
+/// Blocks of zeros at least this long become holes (see [`write_or_hole`]).
+const HOLE_MIN: usize = 64 * 1024;
+
+/// Writes `data` at `off`, except that a run of zeros of [`HOLE_MIN`] bytes or
+/// more is left a hole: its blocks (allocated up front by [`reserve`]) are given
+/// back with `FALLOC_FL_PUNCH_HOLE`, so a sparse file comes back sparse. Where
+/// the filesystem cannot punch holes, the zeros are written.
+fn write_or_hole(f: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
+    if data.len() >= HOLE_MIN && data.iter().all(|&b| b == 0) {
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        if rustix::fs::fallocate(f, flags, off, data.len() as u64).is_ok() {
+            return Ok(());
+        }
+    }
+    f.write_all_at(data, off)
+}
+
 /// Sizes a temp file and allocates its blocks up front (`fallocate`), so a disk
 /// too small fails the file before anything is downloaded for it, and the writes
 /// that follow skip the filesystem's delayed-allocation bookkeeping (measured on
@@ -491,7 +508,7 @@ fn deliver(out: &Out, need: &Need, data: std::result::Result<&[u8], &Error>) -> 
                 let _one_writer = writing.lock().unwrap_or_else(|p| p.into_inner());
                 out.tmp
                     .open_write(&tmp)
-                    .and_then(|f| f.write_all_at(d, off))
+                    .and_then(|f| write_or_hole(&f, d, off))
                     .map(|()| d.len() as u64)
                     .map_err(|e| Error::io(out.root.display(&out.jobs[i].dest), e))
             }

@@ -289,3 +289,29 @@ fn odd_names_are_listed_escaped_and_can_be_fetched() {
     e.ok(&args);
     assert_eq!(fs::read(&out).unwrap(), b"raw bytes");
 }
+
+/// A sparse file (64 MiB with a few bytes of data) comes back sparse: its
+/// zero runs are holes, not allocated blocks, and its bytes are the same.
+#[test]
+fn a_sparse_file_comes_back_sparse() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (one, two) = (e.path("one"), e.path("two"));
+    fs::create_dir(&one).unwrap();
+    let f = fs::File::create(one.join("sparse.img")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"hello", 40 << 20).unwrap();
+    drop(f);
+    e.ok(&["push", &arg(&one), "store"]);
+    e.ok(&["pull", "store", &arg(&two)]);
+    let (a, b) = (
+        fs::read(one.join("sparse.img")).unwrap(),
+        fs::read(two.join("sparse.img")).unwrap(),
+    );
+    assert!(a == b, "same bytes");
+    let allocated = fs::metadata(two.join("sparse.img")).unwrap().blocks() * 512;
+    assert!(
+        allocated < 8 << 20,
+        "{allocated} bytes allocated for 5 bytes of data"
+    );
+}
