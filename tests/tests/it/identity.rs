@@ -378,29 +378,38 @@ fn a_lost_journal_keeps_newer_edits_and_deletions_of_other_devices() {
 fn edits_with_a_skewed_device(offset: &str) {
     let e = env();
     e.ok(&["init", "store"]);
-    let (skewed, right) = (e.path("skewed"), e.path("right"));
+    skewed_edits_in(&e, "store", offset);
+}
+
+/// [`edits_with_a_skewed_device`] in the repository `store` of `e`.
+pub fn skewed_edits_in(e: &Env, store: &str, offset: &str) {
+    let tag = offset.replace(['+', '-'], "_");
+    let (skewed, right) = (
+        e.path(&format!("skewed{tag}")),
+        e.path(&format!("right{tag}")),
+    );
     fs::create_dir(&skewed).unwrap();
     fs::write(skewed.join("f.txt"), "s1").unwrap();
-    let r = e.ok_with_clock(offset, &["sync", &arg(&skewed), "store"]);
+    let r = e.ok_with_clock(offset, &["sync", &arg(&skewed), store]);
     assert!(
         r.stderr.contains("this machine's clock is"),
         "{offset}: {}",
         r.stderr
     );
-    e.ok(&["sync", &arg(&right), "store"]);
+    e.ok(&["sync", &arg(&right), store]);
     fs::write(right.join("f.txt"), "r1").unwrap();
-    e.ok(&["sync", &arg(&right), "store"]);
+    e.ok(&["sync", &arg(&right), store]);
     let after_r1 = std::time::SystemTime::now();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    e.ok_with_clock(offset, &["sync", &arg(&skewed), "store"]);
+    e.ok_with_clock(offset, &["sync", &arg(&skewed), store]);
     assert_eq!(fs::read_to_string(skewed.join("f.txt")).unwrap(), "r1");
     fs::write(skewed.join("f.txt"), "s2").unwrap();
-    e.ok_with_clock(offset, &["sync", &arg(&skewed), "store"]);
-    e.ok(&["sync", &arg(&right), "store"]);
+    e.ok_with_clock(offset, &["sync", &arg(&skewed), store]);
+    e.ok(&["sync", &arg(&right), store]);
     assert_eq!(fs::read_to_string(right.join("f.txt")).unwrap(), "s2");
     fs::write(right.join("f.txt"), "r2").unwrap();
-    e.ok(&["sync", &arg(&right), "store"]);
-    e.ok_with_clock(offset, &["sync", &arg(&skewed), "store"]);
+    e.ok(&["sync", &arg(&right), store]);
+    e.ok_with_clock(offset, &["sync", &arg(&skewed), store]);
     for d in [&skewed, &right] {
         assert_eq!(
             versions_of(d, "f.txt"),
@@ -414,7 +423,7 @@ fn edits_with_a_skewed_device(offset: &str) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    for line in e.ok(&["log", "store", "--json"]).stdout.lines() {
+    for line in e.ok(&["log", store, "--json"]).stdout.lines() {
         let c: serde_json::Value = serde_json::from_str(line).unwrap();
         let (t, h) = (
             c["time_ms"].as_u64().unwrap(),
@@ -435,7 +444,7 @@ fn edits_with_a_skewed_device(offset: &str) {
         .as_secs();
     e.ok(&[
         "restore",
-        "store",
+        store,
         "f.txt",
         "--at",
         &format!("@{secs}"),
@@ -447,7 +456,7 @@ fn edits_with_a_skewed_device(offset: &str) {
     fs::remove_file(e.path("f.txt")).unwrap();
     e.ok(&[
         "restore",
-        "store",
+        store,
         "f.txt",
         "--at",
         "0s",

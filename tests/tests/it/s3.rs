@@ -504,3 +504,15 @@ fn clones_pushing_at_the_same_moment_on_garage_lose_no_commit() {
     crate::identity::race_clones(&e, &format!("s3://{bucket}"), 2);
     e.ok(&["check", &format!("s3://{bucket}")]);
 }
+
+/// A device ten minutes ahead on Garage (SigV4 allows 15): its commits are
+/// stamped with the server's `Date`, every edit is kept (see
+/// `identity::skewed_edits_in`).
+#[test]
+fn a_device_ten_minutes_ahead_on_garage_is_corrected_by_the_server_clock() {
+    let s3 = S3Env::from_env();
+    let e = sandbox(&s3, None);
+    let bucket = S3Env::unique_bucket("skew");
+    e.ok(&["create", &bucket]);
+    crate::identity::skewed_edits_in(&e, &format!("s3://{bucket}"), "+10m");
+}
