@@ -293,8 +293,8 @@ fn classify(
         }
         LocalKind::Symlink => {
             let fs_path: PathBuf = e.path.to_fs_path(root)?;
-            let target = match std::fs::read_link(&fs_path) {
-                Ok(t) => t.as_os_str().as_bytes().to_vec(),
+            let target = match read_link_deep(root, &fs_path, &e.path) {
+                Ok(t) => t,
                 Err(err) => {
                     // Gone or replaced since the walk: it stays pending.
                     b.problems.push(Error::io(fs_path, err).to_string());
@@ -318,6 +318,21 @@ fn classify(
         }
     }
     Ok(())
+}
+
+/// The target of the symlink `path` (at `fs_path` below `root`); a path too
+/// long for the kernel as a whole is resolved from the root's handle.
+fn read_link_deep(root: &Path, fs_path: &Path, path: &RepoPath) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_link(fs_path) {
+        Ok(t) => Ok(t.as_os_str().as_bytes().to_vec()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) => {
+            let fs = crate::rootfs::RootFs::open(root).map_err(std::io::Error::other)?;
+            fs.read_link(path)
+                .map_err(std::io::Error::other)?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A file was read: decide whether it is a new version.

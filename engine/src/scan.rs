@@ -170,6 +170,12 @@ impl IgnoreRules {
     }
 }
 
+/// How the walk opens directories: for reading, never through a symlink.
+fn dir_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
 /// What the walk does with a child of a listed directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildKind {
@@ -214,6 +220,10 @@ pub struct Walk {
     /// One listing per open directory, sorted in descending order (popped from
     /// the end).
     levels: Vec<Vec<Child>>,
+    /// A handle on each open directory (same depth as `levels`): a child
+    /// directory is opened relative to its parent's, so only the path relative
+    /// to the folder counts against `PATH_MAX`.
+    handles: Vec<Option<std::os::fd::OwnedFd>>,
     /// A listing read by the last step, to announce next.
     announce: Option<Option<RepoPath>>,
     problems: Vec<String>,
@@ -225,14 +235,16 @@ impl Walk {
     /// Starts a walk; only a failure to read `root` itself is an error.
     pub fn new(root: &Path, rules: IgnoreRules) -> Result<Walk> {
         let top = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
+        let handle = rustix::fs::open(root, dir_flags(), rustix::fs::Mode::empty()).ok();
         let mut walk = Walk {
             rules,
             levels: Vec::new(),
+            handles: Vec::new(),
             announce: None,
             problems: Vec::new(),
             excluded: Vec::new(),
         };
-        walk.open_level(None, top);
+        walk.open_level(None, top, handle);
         Ok(walk)
     }
 
@@ -245,6 +257,7 @@ impl Walk {
             let level = self.levels.last_mut()?;
             let Some(child) = level.pop() else {
                 self.levels.pop();
+                self.handles.pop();
                 continue;
             };
             if matches!(child.kind, ChildKind::Skip | ChildKind::Special) {
@@ -261,8 +274,8 @@ impl Walk {
                 continue;
             };
             if meta.is_dir() && child.kind == ChildKind::Enter {
-                match fs::read_dir(child.dirent.path()) {
-                    Ok(rd) => self.open_level(Some(child.path), rd),
+                match self.read_child_dir(&child) {
+                    Ok((rd, handle)) => self.open_level(Some(child.path), rd, handle),
                     Err(e) => self
                         .problems
                         .push(format!("{}: cannot read directory: {e}", child.path)),
@@ -298,7 +311,33 @@ impl Walk {
     }
 
     /// Reads one directory into a new level.
-    fn open_level(&mut self, parent: Option<RepoPath>, rd: fs::ReadDir) {
+    /// Opens the directory `child` of the innermost open directory: by its
+    /// parent's handle (`openat`, not following a symlink), listed through
+    /// `/proc/self/fd`, so a deep path never meets `PATH_MAX`; by its full path
+    /// where that is not possible (no `/proc`).
+    fn read_child_dir(
+        &self,
+        child: &Child,
+    ) -> std::io::Result<(fs::ReadDir, Option<std::os::fd::OwnedFd>)> {
+        use std::os::fd::AsRawFd;
+        if let Some(Some(parent)) = self.handles.last() {
+            let name = child.dirent.file_name();
+            if let Ok(fd) =
+                rustix::fs::openat(parent, &name, dir_flags(), rustix::fs::Mode::empty())
+                && let Ok(rd) = fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            {
+                return Ok((rd, Some(fd)));
+            }
+        }
+        Ok((fs::read_dir(child.dirent.path())?, None))
+    }
+
+    fn open_level(
+        &mut self,
+        parent: Option<RepoPath>,
+        rd: fs::ReadDir,
+        handle: Option<std::os::fd::OwnedFd>,
+    ) {
         let mut items = Vec::new();
         let mut complete = true;
         for dirent in rd {
@@ -350,6 +389,7 @@ impl Walk {
         }
         items.sort_by(|a, b| b.path.cmp(&a.path));
         self.levels.push(items);
+        self.handles.push(handle);
         if complete {
             self.announce = Some(parent);
         }

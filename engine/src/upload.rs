@@ -357,7 +357,7 @@ fn read_one(
     chunker: &Chunker,
     jobs: &crossbeam_channel::Sender<Job>,
 ) -> std::result::Result<(u32, u64, LocalEntry), String> {
-    let f = std::fs::File::open(&task.fs_path).map_err(|e| format!("{}: {e}", task.path))?;
+    let f = open_deep(task).map_err(|e| format!("{}: {e}", task.path))?;
     let mut index = 0u32;
     let mut size = 0u64;
     for chunk in chunker.chunks_resyncing(&f, Some(task.before.size), task.previous.clone()) {
@@ -384,6 +384,27 @@ fn read_one(
         ));
     }
     Ok((index, size, after))
+}
+
+/// Opens the file of `task`; a path too long for the kernel as a whole is
+/// opened one component at a time from the folder's root (only the path
+/// relative to the folder counts against `PATH_MAX`).
+fn open_deep(task: &FileTask) -> std::io::Result<std::fs::File> {
+    match std::fs::File::open(&task.fs_path) {
+        Err(e) if e.raw_os_error() == Some(libc_enametoolong()) => {
+            let root = task.fs_path.ancestors().nth(task.path.depth()).ok_or(e)?;
+            let fs = crate::rootfs::RootFs::open(root).map_err(std::io::Error::other)?;
+            fs.open_read(&task.path)
+                .map_err(std::io::Error::other)?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+        other => other,
+    }
+}
+
+/// `ENAMETOOLONG`.
+fn libc_enametoolong() -> i32 {
+    rustix::io::Errno::NAMETOOLONG.raw_os_error()
 }
 
 /// Bounds the packs alive at once (see the module docs) and recycles their

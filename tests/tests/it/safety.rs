@@ -315,3 +315,45 @@ fn a_sparse_file_comes_back_sparse() {
         "{allocated} bytes allocated for 5 bytes of data"
     );
 }
+
+/// A folder whose files lie deeper than `PATH_MAX` (4096 bytes of absolute
+/// path) below `/`, with relative paths that fit (coffer's limit is 4096 bytes
+/// relative to the folder): push reads them, pull writes them, nothing stays
+/// pending. The tree is made and read with relative `cd`s, as a user would.
+#[test]
+fn files_deeper_than_path_max_sync_by_their_relative_path() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let (one, two) = (e.path("one"), e.path("two"));
+    fs::create_dir(&one).unwrap();
+    let name = "d".repeat(255);
+    let file = format!("{}.txt", "f".repeat(246));
+    // 15 levels of 256 bytes and a 250-byte name: 4,090 bytes relative (coffer
+    // allows 4,096), over 4,096 absolute.
+    let script = format!(
+        "cd \"$1\" && for i in $(seq 15); do mkdir {name} && cd {name} || exit 1; done && \
+         printf deep > {file} && ln -s {file} link"
+    );
+    let st = std::process::Command::new("sh")
+        .args(["-c", &script, "sh", one.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(one.to_str().unwrap().len() + 15 * 256 + 1 + file.len() > 4096);
+    let r = e.ok(&["push", &arg(&one), "store"]);
+    assert!(r.stderr.contains("pushed 17 change(s)"), "{}", r.stderr);
+    e.ok(&["pull", "store", &arg(&two)]);
+    let read = format!(
+        "cd \"$1\" && for i in $(seq 15); do cd {name} || exit 1; done && cat {file} && readlink link"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &read, "sh", two.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("deep{file}\n")
+    );
+    let again = e.ok(&["push", &arg(&one), "store"]);
+    assert!(again.stderr.contains("nothing to push"), "{}", again.stderr);
+}
