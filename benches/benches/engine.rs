@@ -8,18 +8,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use coffer_benches::{incompressible, write_incompressible_tree};
-use coffer_engine::chunker::{Chunker, ChunkerParams};
-use coffer_engine::codec::Compressor;
+use coffer_engine::chunk::chunker::{Chunker, ChunkerParams};
+use coffer_engine::chunk::codec::Compressor;
 use coffer_engine::crypto::keyslot::KdfParams;
 use coffer_engine::crypto::{Keys, Kind, MasterKey};
 use coffer_engine::folder::Folder;
-use coffer_engine::id::PackId;
-use coffer_engine::pack::PackBuilder;
+use coffer_engine::format::id::PackId;
+use coffer_engine::format::pack::PackBuilder;
 use coffer_engine::progress::NoProgress;
-use coffer_engine::push::push;
 use coffer_engine::repo::Repository;
 use coffer_engine::store::{DynStore, MemoryStore};
-use coffer_engine::upload::UploadOptions;
+use coffer_engine::sync::push::push;
+use coffer_engine::sync::push::upload::UploadOptions;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -15,7 +15,7 @@
 //! (default: the repository default); `--avg KIB` sets the average chunk size, with
 //! min = avg / 4 and max = avg × 4 as in the default.
 
-use coffer_engine::chunker::{Chunker, ChunkerParams};
+use coffer_engine::chunk::chunker::{Chunker, ChunkerParams};
 use std::collections::HashSet;
 
 const MIB: usize = 1 << 20;

@@ -5,14 +5,14 @@
 //! locatable. With `read_data`: every byte of every referenced pack is verified
 //! ([`pack::verify`]) and its trailer must match the commit's record.
 
-use crate::commit::Entry;
 use crate::error::{Error, Result};
-use crate::id::PackId;
-use crate::pack;
+use crate::format::commit::Entry;
+use crate::format::id::PackId;
+use crate::format::pack;
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
 use crate::store::layout;
-use crate::view::RepoView;
+use crate::sync::pull::view::RepoView;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -8,8 +8,8 @@
 //! and, when it is larger than [`TOLERANCE_MS`], stamps with the store's time
 //! instead and says so once, naming the offset.
 
+use crate::format::version::now_millis;
 use crate::store::ObjectStore;
-use crate::version::now_millis;
 
 /// Offsets up to this are noise (S3's `Date` has a resolution of one second).
 pub const TOLERANCE_MS: i64 = 2_000;

@@ -11,17 +11,17 @@
 //! one VM image) is caught here: a commit is written only where no object is,
 //! read back before it counts, and a device that finds commits of its own id it
 //! did not write, or its last commit replaced, becomes a new device
-//! ([`Device::renew`]) that keeps what it has seen.
+//! (`Device::renew`) that keeps what it has seen.
 
-use crate::commit::{Change, Commit, Entry};
 use crate::error::{Error, Result};
-use crate::id::{CommitHash, DeviceId, RepoId};
+use crate::format::commit::{Change, Commit, Entry};
+use crate::format::id::{CommitHash, DeviceId, RepoId};
+use crate::format::path::RepoPath;
+use crate::format::version::VersionVector;
 use crate::journal::{Journal, StatEntry};
-use crate::logs;
-use crate::path::RepoPath;
 use crate::repo::Repository;
 use crate::store::layout;
-use crate::version::VersionVector;
+use crate::sync::pull::logs;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -275,7 +275,7 @@ impl Device {
             Err(Error::Corrupt { .. }) => bytes::Bytes::new(),
             Err(e) => return Err(e),
         };
-        if crate::commit::commit_hash(&stored) != head.hash {
+        if crate::format::commit::commit_hash(&stored) != head.hash {
             self.journal.reset()?;
             self.renew_for(Claimed::HeadReplaced(head.seq))?;
         }
@@ -371,7 +371,7 @@ impl Device {
         journal.outbox_remove(seq)?;
         journal.flush_async().await?;
         // Only an optimization for new devices: a failure must not fail the commit.
-        if let Err(e) = crate::checkpoint::maybe_write(repo, journal, device, seq).await {
+        if let Err(e) = crate::format::checkpoint::maybe_write(repo, journal, device, seq).await {
             tracing::warn!("could not write a checkpoint after commit {seq}: {e}");
         }
         Ok(seq)
@@ -387,7 +387,9 @@ impl Device {
             if seq > head {
                 let commit = Commit::open(repo.keys(), &device, seq, &bytes)?;
                 match write_once(repo, &device, seq, &bytes).await? {
-                    Ok(()) => logs::ingest(journal, &commit, crate::commit::commit_hash(&bytes))?,
+                    Ok(()) => {
+                        logs::ingest(journal, &commit, crate::format::commit::commit_hash(&bytes))?
+                    }
                     // Its changes were never recorded as synced: the next push
                     // sends them again, as the renewed device.
                     Err(claimed) => {

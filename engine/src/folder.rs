@@ -20,13 +20,13 @@
 //! Below the root, pull and restore touch the folder only through its
 //! [`RootFs`] (no symlink is followed).
 
-use crate::config::{ConfigPin, RepoConfig};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::id::{DeviceId, RepoId};
+use crate::format::config::{ConfigPin, RepoConfig};
+use crate::format::id::{DeviceId, RepoId};
+use crate::format::path::STATE_DIR;
 use crate::journal::Journal;
-use crate::path::STATE_DIR;
-use crate::rootfs::{RootFs, TmpDir};
+use crate::sync::pull::rootfs::{RootFs, TmpDir};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{Read, Seek, Write};

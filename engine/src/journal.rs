@@ -18,67 +18,30 @@
 //! Write ordering: an acknowledged pack goes into `packs`, then its blobs into
 //! `index`, flushed before anything relies on it; a commit is put in the `outbox`
 //! and flushed before its PUT.
+//!
+//! This file opens, flushes and resets the database and keeps `meta` (schema,
+//! hybrid clock); the trees are in `journal/` by what they keep: `stat.rs`,
+//! `index.rs` (chunk index and acknowledged packs), `versions.rs` (merge
+//! state), `heads.rs` (logs seen and the outbox), `pending.rs`, and `rows.rs`,
+//! every row's type and encoding.
 
-use crate::commit::{Entry, PackRecord};
+mod heads;
+mod index;
+mod pending;
+mod rows;
+mod stat;
+mod versions;
+
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, CommitHash, DeviceId, PackId};
-use crate::path::RepoPath;
-use crate::version::{Hlc, VersionVector, now_millis};
+use crate::format::version::{Hlc, now_millis};
+pub use rows::{Head, LocalKind, Location, StatEntry, Version};
+use rows::{dec, enc};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Journal schema version; an unknown one triggers a rebuild.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Where a chunk lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Location {
-    pub pack: PackId,
-    pub offset: u32,
-    pub sealed_len: u32,
-    pub raw_len: u32,
-}
-
-/// The highest commit seen of a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    pub seq: u64,
-    pub hash: CommitHash,
-}
-
-/// One version of a path, as the merge sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Version {
-    pub vv: VersionVector,
-    pub hlc: Hlc,
-    /// The device whose commit created this version.
-    pub origin: DeviceId,
-    pub entry: Entry,
-}
-
-/// The kind of a local filesystem entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LocalKind {
-    File,
-    Dir,
-    Symlink,
-}
-
-/// What the folder held at a path when it was last synced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatEntry {
-    pub kind: LocalKind,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    pub mode: u32,
-    /// File content when it was synced.
-    pub chunks: Vec<ChunkId>,
-    /// The version the local entry corresponds to.
-    pub synced: VersionVector,
-}
 
 /// The sled-backed journal.
 #[derive(Debug, Clone)]
@@ -92,20 +55,6 @@ pub struct Journal {
     heads: sled::Tree,
     outbox: sled::Tree,
     pending: sled::Tree,
-}
-
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| Error::Journal(format!("encode: {e}")))
-}
-
-fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
-    postcard::from_bytes(b).map_err(|e| Error::Journal(format!("decode: {e}")))
-}
-
-/// One row of the `versions` tree.
-fn decode_versions(kv: sled::Result<(sled::IVec, sled::IVec)>) -> Result<(RepoPath, Vec<Version>)> {
-    let (k, v) = kv?;
-    Ok((RepoPath::new(k.to_vec())?, dec(&v)?))
 }
 
 /// sled's page cache (its default is 1 GiB): the journal of a big tree must not
@@ -191,7 +140,7 @@ impl Journal {
             .temporary(true)
             .cache_capacity(CACHE_BYTES);
         if let Some(dir) = scratch {
-            let name = format!("coffer-{}", crate::id::DeviceId::random());
+            let name = format!("coffer-{}", crate::format::id::DeviceId::random());
             config = config.path(dir.join(name));
         }
         Ok(Self::from_db(config.open()?)?.0)
@@ -299,272 +248,15 @@ impl Journal {
         }
         Ok(())
     }
-
-    // ---- stat cache
-
-    pub fn stat_get(&self, path: &RepoPath) -> Result<Option<StatEntry>> {
-        self.stat.get(path.as_bytes())?.map(|v| dec(&v)).transpose()
-    }
-
-    pub fn stat_put(&self, path: &RepoPath, e: &StatEntry) -> Result<()> {
-        self.stat.insert(path.as_bytes(), enc(e)?)?;
-        Ok(())
-    }
-
-    pub fn stat_remove(&self, path: &RepoPath) -> Result<()> {
-        self.stat.remove(path.as_bytes())?;
-        Ok(())
-    }
-
-    /// The stat tree from `key` on, in key order (raw: see [`Journal::decode_stat`]).
-    pub fn stat_iter_from(&self, key: &[u8]) -> sled::Iter {
-        self.stat.range(key..)
-    }
-
-    /// Decodes a raw stat value.
-    pub fn decode_stat(value: &[u8]) -> Result<StatEntry> {
-        dec(value)
-    }
-
-    pub fn stat_len(&self) -> usize {
-        self.stat.len()
-    }
-
-    // ---- chunk index and acknowledged packs
-
-    pub fn location(&self, chunk: &ChunkId) -> Result<Option<Location>> {
-        self.index
-            .get(chunk.as_bytes())?
-            .map(|v| dec(&v))
-            .transpose()
-    }
-
-    /// End offsets of `chunks` laid end to end (a file's chunk boundaries), as far
-    /// as the index knows their lengths.
-    pub fn chunk_ends(&self, chunks: &[ChunkId]) -> Result<Vec<u64>> {
-        let mut ends = Vec::with_capacity(chunks.len());
-        let mut offset = 0u64;
-        for chunk in chunks {
-            let Some(loc) = self.location(chunk)? else {
-                break;
-            };
-            offset += u64::from(loc.raw_len);
-            ends.push(offset);
-        }
-        Ok(ends)
-    }
-
-    /// Every chunk location whose pack some commit names (for checkpoints).
-    pub fn committed_locations(&self) -> Result<Vec<(ChunkId, Location)>> {
-        let uncommitted: std::collections::HashSet<PackId> =
-            self.uncommitted_packs()?.iter().map(|p| p.id).collect();
-        let mut out = Vec::with_capacity(self.index.len());
-        for item in self.index.iter() {
-            let (k, v) = item?;
-            let chunk = ChunkId(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Journal("bad chunk key in the index".into()))?,
-            );
-            let loc: Location = dec(&v)?;
-            if !uncommitted.contains(&loc.pack) {
-                out.push((chunk, loc));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Adds chunk locations (from a checkpoint).
-    pub fn put_locations(&self, entries: &[(ChunkId, Location)]) -> Result<()> {
-        let encoded = entries
-            .iter()
-            .map(|(chunk, loc)| Ok((chunk.as_bytes().to_vec(), enc(loc)?)))
-            .collect::<Result<Vec<_>>>()?;
-        insert_in_batches(&self.index, encoded)
-    }
-
-    pub fn has_chunk(&self, chunk: &ChunkId) -> Result<bool> {
-        Ok(self.index.contains_key(chunk.as_bytes())?)
-    }
-
-    /// Records a pack the store acknowledged: its blobs become locatable (so they
-    /// are never uploaded again) and the pack waits for the next own commit.
-    ///
-    /// The pack record first, then its blobs: sled recovers a prefix of its
-    /// writes, so a located chunk always has its pack recorded. A crash between
-    /// the two leaves a recorded pack some of whose chunks are not located: they
-    /// are uploaded again, and the next commit names the pack, unused.
-    pub fn record_uploaded_pack(&self, record: &PackRecord) -> Result<()> {
-        self.packs.insert(record.id.as_bytes(), enc(record)?)?;
-        insert_in_batches(&self.index, index_entries(record)?)
-    }
-
-    /// Records packs named by a commit (own or another device's).
-    pub fn record_committed_packs(&self, records: &[PackRecord]) -> Result<()> {
-        let mut entries = Vec::new();
-        let mut done = sled::Batch::default();
-        for r in records {
-            entries.extend(index_entries(r)?);
-            done.remove(r.id.as_bytes());
-        }
-        insert_in_batches(&self.index, entries)?;
-        self.packs.apply_batch(done)?;
-        Ok(())
-    }
-
-    /// Acknowledged packs no commit names yet.
-    pub fn uncommitted_packs(&self) -> Result<Vec<PackRecord>> {
-        self.packs.iter().map(|kv| dec(&kv?.1)).collect()
-    }
-
-    pub fn index_len(&self) -> usize {
-        self.index.len()
-    }
-
-    // ---- merge state
-
-    pub fn versions(&self, path: &RepoPath) -> Result<Vec<Version>> {
-        Ok(self
-            .versions
-            .get(path.as_bytes())?
-            .map(|v| dec(&v))
-            .transpose()?
-            .unwrap_or_default())
-    }
-
-    pub fn put_versions(&self, path: &RepoPath, set: &[Version]) -> Result<()> {
-        self.versions.insert(path.as_bytes(), enc(&set)?)?;
-        Ok(())
-    }
-
-    /// Every path with versions, in path order.
-    pub fn all_versions(&self) -> Result<Vec<(RepoPath, Vec<Version>)>> {
-        self.versions_iter_from(&[]).collect()
-    }
-
-    /// Versions of every path from `key` on, in path order, decoded lazily.
-    pub fn versions_iter_from(
-        &self,
-        key: &[u8],
-    ) -> impl Iterator<Item = Result<(RepoPath, Vec<Version>)>> + Send + use<> {
-        self.versions.range(key..).map(decode_versions)
-    }
-
-    /// Versions of the paths in `[start, end)` (`end` `None`: to the last) in
-    /// descending path order (children before parents).
-    pub fn versions_rev(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-    ) -> impl Iterator<Item = Result<(RepoPath, Vec<Version>)>> + Send + use<> {
-        let range = match end {
-            Some(e) => self.versions.range(start.to_vec()..e.to_vec()),
-            None => self.versions.range(start.to_vec()..),
-        };
-        range.rev().map(decode_versions)
-    }
-
-    // ---- log heads
-
-    pub fn head(&self, device: &DeviceId) -> Result<Option<Head>> {
-        self.heads
-            .get(device.as_bytes())?
-            .map(|v| dec(&v))
-            .transpose()
-    }
-
-    pub fn put_head(&self, device: &DeviceId, head: &Head) -> Result<()> {
-        self.heads.insert(device.as_bytes(), enc(head)?)?;
-        Ok(())
-    }
-
-    pub fn all_heads(&self) -> Result<Vec<(DeviceId, Head)>> {
-        self.heads
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                let mut d = [0u8; 16];
-                if k.len() != 16 {
-                    return Err(Error::Journal("bad head key".into()));
-                }
-                d.copy_from_slice(&k);
-                Ok((DeviceId(d), dec(&v)?))
-            })
-            .collect()
-    }
-
-    // ---- outbox
-
-    pub fn outbox_put(&self, seq: u64, sealed: &[u8]) -> Result<()> {
-        self.outbox.insert(seq.to_be_bytes(), sealed)?;
-        Ok(())
-    }
-
-    pub fn outbox_all(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        self.outbox
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                let seq = u64::from_be_bytes(
-                    k.as_ref()
-                        .try_into()
-                        .map_err(|_| Error::Journal("bad outbox key".into()))?,
-                );
-                Ok((seq, v.to_vec()))
-            })
-            .collect()
-    }
-
-    pub fn outbox_remove(&self, seq: u64) -> Result<()> {
-        self.outbox.remove(seq.to_be_bytes())?;
-        Ok(())
-    }
-
-    // ---- pending changes (watcher)
-
-    pub fn mark_pending(&self, path: &RepoPath) -> Result<()> {
-        self.pending.insert(path.as_bytes(), &[])?;
-        Ok(())
-    }
-
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn pending_all(&self) -> Result<Vec<RepoPath>> {
-        self.pending
-            .iter()
-            .keys()
-            .map(|k| RepoPath::new(k?.to_vec()))
-            .collect()
-    }
-
-    pub fn clear_pending(&self) -> Result<()> {
-        self.pending.clear()?;
-        Ok(())
-    }
-}
-
-fn index_entries(record: &PackRecord) -> Result<Vec<([u8; 32], Vec<u8>)>> {
-    record
-        .blobs
-        .iter()
-        .map(|b| {
-            let loc = Location {
-                pack: record.id,
-                offset: b.offset,
-                sealed_len: b.sealed_len,
-                raw_len: b.raw_len,
-            };
-            Ok((b.chunk.0, enc(&loc)?))
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::BlobEntry;
+    use crate::format::commit::PackRecord;
+    use crate::format::id::{ChunkId, PackId};
+    use crate::format::pack::BlobEntry;
+    use crate::format::path::RepoPath;
 
     /// Many flushes at once, as parallel upload workers make them, all finish
     /// (sled's own `flush_async` can deadlock here: spacejam/sled#1308).

@@ -1,13 +1,25 @@
 //! coffer's engine: encrypted, deduplicated folder sync through object stores.
 //!
-//! # Core types
-//! - [`store::ObjectStore`] — a flat namespace of immutable objects ([`store::MemoryStore`],
-//!   [`store::LocalStore`]; the S3 store lives in the binary's store stack).
-//! - [`repo::Repository`] — a store plus its config and unlocked [`crypto::Keys`].
-//! - [`folder::Folder`] — a local directory bound to a repository as one device, with
-//!   its sled [`journal::Journal`].
-//! - [`commit::Commit`] — what a device appends to its log: new packs and versions.
-//! - [`merge`] — the pure function from all versions to one folder state.
+//! # The map of the house
+//! The modules follow the data path:
+//! - [`sync::push`] — a push: [`sync::push::scan`] walks the folder,
+//!   [`sync::push::diff`] compares it with the stat cache, [`sync::push::upload`]
+//!   runs the pipeline ([`chunk`]: FastCDC cut, zstd; [`crypto`]: keyed BLAKE3
+//!   ids, XChaCha20-Poly1305 seal; [`format::pack`]) under an adaptive
+//!   [`sync::push::window`]; [`device::Device`] writes the commit.
+//! - [`sync::pull`] — a pull: [`sync::pull::logs`] fetches and verifies every
+//!   device's log, [`sync::pull::merge`] resolves the versions,
+//!   [`sync::pull::restore`] writes verified files through
+//!   [`sync::pull::rootfs::RootFs`]; [`sync::pull::export`] and
+//!   [`sync::pull::view`] serve `get`, `ls`, `log` and `restore --at`.
+//! - [`format`](mod@format) — every object's bytes ([`format::commit::Commit`],
+//!   [`format::checkpoint`], [`format::config`], ids, paths, version vectors).
+//! - [`store::ObjectStore`] — a flat namespace of immutable objects
+//!   ([`store::MemoryStore`], [`store::LocalStore`], [`store::s3`], retries).
+//! - [`journal::Journal`] — a device's sled journal.
+//! - Entry points: [`repo::Repository`] (a store plus its config and unlocked
+//!   [`crypto::Keys`]), [`folder::Folder`] (a directory bound as one device),
+//!   [`device::Device`], [`check`], [`status`], [`clock`], [`error`], [`progress`].
 //!
 //! # Data flow
 //! ```text
@@ -22,7 +34,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> coffer_engine::Result<()> {
 //! use coffer_engine::{crypto::keyslot::KdfParams, folder::Folder, progress::NoProgress};
-//! use coffer_engine::{repo::Repository, store::{DynStore, MemoryStore}, upload::UploadOptions};
+//! use coffer_engine::{repo::Repository, store::{DynStore, MemoryStore}, sync::push::upload::UploadOptions};
 //! use std::sync::Arc;
 //!
 //! let store: DynStore = Arc::new(MemoryStore::new());
@@ -31,50 +43,31 @@
 //! std::fs::write(src.path().join("hello.txt"), "hello").unwrap();
 //!
 //! let a = Folder::open(src.path(), repo.id(), "memory://", false)?;
-//! coffer_engine::push::push(&repo, &a, &UploadOptions::default(), &NoProgress).await?;
+//! coffer_engine::sync::push::push(&repo, &a, &UploadOptions::default(), &NoProgress).await?;
 //! let b = Folder::open(dst.path(), repo.id(), "memory://", false)?;
-//! coffer_engine::apply::pull(&repo, &b, &NoProgress).await?;
+//! coffer_engine::sync::pull::pull(&repo, &b, &NoProgress).await?;
 //! assert_eq!(std::fs::read(dst.path().join("hello.txt")).unwrap(), b"hello");
 //! # Ok(()) }
 //! ```
 
 #![forbid(unsafe_code)]
 
-pub mod apply;
-pub mod buffers;
+// The house, following the data path (see each module's doc):
+pub mod chunk; // cutting files into chunks, compressing them, buffers
+pub mod crypto; // keys, sealing, ids' keyed derivation, key slots, the keyring
+pub mod format; // every object in the store and its bytes (DESIGN.md)
+pub mod journal; // the sled journal of a device
+pub mod store; // object stores: memory, local directory, S3, retries
+pub mod sync; // push (folder → store) and pull (store → folder)
+
+// Entry points.
 pub mod check;
-pub mod checkpoint;
-pub mod chunker;
 pub mod clock;
-pub mod codec;
-pub mod commit;
-pub mod config;
-pub mod crypto;
 pub mod device;
-pub mod diff;
 pub mod error;
-pub mod export;
 pub mod folder;
-pub mod id;
-pub mod join;
-pub mod journal;
-pub mod keyring;
-pub mod logs;
-pub mod loose;
-pub mod merge;
-pub mod pack;
-pub mod path;
 pub mod progress;
-pub mod push;
 pub mod repo;
-pub mod restore;
-pub mod rootfs;
-pub mod scan;
 pub mod status;
-pub mod store;
-pub mod upload;
-pub mod version;
-pub mod view;
-pub mod window;
 
 pub use error::{Error, Result, StoreError};

@@ -1,23 +1,23 @@
 //! A repository: a store plus its config and unlocked keys.
 //!
 //! `config` is plaintext JSON (format version, repository id, chunker parameters, a
-//! key check and a MAC: [`crate::config`]); `keys/<slot>` hold the master key wrapped by passphrases. Opening a
+//! key check and a MAC: [`crate::format::config`]); `keys/<slot>` hold the master key wrapped by passphrases. Opening a
 //! repository reads the config, then takes the master key from the local
 //! [`Keyring`] or, failing that, from a passphrase that must open one of the slots.
 
-use crate::chunker::{Chunker, ChunkerParams};
-use crate::config::Mismatch;
+use crate::chunk::chunker::{Chunker, ChunkerParams};
+use crate::crypto::keyring::Keyring;
 use crate::crypto::keyslot::{KdfParams, KeySlot};
 use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result, StoreError};
-use crate::id::{RepoId, SlotId};
-use crate::keyring::Keyring;
+use crate::format::config::Mismatch;
+use crate::format::id::{RepoId, SlotId};
 use crate::store::{self, DynStore, layout};
 use bytes::Bytes;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-pub use crate::config::{REPO_FORMAT, RepoConfig};
+pub use crate::format::config::{REPO_FORMAT, RepoConfig};
 
 fn warn_skipped(skipped: &[(String, Error)]) {
     for (key, e) in skipped {
@@ -62,7 +62,7 @@ pub struct Repository {
     keys: Arc<Keys>,
     chunker: Arc<Chunker>,
     /// Devices whose logs this machine no longer reads (`coffer distrust`).
-    distrusted: std::collections::BTreeSet<crate::id::DeviceId>,
+    distrusted: std::collections::BTreeSet<crate::format::id::DeviceId>,
     /// The store's clock minus this machine's, measured once ([`crate::clock`]).
     clock_offset: Arc<tokio::sync::OnceCell<i64>>,
 }
@@ -243,17 +243,17 @@ impl Repository {
             .clock_offset
             .get_or_init(|| crate::clock::measure(&*self.store))
             .await;
-        crate::version::now_millis().saturating_add_signed(offset)
+        crate::format::version::now_millis().saturating_add_signed(offset)
     }
 
     /// Stops reading the logs of `devices` (their commits are neither fetched
     /// nor checked; what was ingested before stays). Deletes nothing.
-    pub fn distrust(&mut self, devices: impl IntoIterator<Item = crate::id::DeviceId>) {
+    pub fn distrust(&mut self, devices: impl IntoIterator<Item = crate::format::id::DeviceId>) {
         self.distrusted.extend(devices);
     }
 
     /// Whether this machine reads the log of `device`.
-    pub fn trusts(&self, device: &crate::id::DeviceId) -> bool {
+    pub fn trusts(&self, device: &crate::format::id::DeviceId) -> bool {
         !self.distrusted.contains(device)
     }
 

@@ -6,14 +6,14 @@
 //! (written atomically) so `coffer status DIR` can report it even while a daemon
 //! holds the journal.
 
-use crate::diff::{Diff, DiffItem};
 use crate::error::{Error, Result};
 use crate::folder::Folder;
+use crate::format::path::{RepoPath, STATE_DIR};
+use crate::format::version::now_millis;
 use crate::journal::LocalKind;
-use crate::merge::is_conflict_copy;
-use crate::path::{RepoPath, STATE_DIR};
-use crate::scan::IgnoreRules;
-use crate::version::now_millis;
+use crate::sync::pull::merge::is_conflict_copy;
+use crate::sync::push::diff::{Diff, DiffItem};
+use crate::sync::push::scan::IgnoreRules;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -31,7 +31,7 @@ pub struct LocalChanges {
     /// Conflict copies present in the folder.
     pub conflicts: Vec<RepoPath>,
     /// Directories left out without a rule (nested synced folders).
-    pub excluded: Vec<(RepoPath, crate::scan::Excluded)>,
+    pub excluded: Vec<(RepoPath, crate::sync::push::scan::Excluded)>,
 }
 
 /// Compares `folder` with its stat cache.
@@ -96,7 +96,7 @@ impl FolderStatus {
             excluded: c
                 .excluded
                 .iter()
-                .map(|(p, why)| crate::push::excluded_notice(p, *why))
+                .map(|(p, why)| crate::sync::push::excluded_notice(p, *why))
                 .collect(),
             taken_ms: now_millis(),
             ..FolderStatus::default()

@@ -10,17 +10,17 @@
 //! log (as before checkpoints) and starting from the newest checkpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use coffer_engine::commit::Entry;
 use coffer_engine::crypto::keyslot::KdfParams;
 use coffer_engine::device::{Device, PendingChange, StatUpdate};
-use coffer_engine::id::DeviceId;
+use coffer_engine::format::commit::Entry;
+use coffer_engine::format::id::DeviceId;
+use coffer_engine::format::path::RepoPath;
+use coffer_engine::format::version::VersionVector;
 use coffer_engine::journal::Journal;
-use coffer_engine::logs;
-use coffer_engine::path::RepoPath;
 use coffer_engine::progress::NoProgress;
 use coffer_engine::repo::Repository;
 use coffer_engine::store::DynStore;
-use coffer_engine::version::VersionVector;
+use coffer_engine::sync::pull::logs;
 use coffer_tests::s3::S3Env;
 use std::sync::Arc;
 use std::time::Instant;

@@ -22,7 +22,7 @@ pub mod watch;
 
 use crate::args::{Cli, Command};
 use crate::context::Ctx;
-use coffer_engine::path::RepoPath;
+use coffer_engine::format::path::RepoPath;
 use std::process::ExitCode;
 
 /// Runs the parsed command line.

@@ -26,7 +26,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 /// `coffer status DIR`.
 fn folder_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     use coffer_engine::folder::Folder;
-    use coffer_engine::id::RepoId;
+    use coffer_engine::format::id::RepoId;
     use coffer_engine::status::FolderStatus;
     let Some(binding) = Folder::read_binding(dir)? else {
         anyhow::bail!(

@@ -38,10 +38,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 /// One push, then one pull.
 async fn once(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<ExitCode> {
     let pushed =
-        coffer_engine::push::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref())
+        coffer_engine::sync::push::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref())
             .await?;
     super::push::report(ctx, &pushed);
-    let pulled = coffer_engine::apply::pull(repo, folder, ctx.progress.as_ref()).await?;
+    let pulled = coffer_engine::sync::pull::pull(repo, folder, ctx.progress.as_ref()).await?;
     super::pull::report(ctx, &pulled);
     super::report_damage(ctx, pushed.damaged.iter().chain(&pulled.damaged));
     Ok(super::step_status(

@@ -9,7 +9,7 @@
 use super::aead::XChaCha20Poly1305;
 use super::{Kind, MasterKey, OpenError, SEAL_OVERHEAD, open_with, seal_with};
 use crate::error::{Error, Result};
-use crate::id::{RepoId, SlotId};
+use crate::format::id::{RepoId, SlotId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

@@ -4,7 +4,7 @@
 //! `limit + 1` bytes ([`super::get_at_most`]), so whatever the store holds, a
 //! command's memory stays bounded (`DESIGN.md` §1).
 
-use crate::id::{DeviceId, PackId, SlotId};
+use crate::format::id::{DeviceId, PackId, SlotId};
 
 pub const CONFIG: &str = "config";
 pub const KEYS_PREFIX: &str = "keys/";

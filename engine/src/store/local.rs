@@ -238,7 +238,7 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File), StoreError> {
 /// clock for a network file system), in Unix ms.
 fn file_system_clock(dir: &Path) -> Option<u64> {
     fs::create_dir_all(dir).ok()?;
-    let name = format!("clock-{}", crate::id::DeviceId::random().to_hex());
+    let name = format!("clock-{}", crate::format::id::DeviceId::random().to_hex());
     let path = dir.join(name);
     let f = fs::File::create(&path).ok();
     let stamped = f

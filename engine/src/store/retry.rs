@@ -11,7 +11,7 @@
 
 use super::{DynStore, ObjectMeta, ObjectStore, Pieces};
 use crate::error::StoreError;
-use crate::window::Congestion;
+use crate::sync::push::window::Congestion;
 use async_trait::async_trait;
 use backon::Retryable;
 use bytes::Bytes;
@@ -450,11 +450,11 @@ mod tests {
         err: StoreError,
     ) -> (
         Arc<ManualClock>,
-        Arc<crate::window::UploadWindow>,
+        Arc<crate::sync::push::window::UploadWindow>,
         RetryStore,
     ) {
         let clock = Arc::new(ManualClock::default());
-        let window = crate::window::UploadWindow::new(8);
+        let window = crate::sync::push::window::UploadWindow::new(8);
         let store = RetryStore::with_parts(
             Arc::new(Flaky {
                 inner: MemoryStore::new(),

@@ -2,20 +2,20 @@
 //! reaches the same state, and still notices a rolled-back log.
 
 use bytes::Bytes;
-use coffer_engine::checkpoint::{self, CHECKPOINT_EVERY};
-use coffer_engine::commit::Entry;
 use coffer_engine::crypto::keyslot::KdfParams;
 use coffer_engine::device::{Device, PendingChange, StatUpdate};
 use coffer_engine::error::Error;
-use coffer_engine::id::DeviceId;
+use coffer_engine::format::checkpoint::{self, CHECKPOINT_EVERY};
+use coffer_engine::format::commit::Entry;
+use coffer_engine::format::id::DeviceId;
+use coffer_engine::format::path::RepoPath;
+use coffer_engine::format::version::VersionVector;
 use coffer_engine::journal::Journal;
-use coffer_engine::logs;
-use coffer_engine::merge;
-use coffer_engine::path::RepoPath;
 use coffer_engine::progress::NoProgress;
 use coffer_engine::repo::Repository;
 use coffer_engine::store::{DynStore, MemoryStore, ObjectStore, layout};
-use coffer_engine::version::VersionVector;
+use coffer_engine::sync::pull::logs;
+use coffer_engine::sync::pull::merge;
 use std::sync::Arc;
 
 /// A repository where two devices made `n` commits in all (a directory each).

@@ -4,15 +4,15 @@
 //! decoders behind the AEAD are reached (what a device holding the key, or a
 //! bug in one, could write). Bounded: a few hundred cases per decoder.
 
-use coffer_engine::checkpoint::Checkpoint;
-use coffer_engine::commit::Commit;
-use coffer_engine::config::RepoConfig;
 use coffer_engine::crypto::keyslot::{KdfParams, KeySlot};
 use coffer_engine::crypto::{Keys, Kind};
 use coffer_engine::folder::Folder;
-use coffer_engine::id::{DeviceId, PackId, RepoId, SlotId};
+use coffer_engine::format::checkpoint::Checkpoint;
+use coffer_engine::format::commit::Commit;
+use coffer_engine::format::config::RepoConfig;
+use coffer_engine::format::id::{DeviceId, PackId, RepoId, SlotId};
+use coffer_engine::format::pack::{Footer, open_trailer};
 use coffer_engine::journal::Journal;
-use coffer_engine::pack::{Footer, open_trailer};
 use coffer_engine::progress::NoProgress;
 use coffer_engine::repo::Repository;
 use coffer_engine::store::{DynStore, MemoryStore, layout};
@@ -44,7 +44,7 @@ fn fixture() -> &'static Fixture {
             std::fs::write(dir.path().join("d/f.txt"), "some data").unwrap();
             std::os::unix::fs::symlink("d/f.txt", dir.path().join("link")).unwrap();
             let folder = Folder::open(dir.path(), repo.id(), "memory:", false).unwrap();
-            coffer_engine::push::push(&repo, &folder, &Default::default(), &NoProgress)
+            coffer_engine::sync::push::push(&repo, &folder, &Default::default(), &NoProgress)
                 .await
                 .unwrap();
             let get = |key: String| {

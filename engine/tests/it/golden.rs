@@ -5,14 +5,14 @@
 //! `run.sh` (0755), deleted by the second commit.
 
 use coffer_engine::check::check;
-use coffer_engine::commit::Entry;
-use coffer_engine::keyring::Keyring;
-use coffer_engine::path::RepoPath;
+use coffer_engine::crypto::keyring::Keyring;
+use coffer_engine::format::commit::Entry;
+use coffer_engine::format::path::RepoPath;
 use coffer_engine::progress::NoProgress;
 use coffer_engine::repo::Repository;
-use coffer_engine::restore::stream_file;
 use coffer_engine::store::{DynStore, LocalStore};
-use coffer_engine::view::RepoView;
+use coffer_engine::sync::pull::restore::stream_file;
+use coffer_engine::sync::pull::view::RepoView;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -95,7 +95,7 @@ async fn format_v1_history_is_reachable() {
 /// keep deduplicating against each other), whatever today's default is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_v1_repository_keeps_its_chunker_parameters() {
-    use coffer_engine::chunker::ChunkerParams;
+    use coffer_engine::chunk::chunker::ChunkerParams;
     let repo = open().await;
     let old = ChunkerParams {
         min: 256 * 1024,
@@ -142,7 +142,7 @@ async fn format_v1_config_edited_in_the_store_is_refused_by_a_folder_that_synced
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let folder = Folder::open(dir.path(), repo.id(), "memory:", false).unwrap();
-    coffer_engine::apply::pull(&repo, &folder, &NoProgress)
+    coffer_engine::sync::pull::pull(&repo, &folder, &NoProgress)
         .await
         .unwrap();
     drop(folder);
@@ -154,12 +154,12 @@ async fn format_v1_config_edited_in_the_store_is_refused_by_a_folder_that_synced
     let mut never = || -> coffer_engine::Result<Zeroizing<String>> { panic!("keyring") };
     let edited = Repository::open(store, &keyring, &mut never).await.unwrap();
     let folder = Folder::open(dir.path(), edited.id(), "memory:", false).unwrap();
-    let err = coffer_engine::apply::pull(&edited, &folder, &NoProgress)
+    let err = coffer_engine::sync::pull::pull(&edited, &folder, &NoProgress)
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("chunker parameters changed"), "{err}");
-    let err = coffer_engine::push::push(&edited, &folder, &Default::default(), &NoProgress)
+    let err = coffer_engine::sync::push::push(&edited, &folder, &Default::default(), &NoProgress)
         .await
         .unwrap_err()
         .to_string();

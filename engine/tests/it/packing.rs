@@ -4,12 +4,12 @@
 
 use coffer_engine::crypto::keyslot::KdfParams;
 use coffer_engine::folder::Folder;
-use coffer_engine::pack::{FOOTER_LEN, Footer};
+use coffer_engine::format::pack::{FOOTER_LEN, Footer};
 use coffer_engine::progress::NoProgress;
 use coffer_engine::repo::Repository;
 use coffer_engine::store::{DynStore, MemoryStore, ObjectStore, layout};
-use coffer_engine::upload::UploadOptions;
-use coffer_engine::window::UploadWindow;
+use coffer_engine::sync::push::upload::UploadOptions;
+use coffer_engine::sync::push::window::UploadWindow;
 use std::sync::Arc;
 
 /// `n` incompressible bytes, fixed by `seed` (BLAKE3's output stream).
@@ -51,7 +51,7 @@ async fn packs_stay_within_the_target_and_recycled_buffers_read_back() {
         ..UploadOptions::default()
     };
     let folder = Folder::open(src.path(), repo.id(), "memory:", true).unwrap();
-    let report = coffer_engine::push::push(&repo, &folder, &opts, &NoProgress)
+    let report = coffer_engine::sync::push::push(&repo, &folder, &opts, &NoProgress)
         .await
         .unwrap();
     assert!(report.commit.is_some());
@@ -71,7 +71,7 @@ async fn packs_stay_within_the_target_and_recycled_buffers_read_back() {
 
     let dst = tempfile::tempdir().unwrap();
     let other = Folder::open(dst.path(), repo.id(), "memory:", true).unwrap();
-    let pulled = coffer_engine::apply::pull(&repo, &other, &NoProgress)
+    let pulled = coffer_engine::sync::pull::pull(&repo, &other, &NoProgress)
         .await
         .unwrap();
     assert!(pulled.errors.is_empty(), "{:?}", pulled.errors);

@@ -1,7 +1,7 @@
 //! Property tests of the pure parts.
 
-use coffer_engine::chunker::{Chunker, ChunkerParams};
-use coffer_engine::codec::{Compressor, decompress};
+use coffer_engine::chunk::chunker::{Chunker, ChunkerParams};
+use coffer_engine::chunk::codec::{Compressor, decompress};
 use coffer_engine::crypto::{Keys, Kind, MasterKey, envelope_open, envelope_seal_with_nonce};
 use proptest::prelude::*;
 

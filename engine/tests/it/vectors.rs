@@ -1,7 +1,7 @@
 //! Official test vectors, pinned in `fixtures/` (copied from their sources; see
 //! `fixtures/README.md`).
 
-use coffer_engine::chunker::{Chunker, ChunkerParams};
+use coffer_engine::chunk::chunker::{Chunker, ChunkerParams};
 use coffer_engine::crypto::{envelope_open, envelope_seal_with_nonce, keyed_hash};
 use serde_json::Value;
 

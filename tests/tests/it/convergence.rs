@@ -7,14 +7,14 @@
 //! - when every operation is causally after the previous one (each device syncs
 //!   before and after its operation), no conflict copy ever appears.
 
-use coffer_engine::apply::pull;
 use coffer_engine::crypto::keyslot::KdfParams;
 use coffer_engine::folder::Folder;
 use coffer_engine::progress::NoProgress;
-use coffer_engine::push::push;
 use coffer_engine::repo::Repository;
 use coffer_engine::store::{DynStore, MemoryStore};
-use coffer_engine::upload::UploadOptions;
+use coffer_engine::sync::pull::pull;
+use coffer_engine::sync::push::push;
+use coffer_engine::sync::push::upload::UploadOptions;
 use coffer_tests::tree::{assert_same_tree, files};
 use proptest::prelude::*;
 use std::collections::BTreeSet;

@@ -2,9 +2,9 @@
 
 use crate::{arg, env};
 use bytes::Bytes;
-use coffer_engine::chunker::Chunker;
+use coffer_engine::chunk::chunker::Chunker;
 use coffer_engine::crypto::Keys;
-use coffer_engine::keyring::Keyring;
+use coffer_engine::crypto::keyring::Keyring;
 use coffer_engine::repo::RepoConfig;
 use coffer_tests::env::Env;
 use coffer_tests::tree::{

@@ -1,12 +1,12 @@
 //! Damaged and forged repositories: refused clearly, nothing bad written.
 
 use crate::{arg, env};
-use coffer_engine::commit::{Change, Commit, Entry, FileEntry};
 use coffer_engine::crypto::Keys;
-use coffer_engine::id::{CommitHash, DeviceId, RepoId};
-use coffer_engine::keyring::Keyring;
-use coffer_engine::path::RepoPath;
-use coffer_engine::version::{Hlc, VersionVector};
+use coffer_engine::crypto::keyring::Keyring;
+use coffer_engine::format::commit::{Change, Commit, Entry, FileEntry};
+use coffer_engine::format::id::{CommitHash, DeviceId, RepoId};
+use coffer_engine::format::path::RepoPath;
+use coffer_engine::format::version::{Hlc, VersionVector};
 use coffer_tests::env::Env;
 use coffer_tests::tree::{random_file, snapshot};
 use std::fs;

@@ -2,15 +2,15 @@
 //! the first pull and after a round of random edits, deletes and renames, whether
 //! a push is one commit or many small batches; and a push cut off between batches.
 
-use coffer_engine::apply::pull;
 use coffer_engine::crypto::keyslot::KdfParams;
 use coffer_engine::error::StoreError;
 use coffer_engine::folder::Folder;
 use coffer_engine::progress::NoProgress;
-use coffer_engine::push::push;
 use coffer_engine::repo::Repository;
 use coffer_engine::store::{DynStore, MemoryStore, ObjectMeta, ObjectStore};
-use coffer_engine::upload::{DEFAULT_BATCH_CHANGES, UploadOptions};
+use coffer_engine::sync::pull::pull;
+use coffer_engine::sync::push::push;
+use coffer_engine::sync::push::upload::{DEFAULT_BATCH_CHANGES, UploadOptions};
 use coffer_tests::tree::{ODD_NAMES, assert_same_tree};
 use proptest::prelude::*;
 use std::fs;

@@ -16,21 +16,28 @@
 //!    stays bounded whatever the number of files, and a killed run keeps every
 //!    batch committed before it.
 
-use crate::commit::{Entry, FileEntry};
+pub mod diff;
+pub mod join;
+pub mod loose;
+pub mod scan;
+pub mod upload;
+pub mod window;
+
 use crate::device::{PendingChange, StatUpdate};
-use crate::diff::{Diff, DiffItem};
 use crate::error::{Error, Result};
 use crate::folder::Folder;
-use crate::id::ChunkId;
+use crate::format::commit::{Entry, FileEntry};
+use crate::format::id::ChunkId;
+use crate::format::path::RepoPath;
+use crate::format::version::{VersionVector, now_millis};
 use crate::journal::{Journal, LocalKind, StatEntry};
-use crate::logs;
-use crate::merge;
-use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
-use crate::scan::{Excluded, IgnoreRules, LocalEntry};
-use crate::upload::{self, FileOutcome, FileTask, UploadOptions, UploadStats};
-use crate::version::{VersionVector, now_millis};
+use crate::sync::pull::logs;
+use crate::sync::pull::merge;
+use crate::sync::push::diff::{Diff, DiffItem};
+use crate::sync::push::scan::{Excluded, IgnoreRules, LocalEntry};
+use crate::sync::push::upload::{FileOutcome, FileTask, UploadOptions, UploadStats};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -60,7 +67,7 @@ pub struct PushReport {
     /// tampering in the store); everything else was synced.
     pub damaged: Vec<String>,
     /// Local files kept as conflict copies on joining a repository that had
-    /// their paths ([`crate::join`]).
+    /// their paths ([`crate::sync::push::join`]).
     pub joined: usize,
 }
 
@@ -100,7 +107,7 @@ pub async fn push(
     let root = folder.root().to_path_buf();
     let rules = folder_rules(repo, &root)?;
     let mut diff = Diff::new(&root, rules, journal.clone())?;
-    let joining = crate::join::is_joining(journal)?;
+    let joining = crate::sync::push::join::is_joining(journal)?;
     loop {
         progress.start(Phase::Scan, None, None);
         let (back, batch) = {
@@ -236,7 +243,7 @@ async fn push_batch(
         journal.stat_put(&path, &stat)?;
     }
     if joining {
-        report.joined += crate::join::divert(folder, &mut pending)?;
+        report.joined += crate::sync::push::join::divert(folder, &mut pending)?;
     }
     report.deleted += pending.iter().filter(|p| p.entry.is_deleted()).count();
     report.changes += pending.len();
@@ -326,7 +333,8 @@ fn read_link_deep(root: &Path, fs_path: &Path, path: &RepoPath) -> std::io::Resu
     match std::fs::read_link(fs_path) {
         Ok(t) => Ok(t.as_os_str().as_bytes().to_vec()),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) => {
-            let fs = crate::rootfs::RootFs::open(root).map_err(std::io::Error::other)?;
+            let fs =
+                crate::sync::pull::rootfs::RootFs::open(root).map_err(std::io::Error::other)?;
             fs.read_link(path)
                 .map_err(std::io::Error::other)?
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))

@@ -4,17 +4,17 @@
 //! unless `force`; one with the same content is left as it is. Every file still
 //! goes through a temp file and a rename, and every chunk is verified.
 
-use crate::apply::WRITE_BATCH_FILES;
-use crate::commit::Entry;
 use crate::error::{Error, Result};
+use crate::format::commit::Entry;
+use crate::format::path::RepoPath;
 use crate::journal::{Journal, LocalKind};
-use crate::merge::{self, MergedWalk, Scope};
-use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::{self, FileJob, Guard};
-use crate::rootfs::{RootFs, TmpDir};
-use crate::scan::LocalEntry;
+use crate::sync::pull::WRITE_BATCH_FILES;
+use crate::sync::pull::merge::{self, MergedWalk, Scope};
+use crate::sync::pull::restore::{self, FileJob, Guard};
+use crate::sync::pull::rootfs::{RootFs, TmpDir};
+use crate::sync::push::scan::LocalEntry;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -211,7 +211,7 @@ fn staging(out: &Path, single_file: bool) -> Result<Staging> {
     fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
     let tmp: PathBuf = root.join(format!(
         ".coffer-tmp-{}",
-        crate::id::DeviceId::random().to_hex()
+        crate::format::id::DeviceId::random().to_hex()
     ));
     fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
     Ok(Staging {

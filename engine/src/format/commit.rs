@@ -8,11 +8,11 @@
 
 use crate::crypto::{Keys, Kind, log_identity};
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, CommitHash, DeviceId, PackId};
-use crate::pack::BlobEntry;
-use crate::path::RepoPath;
+use crate::format::id::{ChunkId, CommitHash, DeviceId, PackId};
+use crate::format::pack::BlobEntry;
+use crate::format::path::RepoPath;
+use crate::format::version::{Hlc, VersionVector};
 use crate::store::layout;
-use crate::version::{Hlc, VersionVector};
 use serde::{Deserialize, Serialize};
 
 /// Version of the commit plaintext layout.

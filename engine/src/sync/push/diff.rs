@@ -20,9 +20,9 @@
 //! directories plus one sled cursor, whatever the size of the tree.
 
 use crate::error::Result;
+use crate::format::path::RepoPath;
 use crate::journal::{Journal, LocalKind, StatEntry};
-use crate::path::RepoPath;
-use crate::scan::{ChildKind, IgnoreRules, LocalEntry, Step, Walk};
+use crate::sync::push::scan::{ChildKind, IgnoreRules, LocalEntry, Step, Walk};
 use std::path::Path;
 
 /// One item of a [`Diff`].
@@ -74,7 +74,7 @@ impl Diff {
     }
 
     /// Directories the walk left out without a rule so far.
-    pub fn take_excluded(&mut self) -> Vec<(RepoPath, crate::scan::Excluded)> {
+    pub fn take_excluded(&mut self) -> Vec<(RepoPath, crate::sync::push::scan::Excluded)> {
         self.walk.take_excluded()
     }
 
@@ -165,7 +165,7 @@ impl Iterator for Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::VersionVector;
+    use crate::format::version::VersionVector;
     use std::fs;
 
     fn stat(kind: LocalKind) -> StatEntry {

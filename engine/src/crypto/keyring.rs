@@ -4,7 +4,7 @@
 
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::id::RepoId;
+use crate::format::id::RepoId;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;

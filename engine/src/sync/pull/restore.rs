@@ -16,17 +16,17 @@
 //! Writes into one file take that file's lock in user space: concurrent `pwrite`s
 //! into one inode otherwise spin on the kernel's inode lock.
 
-use crate::commit::FileEntry;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, PackId};
+use crate::format::commit::FileEntry;
+use crate::format::id::{ChunkId, PackId};
+use crate::format::pack::{self, BlobEntry};
+use crate::format::path::RepoPath;
 use crate::journal::{Journal, LocalKind, Location, StatEntry};
-use crate::pack::{self, BlobEntry};
-use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
-use crate::rootfs::{RootFs, TmpDir};
-use crate::scan::LocalEntry;
 use crate::store::layout;
+use crate::sync::pull::rootfs::{RootFs, TmpDir};
+use crate::sync::push::scan::LocalEntry;
 use bytes::BytesMut;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -379,7 +379,7 @@ fn open_and_deliver(sink: &Sink, need: &Need, sealed: Result<BytesMut>) -> u64 {
             let opened = pack::open_blob_in_place(&sink.keys, &sink.pack, &entry, &mut buf);
             let written = deliver(&sink.out, need, opened.as_deref());
             drop(opened);
-            crate::buffers::GLOBAL.give(buf);
+            crate::chunk::buffers::GLOBAL.give(buf);
             written
         }
         Err(e) => deliver(&sink.out, need, Err(&e)),
@@ -426,7 +426,8 @@ impl RangeReader {
         }
         // Blobs of every size go into pooled buffers (most are under the pool's
         // minimum).
-        let mut buf = crate::buffers::GLOBAL.take(len.max(crate::buffers::MIN_POOLED));
+        let mut buf =
+            crate::chunk::buffers::GLOBAL.take(len.max(crate::chunk::buffers::MIN_POOLED));
         while buf.len() < len {
             let piece = self.next_piece(len - buf.len()).await?;
             self.pos += piece.len() as u64;

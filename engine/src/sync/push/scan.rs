@@ -5,8 +5,8 @@
 //! failing: their previously synced contents are *not* taken as deleted.
 
 use crate::error::{Error, Result};
+use crate::format::path::{RepoPath, STATE_DIR};
 use crate::journal::{LocalKind, StatEntry};
-use crate::path::{RepoPath, STATE_DIR};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;

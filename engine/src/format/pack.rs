@@ -10,11 +10,11 @@
 //! verify every byte of a pack) that rounds the object up to a size bucket, hiding
 //! exact content sizes. Byte layout: `DESIGN.md` §Pack.
 
-use crate::codec::{self, CODEC_RAW, CODEC_ZSTD, Compressor};
-use crate::commit::PackRecord;
+use crate::chunk::codec::{self, CODEC_RAW, CODEC_ZSTD, Compressor};
 use crate::crypto::{Keys, Kind, NONCE_LEN, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, PackId};
+use crate::format::commit::PackRecord;
+use crate::format::id::{ChunkId, PackId};
 use crate::store::layout;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -19,23 +19,23 @@
 //!   maximum: a sealer takes a token before it starts a pack, the upload gives it
 //!   back once the store answered. While the store is the bottleneck, nearly all
 //!   of them are in flight (a pack is filled in ~40 ms). Pack memory stays bounded
-//!   whatever the data size: `window ×` [`crate::pack::max_finished_len`] (8 × 12 MiB
+//!   whatever the data size: `window ×` [`crate::format::pack::max_finished_len`] (8 × 12 MiB
 //!   with the defaults) plus a few read blocks; per-file state is that of one call,
 //!   which a push bounds to [`UploadOptions::batch_changes`] files (README,
 //!   "Memory on huge trees").
 
-use crate::chunker::Chunker;
-use crate::codec::Compressor;
+use crate::chunk::chunker::Chunker;
+use crate::chunk::codec::Compressor;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, PackId};
+use crate::format::id::{ChunkId, PackId};
+use crate::format::pack::{FinishedPack, PackBuilder};
+use crate::format::path::RepoPath;
 use crate::journal::Journal;
-use crate::pack::{FinishedPack, PackBuilder};
-use crate::path::RepoPath;
 use crate::progress::{Phase, Progress};
-use crate::scan::LocalEntry;
 use crate::store::{DynStore, layout};
-use crate::window::{Congestion, UploadWindow};
+use crate::sync::push::scan::LocalEntry;
+use crate::sync::push::window::{Congestion, UploadWindow};
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -64,7 +64,7 @@ pub const DEFAULT_BATCH_CHANGES: usize = 16_384;
 impl Default for UploadOptions {
     fn default() -> Self {
         UploadOptions {
-            pack_target: crate::pack::DEFAULT_PACK_TARGET,
+            pack_target: crate::format::pack::DEFAULT_PACK_TARGET,
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -393,7 +393,8 @@ fn open_deep(task: &FileTask) -> std::io::Result<std::fs::File> {
     match std::fs::File::open(&task.fs_path) {
         Err(e) if e.raw_os_error() == Some(libc_enametoolong()) => {
             let root = task.fs_path.ancestors().nth(task.path.depth()).ok_or(e)?;
-            let fs = crate::rootfs::RootFs::open(root).map_err(std::io::Error::other)?;
+            let fs =
+                crate::sync::pull::rootfs::RootFs::open(root).map_err(std::io::Error::other)?;
             fs.open_read(&task.path)
                 .map_err(std::io::Error::other)?
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
@@ -433,7 +434,7 @@ impl PackTokens {
     fn take(&self, closed: impl Fn() -> bool) -> Option<Vec<u8>> {
         loop {
             match self.take.recv_timeout(std::time::Duration::from_millis(50)) {
-                Ok(bytes) => return Some(crate::pack::reclaim(bytes).unwrap_or_default()),
+                Ok(bytes) => return Some(crate::format::pack::reclaim(bytes).unwrap_or_default()),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) if !closed() => {}
                 Err(_) => return None,
             }
@@ -456,7 +457,7 @@ fn seal_worker(
     target: usize,
     max_chunk: usize,
 ) {
-    let capacity = crate::pack::max_finished_len(target, max_chunk);
+    let capacity = crate::format::pack::max_finished_len(target, max_chunk);
     let mut zstd = Compressor::new();
     let mut builder = PackBuilder::default();
     while let Ok(job) = jobs.recv() {
@@ -618,7 +619,7 @@ mod tests {
             previous: Vec::new(),
         };
         let (tx, rx) = crossbeam_channel::unbounded();
-        let chunker = Chunker::new(crate::chunker::ChunkerParams::DEFAULT, 0);
+        let chunker = Chunker::new(crate::chunk::chunker::ChunkerParams::DEFAULT, 0);
         let err = read_one(0, &task, &chunker, &tx).unwrap_err();
         assert!(err.contains("changed while being read"), "{err}");
         drop(rx);

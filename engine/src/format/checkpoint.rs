@@ -17,9 +17,9 @@
 
 use crate::crypto::Kind;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, DeviceId};
+use crate::format::id::{ChunkId, DeviceId};
+use crate::format::path::RepoPath;
 use crate::journal::{Head, Journal, Location, Version};
-use crate::path::RepoPath;
 use crate::repo::Repository;
 use crate::store::layout;
 use bytes::Bytes;

@@ -8,11 +8,12 @@
 //! another key, or replayed as another kind, fails to open.
 
 mod aead;
+pub mod keyring;
 pub mod keyslot;
 
 pub use aead::{NONCE_LEN, OpenError, TAG_LEN};
 
-use crate::id::ChunkId;
+use crate::format::id::ChunkId;
 use aead::XChaCha20Poly1305;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -257,7 +258,7 @@ fn aad(kind: Kind, identity: &[u8]) -> Vec<u8> {
 }
 
 /// The identity of a commit or checkpoint object: device id || seq big-endian.
-pub fn log_identity(device: &crate::id::DeviceId, seq: u64) -> [u8; 24] {
+pub fn log_identity(device: &crate::format::id::DeviceId, seq: u64) -> [u8; 24] {
     let mut id = [0u8; 24];
     id[..16].copy_from_slice(device.as_bytes());
     id[16..].copy_from_slice(&seq.to_be_bytes());

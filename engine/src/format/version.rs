@@ -7,7 +7,7 @@
 //! version saw the other ([`Causality`]); truly concurrent versions are ordered by
 //! their [`Hlc`] stamp and device id, never by trusting wall clocks alone.
 
-use crate::id::DeviceId;
+use crate::format::id::DeviceId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

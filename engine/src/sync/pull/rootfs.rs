@@ -22,9 +22,9 @@
 //! are the user's choice and are followed, once, at open).
 
 use crate::error::{Error, Result};
+use crate::format::path::RepoPath;
 use crate::journal::LocalKind;
-use crate::path::RepoPath;
-use crate::scan::LocalEntry;
+use crate::sync::push::scan::LocalEntry;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use std::ffi::OsStr;
@@ -350,7 +350,7 @@ impl TmpDir {
 
     /// A random name that no other temp file has.
     pub fn fresh_name(&self, ext: &str) -> String {
-        format!("{}.{ext}", crate::id::ChunkId::random().to_hex())
+        format!("{}.{ext}", crate::format::id::ChunkId::random().to_hex())
     }
 
     /// Creates the temp file `name` (0600, must not exist).

@@ -7,14 +7,14 @@
 //! stops everything before anything is ingested; a corrupt commit stops only its
 //! device's log and is reported.
 
-use crate::commit::{Commit, commit_hash};
 use crate::error::{Error, Result};
-use crate::id::{CommitHash, DeviceId};
+use crate::format::commit::{Commit, commit_hash};
+use crate::format::id::{CommitHash, DeviceId};
 use crate::journal::{Head, Journal, Version};
-use crate::merge;
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
 use crate::store::layout;
+use crate::sync::pull::merge;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
 
@@ -106,7 +106,7 @@ fn plan_device(device: &DeviceId, head: Option<Head>, seqs: &[u64]) -> Result<Ve
 }
 
 /// Like [`fetch`], but a journal that has seen nothing yet first starts from the
-/// checkpoint covering the most commits (see [`crate::checkpoint`]); `visit` then
+/// checkpoint covering the most commits (see [`crate::format::checkpoint`]); `visit` then
 /// sees only the commits after it.
 pub async fn fetch_latest(
     repo: &Repository,
@@ -115,7 +115,7 @@ pub async fn fetch_latest(
     progress: &dyn Progress,
 ) -> Result<Fetched> {
     if journal.all_heads()?.is_empty()
-        && let Some(cp) = crate::checkpoint::newest(repo).await?
+        && let Some(cp) = crate::format::checkpoint::newest(repo).await?
     {
         tracing::debug!(
             device = %cp.device,
@@ -123,7 +123,7 @@ pub async fn fetch_latest(
             commits = cp.coverage(),
             "starting from a checkpoint"
         );
-        crate::checkpoint::load(journal, &cp)?;
+        crate::format::checkpoint::load(journal, &cp)?;
     }
     fetch(repo, journal, visit, progress).await
 }

@@ -7,18 +7,18 @@
 //! same holds for removal. Adding content identical to the current version writes
 //! nothing.
 
-use crate::commit::{Entry, FileEntry};
 use crate::device::{Device, PendingChange, StatUpdate};
 use crate::error::{Error, Result};
+use crate::format::commit::{Entry, FileEntry};
+use crate::format::path::RepoPath;
+use crate::format::version::VersionVector;
 use crate::journal::Journal;
-use crate::merge;
-use crate::path::RepoPath;
 use crate::progress::Progress;
-use crate::push::same_state;
 use crate::repo::Repository;
-use crate::scan::LocalEntry;
-use crate::upload::{self, FileOutcome, FileTask, UploadOptions, UploadStats};
-use crate::version::VersionVector;
+use crate::sync::pull::merge;
+use crate::sync::push::same_state;
+use crate::sync::push::scan::LocalEntry;
+use crate::sync::push::upload::{self, FileOutcome, FileTask, UploadOptions, UploadStats};
 use std::path::PathBuf;
 
 /// What `add` did.

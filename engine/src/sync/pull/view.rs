@@ -1,16 +1,16 @@
 //! A read-only view of a repository without a folder: every log replayed into a
 //! temporary journal. Used by `ls`, `get`, `check`, `log` and `restore`.
 
-use crate::commit::{Commit, Entry, PackRecord};
 use crate::error::{Error, Result};
-use crate::id::{DeviceId, PackId};
+use crate::format::commit::{Commit, Entry, PackRecord};
+use crate::format::id::{DeviceId, PackId};
+use crate::format::path::RepoPath;
+use crate::format::version::Hlc;
 use crate::journal::Journal;
-use crate::logs;
-use crate::merge::{self, MergedEntry, MergedWalk};
-use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::version::Hlc;
+use crate::sync::pull::logs;
+use crate::sync::pull::merge::{self, MergedEntry, MergedWalk};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -40,7 +40,7 @@ pub struct RepoView {
 
 impl RepoView {
     /// The latest merged state, starting from the best checkpoint (see
-    /// [`crate::checkpoint`]). For `ls`, `get` and the like: no history
+    /// [`crate::format::checkpoint`]). For `ls`, `get` and the like: no history
     /// (`commits` and `packs` stay empty); that needs [`RepoView::load`].
     pub async fn load_latest(
         repo: &Repository,
@@ -109,7 +109,7 @@ impl RepoView {
                 }
                 failed = if c.time_ms <= at {
                     // Chain checks happened on `heads`; the hash is not needed here.
-                    let hash = crate::id::CommitHash([0; 32]);
+                    let hash = crate::format::id::CommitHash([0; 32]);
                     logs::ingest(&past, c, hash).err()
                 } else {
                     past.record_committed_packs(&c.packs).err()

@@ -15,12 +15,12 @@
 //! ordinary new file; devices that do so concurrently push identical content, which
 //! does not conflict again.
 
-use crate::commit::Entry;
 use crate::error::Result;
-use crate::id::DeviceId;
+use crate::format::commit::Entry;
+use crate::format::id::DeviceId;
+use crate::format::path::RepoPath;
+use crate::format::version::{Hlc, VersionVector};
 use crate::journal::{Journal, Version};
-use crate::path::RepoPath;
-use crate::version::{Hlc, VersionVector};
 use std::collections::BTreeMap;
 
 /// Adds `v` to a maximal set. Returns whether the set changed.
@@ -583,8 +583,8 @@ pub(crate) mod oracle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commit::FileEntry;
-    use crate::id::ChunkId;
+    use crate::format::commit::FileEntry;
+    use crate::format::id::ChunkId;
 
     fn dev(n: u8) -> DeviceId {
         DeviceId([n; 16])

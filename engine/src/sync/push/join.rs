@@ -15,9 +15,9 @@
 use crate::device::PendingChange;
 use crate::error::{Error, Result};
 use crate::folder::Folder;
+use crate::format::version::{Hlc, now_millis};
 use crate::journal::Journal;
-use crate::merge;
-use crate::version::{Hlc, now_millis};
+use crate::sync::pull::merge;
 
 /// Whether `journal`'s folder has never pushed nor pulled: its first push joins.
 pub fn is_joining(journal: &Journal) -> Result<bool> {
@@ -35,7 +35,7 @@ pub fn divert(folder: &Folder, pending: &mut [PendingChange]) -> Result<usize> {
     for p in pending.iter_mut() {
         if !p.base.is_empty()
             || p.entry.is_deleted()
-            || matches!(p.entry, crate::commit::Entry::Dir { .. })
+            || matches!(p.entry, crate::format::commit::Entry::Dir { .. })
         {
             continue;
         }

@@ -11,10 +11,10 @@
 //! and as a second line for every format, each folder pins the config it first
 //! synced with in its journal ([`ConfigPin`]) and refuses one that changed.
 
-use crate::chunker::ChunkerParams;
+use crate::chunk::chunker::ChunkerParams;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::id::RepoId;
+use crate::format::id::RepoId;
 use crate::store::layout;
 use serde::{Deserialize, Serialize};
 

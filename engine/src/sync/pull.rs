@@ -10,18 +10,25 @@
 //! below the folder is reached through a symlink, and an operation under a
 //! symlinked ancestor fails with "parent X is a symlink".
 
-use crate::commit::Entry;
+pub mod export;
+pub mod logs;
+pub mod merge;
+pub mod restore;
+pub mod rootfs;
+pub mod view;
+
 use crate::error::{Error, Result};
 use crate::folder::Folder;
+use crate::format::commit::Entry;
+use crate::format::path::RepoPath;
+use crate::format::version::now_millis;
 use crate::journal::{Journal, LocalKind, StatEntry};
-use crate::merge::{self, MergedEntry, MergedWalk, Scope};
-use crate::path::RepoPath;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::{self, FileJob, Guard};
-use crate::rootfs::RootFs;
-use crate::scan::LocalEntry;
-use crate::version::now_millis;
+use crate::sync::pull::merge::{MergedEntry, MergedWalk, Scope};
+use crate::sync::pull::restore::{FileJob, Guard};
+use crate::sync::pull::rootfs::RootFs;
+use crate::sync::push::scan::LocalEntry;
 
 /// What a pull did.
 #[derive(Debug, Default)]
@@ -58,7 +65,7 @@ pub async fn pull(
         damaged: fetched
             .errors
             .iter()
-            .map(crate::logs::describe_damage)
+            .map(crate::sync::pull::logs::describe_damage)
             .collect(),
         ..PullReport::default()
     };
@@ -157,7 +164,11 @@ async fn write_batch(
     Ok(())
 }
 
-fn stat_of(local: &LocalEntry, chunks: Vec<crate::id::ChunkId>, m: &MergedEntry) -> StatEntry {
+fn stat_of(
+    local: &LocalEntry,
+    chunks: Vec<crate::format::id::ChunkId>,
+    m: &MergedEntry,
+) -> StatEntry {
     StatEntry {
         kind: local.kind,
         size: local.size,
@@ -183,7 +194,7 @@ fn untouched(local: &Option<LocalEntry>, stat: Option<&StatEntry>) -> bool {
 fn plan_file(
     root: &RootFs,
     path: &RepoPath,
-    file: &crate::commit::FileEntry,
+    file: &crate::format::commit::FileEntry,
     m: &MergedEntry,
     stat: Option<&StatEntry>,
     report: &mut PullReport,
@@ -285,7 +296,7 @@ fn apply_dir(
 }
 
 fn apply_symlink(
-    (root, tmp): (&RootFs, &crate::rootfs::TmpDir),
+    (root, tmp): (&RootFs, &crate::sync::pull::rootfs::TmpDir),
     journal: &Journal,
     path: &RepoPath,
     m: &MergedEntry,

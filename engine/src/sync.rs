@@ -1,0 +1,5 @@
+//! The two directions: [`push`] (the folder becomes commits of its device) and
+//! [`pull`] (the merged state of every device's log becomes the folder).
+
+pub mod pull;
+pub mod push;
