@@ -182,6 +182,12 @@ impl Device {
     pub(crate) fn renew(&self, why: &str) -> Result<DeviceId> {
         let old = self.id();
         let new = DeviceId::random();
+        // The old id's unwritten commits go first: a crash after the binding
+        // names the new id must not leave commits of the old one to write.
+        for (seq, _) in self.journal.outbox_all()? {
+            self.journal.outbox_remove(seq)?;
+        }
+        self.journal.flush()?;
         match &self.home {
             IdHome::Folder { state, binding } => {
                 let mut b = binding.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,10 +199,6 @@ impl Device {
             IdHome::Loose { file, repo } => write_loose(file, *repo, new)?,
             IdHome::Nowhere => {}
         }
-        for (seq, _) in self.journal.outbox_all()? {
-            self.journal.outbox_remove(seq)?;
-        }
-        self.journal.flush()?;
         *self.id.lock().unwrap_or_else(|p| p.into_inner()) = new;
         tracing::warn!(
             "{why}: it continues as the new device {new} (was {old}), keeping everything it has synced"
@@ -258,26 +260,56 @@ impl Device {
         Ok(fetched)
     }
 
-    /// Reads this device's last commit back from the store. If another writer
-    /// replaced it, the journal holds versions the store does not: it is
-    /// cleared (rebuilt from the logs on the next fetch, the folder rescanned,
-    /// so what only this folder has is sent again) and the device renewed.
+    /// Reads back this device's commits written since the last check
+    /// (`meta["verified_through"]`), newest first, following the hash chain
+    /// from the journal's head. If another writer replaced any of them, the
+    /// journal holds versions the store does not: see [`Device::lost_commit`].
     async fn verify_head(&self, repo: &Repository) -> Result<()> {
         let device = self.id();
         let Some(head) = self.journal.head(&device)? else {
             return Ok(());
         };
-        let key = layout::commit(&device, head.seq);
-        let stored = match get_commit(repo, &key).await {
-            Ok(b) => b,
-            // A missing log is a rollback: the fetch reports it.
-            Err(Error::Store(crate::error::StoreError::NotFound { .. })) => return Ok(()),
-            Err(Error::Corrupt { .. }) => bytes::Bytes::new(),
-            Err(e) => return Err(e),
+        let from = match self.journal.meta_get::<(DeviceId, u64)>(VERIFIED_THROUGH)? {
+            Some((d, seq)) if d == device => seq,
+            Some(_) => 0,
+            // Not checked before (a journal older than the check): the head only.
+            None => head.seq.saturating_sub(1),
         };
-        if crate::format::commit::commit_hash(&stored) != head.hash {
-            self.journal.reset()?;
-            self.renew_for(Claimed::HeadReplaced(head.seq))?;
+        let mut expected = head.hash;
+        for seq in (from.saturating_add(1).max(1)..=head.seq).rev() {
+            let stored = match get_commit(repo, &layout::commit(&device, seq)).await {
+                Ok(b) => b,
+                // A missing commit is a rollback: the fetch reports it.
+                Err(Error::Store(crate::error::StoreError::NotFound { .. })) => return Ok(()),
+                Err(Error::Corrupt { .. }) => bytes::Bytes::new(),
+                Err(e) => return Err(e),
+            };
+            if crate::format::commit::commit_hash(&stored) != expected {
+                return self.lost_commit(seq);
+            }
+            match Commit::open(repo.keys(), &device, seq, &stored) {
+                Ok(c) => expected = c.prev,
+                Err(_) => return self.lost_commit(seq),
+            }
+        }
+        self.journal.meta_put(VERIFIED_THROUGH, &(device, head.seq))
+    }
+
+    /// Commit `seq` of this device was replaced by another writer's after it
+    /// counted: the journal is cleared (the next fetch replays every log
+    /// without a checkpoint, which could hold the lost versions, and the next
+    /// push rescans the folder, so what only it has is sent again) and the
+    /// device renewed. A loose device has no folder to rescan: what its `add`
+    /// or `rm` sent in that commit must be done again, and it says so.
+    fn lost_commit(&self, seq: u64) -> Result<()> {
+        self.journal.reset()?;
+        self.journal
+            .meta_put(crate::sync::pull::logs::REPLAY_ALL, &true)?;
+        self.renew_for(Claimed::HeadReplaced(seq))?;
+        if matches!(self.home, IdHome::Loose { .. }) {
+            tracing::warn!(
+                "files added or removed by this machine's commit {seq} may be missing from the repository: run those `add`/`rm` again"
+            );
         }
         Ok(())
     }
@@ -295,6 +327,12 @@ impl Device {
         loop {
             match self.try_commit(repo, &pending).await? {
                 Ok(seq) => break self.finish_commit(repo, seq, pending).await,
+                Err(Claimed::HeadReplaced(lost)) => {
+                    self.lost_commit(lost)?;
+                    return Err(Error::Config(format!(
+                        "this device's commit {lost} was replaced in the store by another writer of its id (a clone of this folder or machine?); it continues as a new device: run the command again to send its changes"
+                    )));
+                }
                 Err(claimed) if attempts < RENEW_ATTEMPTS => {
                     attempts += 1;
                     self.renew_for(claimed)?;
@@ -320,7 +358,11 @@ impl Device {
         let device = self.id();
         let head = journal.head(&device)?;
         let seq = head.map(|h| h.seq).unwrap_or(0) + 1;
-        let now = repo.now_ms().await;
+        // Commit times never go backwards, whatever the clock or its offset do:
+        // `restore --at` takes a prefix of each device's log.
+        let last: u64 = journal.meta_get(LAST_COMMIT_MS)?.unwrap_or(0);
+        let now = repo.now_ms().await.max(last.saturating_add(1));
+        journal.meta_put(LAST_COMMIT_MS, &now)?;
         let commit = Commit {
             device,
             seq,
@@ -340,7 +382,7 @@ impl Device {
         let sealed = commit.seal(repo.keys())?;
         journal.outbox_put(seq, &sealed.bytes)?;
         journal.flush_async().await?;
-        if let Err(claimed) = write_once(repo, &device, seq, &sealed.bytes).await? {
+        if let Err(claimed) = write_once(repo, &device, seq, commit.prev, &sealed.bytes).await? {
             journal.outbox_remove(seq)?;
             return Ok(Err(claimed));
         }
@@ -386,21 +428,51 @@ impl Device {
             let head = journal.head(&device)?.map(|h| h.seq).unwrap_or(0);
             if seq > head {
                 let commit = Commit::open(repo.keys(), &device, seq, &bytes)?;
-                match write_once(repo, &device, seq, &bytes).await? {
+                match write_once(repo, &device, seq, commit.prev, &bytes).await? {
                     Ok(()) => {
                         logs::ingest(journal, &commit, crate::format::commit::commit_hash(&bytes))?
                     }
                     // Its changes were never recorded as synced: the next push
                     // sends them again, as the renewed device.
+                    Err(Claimed::HeadReplaced(lost)) => return self.lost_commit(lost),
                     Err(claimed) => {
                         self.renew_for(claimed)?;
-                        return Ok(());
+                        return self.rewrite_loose(repo, &commit).await;
                     }
                 }
             }
             journal.outbox_remove(seq)?;
         }
         journal.flush_async().await
+    }
+}
+
+/// The journal's `meta` key of the time of the last own commit.
+const LAST_COMMIT_MS: &str = "last_commit_ms";
+
+/// The journal's `meta` key of the highest own commit read back intact.
+const VERIFIED_THROUGH: &str = "verified_through";
+
+impl Device {
+    /// A loose device's commit that could not be written as the old id is
+    /// written again as the renewed one (a folder's is sent by its next push's
+    /// rescan instead: its changes were not recorded as synced). Each change is
+    /// based on what the old commit's had seen, minus that commit.
+    async fn rewrite_loose(&self, repo: &Repository, lost: &Commit) -> Result<()> {
+        if !matches!(self.home, IdHome::Loose { .. }) || lost.changes.is_empty() {
+            return Ok(());
+        }
+        let pending = lost
+            .changes
+            .iter()
+            .map(|c| PendingChange {
+                path: c.path.clone(),
+                base: c.vv.with_entry(lost.device, lost.seq - 1),
+                entry: c.entry.clone(),
+                stat: StatUpdate::None,
+            })
+            .collect();
+        self.commit(repo, pending).await.map(|_| ())
     }
 }
 
@@ -417,9 +489,24 @@ async fn write_once(
     repo: &Repository,
     device: &DeviceId,
     seq: u64,
+    prev: CommitHash,
     bytes: &[u8],
 ) -> Result<std::result::Result<(), Claimed>> {
     let key = layout::commit(device, seq);
+    // The commit it follows must still be the one this device wrote: a push
+    // of several batches must not chain onto a commit another writer replaced.
+    if seq > 1 {
+        let before = get_commit(repo, &layout::commit(device, seq - 1)).await;
+        let intact = match &before {
+            Ok(b) => crate::format::commit::commit_hash(b) == prev,
+            Err(Error::Corrupt { .. }) => false,
+            Err(Error::Store(crate::error::StoreError::NotFound { .. })) => false,
+            Err(e) => return Err(e.clone()),
+        };
+        if !intact {
+            return Ok(Err(Claimed::HeadReplaced(seq - 1)));
+        }
+    }
     if bytes.len() as u64 > layout::COMMIT_MAX {
         return Err(Error::Config(format!(
             "commit {seq} would weigh {} bytes, more than a commit may ({}); push fewer or smaller files at once",
@@ -580,6 +667,46 @@ mod tests {
                 .unwrap()
                 .is_empty(),
             "the journal no longer claims what the store lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replaced_commit_below_the_head_is_found_on_the_next_refresh() {
+        let (store, repo) = repo().await;
+        let old = DeviceId::random();
+        let d = device(old);
+        d.commit(&repo, change("a")).await.unwrap();
+        d.commit(&repo, change("b")).await.unwrap();
+        store
+            .inner
+            .put(&layout::commit(&old, 1), Bytes::from_static(b"replaced"))
+            .await
+            .unwrap();
+        d.refresh(&repo, &NoProgress).await.unwrap();
+        assert_ne!(d.id(), old, "commit 1 of 2 was lost: the device is renewed");
+    }
+
+    #[tokio::test]
+    async fn a_commit_never_chains_onto_a_replaced_one() {
+        let (store, repo) = repo().await;
+        let old = DeviceId::random();
+        let d = device(old);
+        d.commit(&repo, change("a")).await.unwrap();
+        store
+            .inner
+            .put(&layout::commit(&old, 1), Bytes::from_static(b"replaced"))
+            .await
+            .unwrap();
+        let err = d.commit(&repo, change("b")).await.unwrap_err();
+        assert!(err.to_string().contains("run the command again"), "{err}");
+        assert_ne!(d.id(), old);
+        assert!(
+            stored(&store, old, 2).await.is_none(),
+            "nothing chained onto it"
+        );
+        assert_eq!(
+            d.journal().meta_get::<bool>(logs::REPLAY_ALL).unwrap(),
+            Some(true)
         );
     }
 

@@ -40,6 +40,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
 
+/// The `meta` key set while the journal knows nothing of its folder's files
+/// (built anew or reset), until a push completes.
+pub const JOINING: &str = "joining";
+
 /// Journal schema version; an unknown one triggers a rebuild.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -188,6 +192,9 @@ impl Journal {
             t.clear()?;
         }
         self.meta_put("schema", &SCHEMA_VERSION)?;
+        // Knowing nothing of the folder's files, its next push joins
+        // (`sync::push::join`), whatever runs first.
+        self.meta_put(JOINING, &true)?;
         self.flush()
     }
 

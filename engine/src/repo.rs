@@ -63,8 +63,9 @@ pub struct Repository {
     chunker: Arc<Chunker>,
     /// Devices whose logs this machine no longer reads (`coffer distrust`).
     distrusted: std::collections::BTreeSet<crate::format::id::DeviceId>,
-    /// The store's clock minus this machine's, measured once ([`crate::clock`]).
-    clock_offset: Arc<tokio::sync::OnceCell<i64>>,
+    /// The store's clock minus this machine's and when it was measured
+    /// ([`crate::clock`]); measured again after [`crate::clock::REMEASURE`].
+    clock_offset: Arc<tokio::sync::Mutex<Option<(i64, std::time::Instant)>>>,
 }
 
 /// Where a passphrase comes from when the keyring has no key; called at most once.
@@ -239,10 +240,16 @@ impl Repository {
     /// Now, in Unix ms, by this machine's clock corrected to the store's when
     /// they differ by more than [`crate::clock::TOLERANCE_MS`].
     pub async fn now_ms(&self) -> u64 {
-        let offset = *self
-            .clock_offset
-            .get_or_init(|| crate::clock::measure(&*self.store))
-            .await;
+        let mut cached = self.clock_offset.lock().await;
+        let offset = match *cached {
+            Some((offset, at)) if at.elapsed() < crate::clock::REMEASURE => offset,
+            previous => {
+                let was = previous.map(|(o, _)| o);
+                let offset = crate::clock::measure(&*self.store, was).await;
+                *cached = Some((offset, std::time::Instant::now()));
+                offset
+            }
+        };
         crate::format::version::now_millis().saturating_add_signed(offset)
     }
 

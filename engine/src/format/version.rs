@@ -44,6 +44,19 @@ impl VersionVector {
         v
     }
 
+    /// This vector with `device`'s entry set to `seq` (removed for 0): the base
+    /// of a change written again under another id after `device`'s commit
+    /// `seq + 1` could not be (it had seen `device`'s commits up to `seq`).
+    pub fn with_entry(&self, device: DeviceId, seq: u64) -> Self {
+        let mut v = self.clone();
+        if seq == 0 {
+            v.0.remove(&device);
+        } else {
+            v.0.insert(device, seq);
+        }
+        v
+    }
+
     /// The least vector that dominates both.
     pub fn join(&self, other: &VersionVector) -> Self {
         let mut v = self.clone();

@@ -135,6 +135,7 @@ pub async fn push(
             report.joined
         ));
     }
+    crate::sync::push::join::joined(journal)?;
     journal.meta_put("last_push_ms", &now_millis())?;
     journal.flush_async().await?;
     Ok(report)

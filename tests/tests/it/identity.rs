@@ -6,7 +6,7 @@ use crate::{arg, env};
 use coffer_tests::env::Env;
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -339,6 +339,7 @@ fn a_lost_journal_keeps_newer_edits_and_deletions_of_other_devices() {
     fs::write(one.join("a.txt"), "v1").unwrap();
     fs::write(one.join("gone.txt"), "x").unwrap();
     fs::write(one.join("same.txt"), "same").unwrap();
+    fs::write(one.join("mode.txt"), "m").unwrap();
     e.ok(&["sync", &arg(&one), "store"]);
     e.ok(&["sync", &arg(&two), "store"]);
     fs::write(one.join("a.txt"), "v2 newer").unwrap();
@@ -346,6 +347,9 @@ fn a_lost_journal_keeps_newer_edits_and_deletions_of_other_devices() {
     e.ok(&["sync", &arg(&one), "store"]);
 
     fs::remove_dir_all(two.join(".coffer")).unwrap();
+    fs::set_permissions(two.join("mode.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    // A pull first (as `watch` may do) does not end the joining.
+    e.run(&["pull", "store", &arg(&two)]);
     let r = e.ok(&["sync", &arg(&two), "store"]);
     assert!(
         r.stderr.contains("joined a repository that already had 2"),
@@ -366,6 +370,11 @@ fn a_lost_journal_keeps_newer_edits_and_deletions_of_other_devices() {
     assert_eq!(
         versions_of(&two, "same.txt"),
         BTreeSet::from(["same".to_string()])
+    );
+    assert_eq!(
+        versions_of(&two, "mode.txt"),
+        BTreeSet::from(["m".to_string()]),
+        "a mode change alone is no conflict"
     );
     e.ok(&["sync", &arg(&one), "store"]);
     assert_eq!(fs::read_to_string(one.join("a.txt")).unwrap(), "v2 newer");

@@ -114,7 +114,9 @@ pub async fn fetch_latest(
     visit: &mut (dyn FnMut(&Commit) + Send),
     progress: &dyn Progress,
 ) -> Result<Fetched> {
+    let replay_all = journal.meta_get::<bool>(REPLAY_ALL)?.unwrap_or(false);
     if journal.all_heads()?.is_empty()
+        && !replay_all
         && let Some(cp) = crate::format::checkpoint::newest(repo).await?
     {
         tracing::debug!(
@@ -125,8 +127,17 @@ pub async fn fetch_latest(
         );
         crate::format::checkpoint::load(journal, &cp)?;
     }
-    fetch(repo, journal, visit, progress).await
+    let fetched = fetch(repo, journal, visit, progress).await?;
+    if replay_all {
+        journal.meta_remove(REPLAY_ALL)?;
+    }
+    Ok(fetched)
 }
+
+/// The journal's `meta` key that makes the next [`fetch_latest`] replay every
+/// log instead of starting from a checkpoint (set when this device lost a
+/// commit: its own checkpoints may hold the lost versions).
+pub const REPLAY_ALL: &str = "replay_all";
 
 /// What a fetch records of each verified commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -224,6 +224,26 @@ impl RootFs {
         }
     }
 
+    /// Renames `from` to its sibling `to` (same parent) unless `to` exists
+    /// (`RENAME_NOREPLACE`): `Ok(false)` then. Never through a symlink.
+    pub fn rename_sibling(&self, from: &RepoPath, to: &RepoPath) -> Result<bool> {
+        if from.parent() != to.parent() {
+            return Err(Error::Internal(format!("{to} is not a sibling of {from}")));
+        }
+        let dir = self.existing_parent(from)?;
+        match rustix::fs::renameat_with(
+            &dir,
+            last(from),
+            &dir,
+            last(to),
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(io_err(self.display(from), e)),
+        }
+    }
+
     /// The target of the symlink `path`, `None` if it is not a reachable symlink.
     pub fn read_link(&self, path: &RepoPath) -> Result<Option<Vec<u8>>> {
         let dir = match self.parent(path, false)? {

@@ -89,7 +89,7 @@ impl RepoView {
     /// The merged state as of `at` (Unix ms): every log is fetched and its chain
     /// checked (a journal of heads only), and the commits their device wrote at
     /// or before `at` by its own clock (`time_ms`, not the HLC, which a device
-    /// with a fast clock can push ahead) are ingested, as they arrive, into the
+    /// with a fast clock can push ahead; up to its first commit after `at`) are ingested, as they arrive, into the
     /// view's journal. No history is kept in memory. Every commit's packs are
     /// recorded whatever its time: a version before `at` may use chunks of a
     /// pack that a commit stamped later by a skewed clock named first.
@@ -102,12 +102,19 @@ impl RepoView {
         let heads = Journal::temporary_in(scratch)?;
         let past = Journal::temporary_in(scratch)?;
         let mut failed = None;
+        // Each device's log is a prefix: from its first commit after `at` on,
+        // its later ones are out too (their times never go backwards, but
+        // older versions' may have).
+        let mut past_at = std::collections::HashSet::new();
         let fetched = {
             let mut visit = |c: &Commit| {
                 if failed.is_some() {
                     return;
                 }
-                failed = if c.time_ms <= at {
+                if c.time_ms > at {
+                    past_at.insert(c.device);
+                }
+                failed = if !past_at.contains(&c.device) {
                     // Chain checks happened on `heads`; the hash is not needed here.
                     let hash = crate::format::id::CommitHash([0; 32]);
                     logs::ingest(&past, c, hash).err()

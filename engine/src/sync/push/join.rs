@@ -13,16 +13,37 @@
 //! happened.
 
 use crate::device::PendingChange;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::folder::Folder;
+use crate::format::commit::Entry;
 use crate::format::version::{Hlc, now_millis};
 use crate::journal::Journal;
 use crate::sync::pull::merge;
 
-/// Whether `journal`'s folder has never pushed nor pulled: its first push joins.
+/// Whether `journal` knows nothing of its folder's files yet (built anew or
+/// reset, [`crate::journal::JOINING`]) or its folder has never pushed nor
+/// pulled: then its push joins. A pull before it does not end this (it keeps
+/// the local files it does not know as "changed locally").
 pub fn is_joining(journal: &Journal) -> Result<bool> {
-    Ok(journal.meta_get::<u64>("last_push_ms")?.is_none()
-        && journal.meta_get::<u64>("last_pull_ms")?.is_none())
+    Ok(journal
+        .meta_get::<bool>(crate::journal::JOINING)?
+        .unwrap_or(false)
+        || (journal.meta_get::<u64>("last_push_ms")?.is_none()
+            && journal.meta_get::<u64>("last_pull_ms")?.is_none()))
+}
+
+/// Ends joining (after a push completed).
+pub fn joined(journal: &Journal) -> Result<()> {
+    journal.meta_remove(crate::journal::JOINING)
+}
+
+/// Whether two entries hold the same bytes (files) or target (symlinks).
+fn same_content(a: &Entry, b: &Entry) -> bool {
+    match (a, b) {
+        (Entry::File(x), Entry::File(y)) => x.size == y.size && x.chunks == y.chunks,
+        (Entry::Symlink { target: x, .. }, Entry::Symlink { target: y, .. }) => x == y,
+        _ => false,
+    }
 }
 
 /// Turns the new local versions of `pending` whose path the repository already
@@ -33,27 +54,39 @@ pub fn divert(folder: &Folder, pending: &mut [PendingChange]) -> Result<usize> {
     let device = folder.device().id();
     let mut diverted = 0;
     for p in pending.iter_mut() {
-        if !p.base.is_empty()
-            || p.entry.is_deleted()
-            || matches!(p.entry, crate::format::commit::Entry::Dir { .. })
-        {
+        if !p.base.is_empty() || p.entry.is_deleted() || matches!(p.entry, Entry::Dir { .. }) {
             continue;
         }
-        if journal.versions(&p.path)?.is_empty() {
+        let versions = journal.versions(&p.path)?;
+        if versions.is_empty() {
             continue; // new to the repository too (a deleted path keeps its tombstone)
         }
-        let hlc = Hlc::from_parts(now_millis(), 0);
-        let Some(copy) = merge::conflict_name(&p.path, hlc, &device, None) else {
-            continue;
-        };
-        let root = folder.root();
-        let (from, to) = (p.path.to_fs_path(root)?, copy.to_fs_path(root)?);
-        if std::fs::symlink_metadata(&to).is_ok() {
-            continue; // an earlier copy of the same second: pushed as is
+        if merge::resolve(&versions).is_some_and(|r| same_content(&r.entry, &p.entry)) {
+            continue; // only the mode or times differ: an ordinary change
         }
-        std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
-        p.path = copy;
-        diverted += 1;
+        if let Some(copy) = keep_as_copy(folder, &p.path, &device)? {
+            p.path = copy;
+            diverted += 1;
+        }
     }
     Ok(diverted)
+}
+
+/// Renames the local `path` to a free conflict-copy name (a numbered one if
+/// an earlier copy of the same second has the first); `None` if no name fits.
+fn keep_as_copy(
+    folder: &Folder,
+    path: &crate::format::path::RepoPath,
+    device: &crate::format::id::DeviceId,
+) -> Result<Option<crate::format::path::RepoPath>> {
+    let hlc = Hlc::from_parts(now_millis(), 0);
+    for n in std::iter::once(None).chain((2..100).map(Some)) {
+        let Some(copy) = merge::conflict_name(path, hlc, device, n) else {
+            return Ok(None);
+        };
+        if folder.fs().rename_sibling(path, &copy)? {
+            return Ok(Some(copy));
+        }
+    }
+    Ok(None)
 }
