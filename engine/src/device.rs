@@ -400,6 +400,14 @@ impl Device {
     ) -> Result<u64> {
         let journal = &self.journal;
         let device = self.id();
+        if journal
+            .meta_get::<(DeviceId, u64)>(VERIFIED_THROUGH)?
+            .is_none()
+        {
+            // A journal older than the read-back: what it wrote before this
+            // commit is taken as checked; this commit and later ones are checked.
+            journal.meta_put(VERIFIED_THROUGH, &(device, seq - 1))?;
+        }
         for p in pending {
             match p.stat {
                 StatUpdate::Record(mut s) => {

@@ -66,7 +66,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     };
     let (changes, stop) = spawn_watcher(folder.root().to_path_buf(), opts)?;
     let poll = Duration::from_secs(a.poll.max(1));
-    let mut backoff = Duration::from_secs(1);
+    let mut pacing = Pacing {
+        poll,
+        backoff: Duration::from_secs(1),
+        store: store.clone(),
+    };
     ctx.say(format!(
         "watching {} (polling {store} every {}s)",
         folder.root().display(),
@@ -102,41 +106,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         if stopping {
             break;
         }
-        let wait = match outcome {
-            Ok(()) if changed_meanwhile => {
-                // The step may have scanned before those changes: go again now
-                // (marks are cleared only after a step that began after them).
-                backoff = Duration::from_secs(1);
-                Duration::ZERO
-            }
-            Ok(()) => {
-                // Everything marked before this step was scanned and pushed by it.
-                if let Err(e) = folder.journal().clear_pending() {
-                    tracing::warn!("cannot clear the journaled changes: {e}");
-                }
-                backoff = Duration::from_secs(1);
-                line.show(format!(
-                    "in sync with {store}; polling every {}s; last step",
-                    poll.as_secs()
-                ));
-                poll
-            }
-            Err(e) => {
-                eprintln!(
-                    "coffer: sync failed ({}); changes stay journaled, retrying in {}s",
-                    crate::output::one_line(&e),
-                    backoff.as_secs()
-                );
-                let w = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                line.show(format!(
-                    "sync failing; {} change(s) journaled; retry {}s after the last attempt",
-                    folder.journal().pending_len(),
-                    w.as_secs()
-                ));
-                w
-            }
-        };
+        let wait = pacing.after(&outcome, changed_meanwhile, &folder, &mut line);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             // A gone watcher disables this branch; polling goes on.
@@ -149,6 +119,62 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     ctx.say("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// When the next step runs: at once if changes settled during the last one,
+/// after the poll interval if it succeeded, after a doubling backoff (up to
+/// [`MAX_BACKOFF`]) while steps fail.
+struct Pacing {
+    poll: Duration,
+    backoff: Duration,
+    store: String,
+}
+
+impl Pacing {
+    fn after(
+        &mut self,
+        outcome: &anyhow::Result<()>,
+        changed_meanwhile: bool,
+        folder: &Folder,
+        line: &mut StatusLine,
+    ) -> Duration {
+        match outcome {
+            Ok(()) if changed_meanwhile => {
+                // The step may have scanned before those changes: go again now
+                // (marks are cleared only after a step that began after them).
+                self.backoff = Duration::from_secs(1);
+                Duration::ZERO
+            }
+            Ok(()) => {
+                // Everything marked before this step was scanned and pushed by it.
+                if let Err(e) = folder.journal().clear_pending() {
+                    tracing::warn!("cannot clear the journaled changes: {e}");
+                }
+                self.backoff = Duration::from_secs(1);
+                line.show(format!(
+                    "in sync with {}; polling every {}s; last step",
+                    self.store,
+                    self.poll.as_secs()
+                ));
+                self.poll
+            }
+            Err(e) => {
+                eprintln!(
+                    "coffer: sync failed ({}); changes stay journaled, retrying in {}s",
+                    crate::output::one_line(e),
+                    self.backoff.as_secs()
+                );
+                let w = self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                line.show(format!(
+                    "sync failing; {} change(s) journaled; retry {}s after the last attempt",
+                    folder.journal().pending_len(),
+                    w.as_secs()
+                ));
+                w
+            }
+        }
+    }
 }
 
 fn record_changes(folder: &Folder, batch: &coffer_watcher::Batch) {

@@ -591,17 +591,11 @@ impl ErrorContext {
                 .trim_end()
                 .to_string()
         };
-        let credential_code = matches!(
-            code,
-            "InvalidAccessKeyId"
-                | "SignatureDoesNotMatch"
-                | "AuthorizationHeaderMalformed"
-                | "ExpiredToken"
-                | "InvalidToken"
-                | "AccessDenied"
-        );
-        let reading = self.op == "GET";
-        let encryption_hint = msg.to_lowercase().contains("encrypt") || code.contains("Encryption");
+        if matches!(status, 400 | 401 | 403)
+            && let Some(e) = self.refused(status, code, msg, &detail())
+        {
+            return e;
+        }
         match status {
             404 if code == "NoSuchBucket" => StoreError::Unusable {
                 detail: format!(
@@ -611,40 +605,6 @@ impl ErrorContext {
             },
             404 => StoreError::NotFound {
                 key: self.key.clone(),
-            },
-            400 | 403
-                if reading
-                    && !self.sse_c
-                    && (encryption_hint || status == 400 && code.is_empty()) =>
-            {
-                StoreError::Denied {
-                    detail: format!(
-                        "this repository needs its SSE-C key (--sse-c-key-file): {} refused a plain read ({})",
-                        self.bucket,
-                        detail()
-                    ),
-                }
-            }
-            400 | 403 if reading && self.sse_c && encryption_hint => StoreError::Denied {
-                detail: format!(
-                    "the SSE-C key does not match the objects in {} ({})",
-                    self.bucket,
-                    detail()
-                ),
-            },
-            403 => StoreError::Denied {
-                detail: format!(
-                    "access denied to bucket {} — check credentials and permissions ({})",
-                    self.bucket,
-                    detail()
-                ),
-            },
-            400 | 401 if credential_code => StoreError::Denied {
-                detail: format!(
-                    "bucket {}: credentials refused — check credentials ({})",
-                    self.bucket,
-                    detail()
-                ),
             },
             301 | 307 => StoreError::Unusable {
                 detail: format!(
@@ -667,6 +627,43 @@ impl ErrorContext {
             },
             _ => StoreError::Rejected { detail: detail() },
         }
+    }
+
+    /// A 400/401/403 that means a missing or wrong SSE-C key, or refused
+    /// credentials or permissions; `None` for other 400s.
+    fn refused(&self, status: u16, code: &str, msg: &str, detail: &str) -> Option<StoreError> {
+        let credential_code = matches!(
+            code,
+            "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "AuthorizationHeaderMalformed"
+                | "ExpiredToken"
+                | "InvalidToken"
+                | "AccessDenied"
+        );
+        let reading = self.op == "GET";
+        let encryption_hint = msg.to_lowercase().contains("encrypt") || code.contains("Encryption");
+        let bucket = &self.bucket;
+        let detail = if reading
+            && !self.sse_c
+            && status != 401
+            && (encryption_hint || status == 400 && code.is_empty())
+        {
+            format!(
+                "this repository needs its SSE-C key (--sse-c-key-file): {bucket} refused a plain read ({detail})"
+            )
+        } else if reading && self.sse_c && status != 401 && encryption_hint {
+            format!("the SSE-C key does not match the objects in {bucket} ({detail})")
+        } else if status == 403 {
+            format!(
+                "access denied to bucket {bucket} — check credentials and permissions ({detail})"
+            )
+        } else if credential_code {
+            format!("bucket {bucket}: credentials refused — check credentials ({detail})")
+        } else {
+            return None;
+        };
+        Some(StoreError::Denied { detail })
     }
 }
 

@@ -63,31 +63,10 @@ pub async fn add_files(
         warnings: refresh(repo, device, progress).await?,
         ..AddReport::default()
     };
-    let mut tasks = Vec::with_capacity(files.len());
-    for (path, fs_path) in files {
-        let meta = std::fs::metadata(&fs_path).map_err(|e| Error::io(&fs_path, e))?;
-        if !meta.is_file() {
-            return Err(Error::Config(format!(
-                "{}: not a regular file",
-                fs_path.display()
-            )));
-        }
-        let before = LocalEntry::from_metadata(path.clone(), &meta)
-            .ok_or_else(|| Error::Config(format!("{}: not a regular file", fs_path.display())))?;
-        let previous = match merge::resolve(&device.journal().versions(&path)?) {
-            Some(r) => match &r.entry {
-                Entry::File(f) => device.journal().chunk_ends(&f.chunks)?,
-                _ => Vec::new(),
-            },
-            None => Vec::new(),
-        };
-        tasks.push(FileTask {
-            path,
-            fs_path,
-            before,
-            previous,
-        });
-    }
+    let tasks = files
+        .into_iter()
+        .map(|(path, fs_path)| file_task(device.journal(), path, fs_path))
+        .collect::<Result<Vec<_>>>()?;
     let journal = device.journal();
     let (outcomes, stats) = upload::upload_files(
         repo.keys().clone(),
@@ -133,6 +112,33 @@ pub async fn add_files(
         report.commit = Some(device.commit(repo, pending).await?);
     }
     Ok(report)
+}
+
+/// What to upload for the local file `fs_path`, to be stored as `path`.
+fn file_task(
+    journal: &crate::journal::Journal,
+    path: RepoPath,
+    fs_path: PathBuf,
+) -> Result<FileTask> {
+    let not_a_file = || Error::Config(format!("{}: not a regular file", fs_path.display()));
+    let meta = std::fs::metadata(&fs_path).map_err(|e| Error::io(&fs_path, e))?;
+    if !meta.is_file() {
+        return Err(not_a_file());
+    }
+    let before = LocalEntry::from_metadata(path.clone(), &meta).ok_or_else(not_a_file)?;
+    let previous = match merge::resolve(&journal.versions(&path)?) {
+        Some(r) => match &r.entry {
+            Entry::File(f) => journal.chunk_ends(&f.chunks)?,
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    Ok(FileTask {
+        path,
+        fs_path,
+        before,
+        previous,
+    })
 }
 
 /// Removes files (or symlinks) from the repository, as one commit.

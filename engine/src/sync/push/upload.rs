@@ -219,12 +219,66 @@ pub async fn upload_files(
     }
     drop((job_rx, msg_tx));
 
-    let mut files: Vec<FileState> = (0..n).map(|_| FileState::default()).collect();
+    let mut got = Collected {
+        files: (0..n).map(|_| FileState::default()).collect(),
+        leftovers: Vec::new(),
+        stats: UploadStats::default(),
+    };
     let mut uploader = Uploader::new(store, journal.clone(), opts.window.clone(), tokens);
-    let mut leftovers = Vec::new();
-    let mut stats = UploadStats::default();
     let mut fatal = None;
     while let Some(msg) = msg_rx.recv().await {
+        let failed = match got.take(msg, progress) {
+            Next::Go => continue,
+            Next::Upload(pack) => uploader.upload(pack).await.err(),
+            Next::Stop(e) => Some(e),
+        };
+        if failed.is_some() {
+            fatal = failed;
+            break;
+        }
+    }
+    // Dropping the receiver makes every pipeline thread stop at its next send.
+    drop(msg_rx);
+    for t in threads {
+        t.await
+            .map_err(|e| Error::Internal(format!("pipeline thread failed: {e}")))?;
+    }
+    if let Some(e) = fatal {
+        uploader.abort().await;
+        return Err(e);
+    }
+    let Collected {
+        files,
+        leftovers,
+        mut stats,
+    } = got;
+    for pack in merge_leftovers(&keys, leftovers, opts.pack_target) {
+        uploader.upload(pack).await?;
+    }
+    let (packs, bytes) = uploader.finish().await?;
+    stats.packs = packs;
+    stats.bytes_uploaded = bytes;
+    progress.finish(Phase::Upload);
+    Ok((files.into_iter().map(outcome).collect(), stats))
+}
+
+/// What the collector keeps while the pipeline runs.
+struct Collected {
+    files: Vec<FileState>,
+    leftovers: Vec<PackBuilder>,
+    stats: UploadStats,
+}
+
+/// What to do after a message.
+enum Next {
+    Go,
+    Upload(FinishedPack),
+    Stop(Error),
+}
+
+impl Collected {
+    /// Records one message of the pipeline.
+    fn take(&mut self, msg: Msg, progress: &dyn Progress) -> Next {
         match msg {
             Msg::Chunk {
                 file,
@@ -233,13 +287,14 @@ pub async fn upload_files(
                 len,
                 new,
             } => {
-                let st = &mut files[file as usize];
+                let st = &mut self.files[file as usize];
                 let i = index as usize;
                 if st.chunks.len() <= i {
                     st.chunks.resize(i + 1, None);
                 }
                 st.chunks[i] = Some(id);
                 st.received += 1;
+                let stats = &mut self.stats;
                 stats.chunks += 1;
                 stats.bytes_read += len;
                 if new {
@@ -254,44 +309,19 @@ pub async fn upload_files(
                 size,
                 after,
             } => {
-                files[file as usize].end = Some((chunks, size, after));
+                self.files[file as usize].end = Some((chunks, size, after));
                 progress.advance(0, 1);
             }
             Msg::FileFailed { file, error } => {
-                files[file as usize].failed = Some(error);
+                self.files[file as usize].failed = Some(error);
                 progress.advance(0, 1);
             }
-            Msg::Pack(pack) => {
-                if let Err(e) = uploader.upload(pack).await {
-                    fatal = Some(e);
-                    break;
-                }
-            }
-            Msg::Leftover(b) => leftovers.push(b),
-            Msg::Fatal(e) => {
-                fatal = Some(e);
-                break;
-            }
+            Msg::Pack(pack) => return Next::Upload(pack),
+            Msg::Leftover(b) => self.leftovers.push(b),
+            Msg::Fatal(e) => return Next::Stop(e),
         }
+        Next::Go
     }
-    // Dropping the receiver makes every pipeline thread stop at its next send.
-    drop(msg_rx);
-    for t in threads {
-        t.await
-            .map_err(|e| Error::Internal(format!("pipeline thread failed: {e}")))?;
-    }
-    if let Some(e) = fatal {
-        uploader.abort().await;
-        return Err(e);
-    }
-    for pack in merge_leftovers(&keys, leftovers, opts.pack_target) {
-        uploader.upload(pack).await?;
-    }
-    let (packs, bytes) = uploader.finish().await?;
-    stats.packs = packs;
-    stats.bytes_uploaded = bytes;
-    progress.finish(Phase::Upload);
-    Ok((files.into_iter().map(outcome).collect(), stats))
 }
 
 fn outcome(st: FileState) -> FileOutcome {
