@@ -121,8 +121,8 @@ pub struct KdfArgs {
 }
 
 impl KdfArgs {
-    pub fn params(&self) -> anyhow::Result<coffer_engine::crypto::keyslot::KdfParams> {
-        let p = coffer_engine::crypto::keyslot::KdfParams {
+    pub fn params(&self) -> anyhow::Result<coffer_engine::KdfParams> {
+        let p = coffer_engine::KdfParams {
             m_cost_kib: self.kdf_memory_mib.saturating_mul(1024),
             t_cost: self.kdf_iterations,
             p_cost: self.kdf_parallelism,

@@ -5,14 +5,14 @@ use crate::args::GlobalArgs;
 use crate::progress::Bars;
 use crate::settings::{self, Settings};
 use anyhow::{Context as _, bail};
-use coffer_engine::crypto::keyring::{self, Keyring};
-use coffer_engine::repo::Repository;
+use coffer_engine::Repository;
+use coffer_engine::UploadOptions;
+use coffer_engine::UploadWindow;
 use coffer_engine::store::{
     DynStore, LocalStore, RetryPolicy, RetryStore, S3Options, S3Store, Sse, SseCustomerKey,
     StoreLocation, validate_bucket,
 };
-use coffer_engine::sync::push::upload::UploadOptions;
-use coffer_engine::sync::push::window::UploadWindow;
+use coffer_engine::{Keyring, keyring};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,7 +186,7 @@ impl Ctx {
 
     /// A warning on stderr (above any progress bar) unless `--quiet`.
     pub fn progress_warn(&self, message: &str) {
-        use coffer_engine::progress::Progress;
+        use coffer_engine::Progress;
         self.progress.warn(message);
     }
 }

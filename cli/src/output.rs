@@ -43,7 +43,7 @@ pub fn mode_string(kind: char, mode: u32) -> String {
 
 /// RFC 3339 UTC seconds for a time in nanoseconds since the epoch.
 pub fn time_ns(ns: i64) -> String {
-    let t = coffer_engine::sync::pull::restore::system_time(ns);
+    let t = coffer_engine::system_time(ns);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

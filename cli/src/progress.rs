@@ -1,6 +1,6 @@
 //! Progress bars on stderr when it is a terminal; warnings always reach stderr.
 
-use coffer_engine::progress::{Phase, Progress};
+use coffer_engine::{Phase, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;

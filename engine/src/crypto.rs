@@ -224,6 +224,7 @@ fn open_raw_in_place<'a>(
     cipher.open_in_place(nonce, aad, rest)
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The envelope with an explicit nonce and raw AAD — exposed only so the official
 /// XChaCha20-Poly1305 vectors can pin the exact code path every object uses.
 pub fn envelope_seal_with_nonce(
@@ -238,6 +239,7 @@ pub fn envelope_seal_with_nonce(
     buf
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Opens `nonce || ciphertext || tag` with raw AAD (see [`envelope_seal_with_nonce`]).
 pub fn envelope_open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
     open_raw(&XChaCha20Poly1305::new(key), aad, sealed)

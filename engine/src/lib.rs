@@ -21,6 +21,22 @@
 //!   [`crypto::Keys`]), [`folder::Folder`] (a directory bound as one device),
 //!   [`device::Device`], [`check`], [`status`], [`clock`], [`error`], [`progress`].
 //!
+//! # The API (what the CLI and the watcher use; the modules are private)
+//! - [`Repository`] — open, create, unlock a repository; [`KdfParams`], [`Keyring`] / [`keyring`].
+//! - [`Folder`] — a directory bound as one device; [`Device`] — a device (also the loose one).
+//! - [`push`] / [`PushReport`], [`pull`] / [`PullReport`] — the two directions;
+//!   [`UploadOptions`], [`UploadWindow`], [`IgnoreRules`].
+//! - [`add_files`], [`remove_paths`] — the hcs3 commands on the loose device.
+//! - [`RepoView`] / [`CommitSummary`], [`MergedWalk`] / [`MergedEntry`] / [`Scope`],
+//!   [`export_tree`], [`stream_file`] — reading a repository (`ls`, `log`, `get`, `restore`).
+//! - [`check`] / [`CheckReport`], [`FolderStatus`] — verification and status.
+//! - [`store`] — the object-store trait and its back-ends (memory, local, S3, retries).
+//! - [`Error`], [`Result`], [`Progress`] / [`Phase`] / [`NoProgress`], ids ([`RepoId`],
+//!   [`DeviceId`]), [`RepoPath`], [`Entry`], [`now_millis`], [`system_time`], [`REPO_FORMAT`].
+//!
+//! With the `testing` feature every internal module is public, for the
+//! integration tests and benches.
+//!
 //! # Data flow
 //! ```text
 //! push:  scan (stat cache) → chunker → keyed BLAKE3 id → dedup → zstd? → seal → pack
@@ -33,8 +49,8 @@
 //! # Example
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> coffer_engine::Result<()> {
-//! use coffer_engine::{crypto::keyslot::KdfParams, folder::Folder, progress::NoProgress};
-//! use coffer_engine::{repo::Repository, store::{DynStore, MemoryStore}, sync::push::upload::UploadOptions};
+//! use coffer_engine::{Folder, KdfParams, NoProgress, Repository, UploadOptions};
+//! use coffer_engine::store::{DynStore, MemoryStore};
 //! use std::sync::Arc;
 //!
 //! let store: DynStore = Arc::new(MemoryStore::new());
@@ -43,31 +59,61 @@
 //! std::fs::write(src.path().join("hello.txt"), "hello").unwrap();
 //!
 //! let a = Folder::open(src.path(), repo.id(), "memory://", false)?;
-//! coffer_engine::sync::push::push(&repo, &a, &UploadOptions::default(), &NoProgress).await?;
+//! coffer_engine::push(&repo, &a, &UploadOptions::default(), &NoProgress).await?;
 //! let b = Folder::open(dst.path(), repo.id(), "memory://", false)?;
-//! coffer_engine::sync::pull::pull(&repo, &b, &NoProgress).await?;
+//! coffer_engine::pull(&repo, &b, &NoProgress).await?;
 //! assert_eq!(std::fs::read(dst.path().join("hello.txt")).unwrap(), b"hello");
 //! # Ok(()) }
 //! ```
 
 #![forbid(unsafe_code)]
 
-// The house, following the data path (see each module's doc):
-pub mod chunk; // cutting files into chunks, compressing them, buffers
-pub mod crypto; // keys, sealing, ids' keyed derivation, key slots, the keyring
-pub mod format; // every object in the store and its bytes (DESIGN.md)
-pub mod journal; // the sled journal of a device
-pub mod store; // object stores: memory, local directory, S3, retries
-pub mod sync; // push (folder → store) and pull (store → folder)
+/// Declares the internal modules: crate-private, public only with the
+/// `testing` feature (the integration tests, benches and examples that check
+/// internals). Everything else goes through the re-exports below.
+macro_rules! internal {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "testing")]
+            pub mod $name;
+            #[cfg(not(feature = "testing"))]
+            pub(crate) mod $name;
+        )*
+    };
+}
 
-// Entry points.
-pub mod check;
-pub mod clock;
-pub mod device;
+// The house, following the data path (see each module's doc): chunk (cutting,
+// compressing, buffers), crypto (keys, sealing, key slots, keyring), format
+// (every object's bytes), journal (a device's sled journal), sync (push and
+// pull), and the entry points.
+internal!(
+    chunk, crypto, format, journal, sync, check, clock, device, folder, progress, repo, status
+);
 pub mod error;
-pub mod folder;
-pub mod progress;
-pub mod repo;
-pub mod status;
+pub mod store; // object stores are an extension point: the trait and its back-ends
+
+// The API the CLI and the watcher use.
+pub use check::{CheckReport, check};
+pub use crypto::keyring::{self, Keyring};
+pub use crypto::keyslot::KdfParams;
+pub use device::Device;
+pub use folder::Folder;
+pub use format::commit::Entry;
+pub use format::id::{DeviceId, RepoId};
+pub use format::path::{RepoPath, STATE_DIR};
+pub use format::version::now_millis;
+pub use progress::{NoProgress, Phase, Progress};
+pub use repo::{REPO_FORMAT, Repository};
+pub use status::FolderStatus;
+pub use sync::pull::export::export_tree;
+pub use sync::pull::merge::{MergedEntry, MergedWalk, Scope};
+pub use sync::pull::restore::{stream_file, system_time};
+pub use sync::pull::view::{CommitSummary, RepoView};
+pub use sync::pull::{PullReport, pull};
+pub use sync::push::loose::{add_files, remove_paths};
+pub use sync::push::scan::IgnoreRules;
+pub use sync::push::upload::UploadOptions;
+pub use sync::push::window::UploadWindow;
+pub use sync::push::{PushReport, push};
 
 pub use error::{Error, Result, StoreError};

@@ -13,8 +13,8 @@ pub mod debounce;
 
 pub use debounce::{Batch, Debouncer};
 
-use coffer_engine::format::path::{RepoPath, STATE_DIR};
-use coffer_engine::sync::push::scan::IgnoreRules;
+use coffer_engine::IgnoreRules;
+use coffer_engine::{RepoPath, STATE_DIR};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
 use anyhow::Context as _;
-use coffer_engine::device::Device;
-use coffer_engine::format::path::RepoPath;
+use coffer_engine::Device;
+use coffer_engine::RepoPath;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +35,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         files.push((RepoPath::new(name.as_bytes().to_vec())?, f.clone()));
     }
     let device = Device::open_loose(&ctx.home, repo.id())?;
-    let r = coffer_engine::sync::push::loose::add_files(
+    let r = coffer_engine::add_files(
         &repo,
         &device,
         files,

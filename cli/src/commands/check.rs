@@ -19,8 +19,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
     let mut r =
-        coffer_engine::check::check(&repo, a.read_data, ctx.scratch(), ctx.progress.as_ref())
-            .await?;
+        coffer_engine::check(&repo, a.read_data, ctx.scratch(), ctx.progress.as_ref()).await?;
     if let Ok(coffer_engine::store::StoreLocation::Local(path)) =
         coffer_engine::store::StoreLocation::parse(&a.store)
         && let Ok(local) = coffer_engine::store::LocalStore::open(&path, false)

@@ -3,7 +3,7 @@
 
 use crate::args::KdfArgs;
 use crate::context::{Ctx, Locate};
-use coffer_engine::repo::Repository;
+use coffer_engine::Repository;
 use coffer_engine::store::Created;
 use std::process::ExitCode;
 

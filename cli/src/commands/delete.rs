@@ -3,9 +3,9 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::bail;
-use coffer_engine::device::Device;
+use coffer_engine::Device;
+use coffer_engine::RepoView;
 use coffer_engine::store::layout;
-use coffer_engine::sync::pull::view::RepoView;
 use futures::StreamExt;
 use std::process::ExitCode;
 

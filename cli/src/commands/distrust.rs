@@ -9,7 +9,7 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::Context;
-use coffer_engine::format::id::{DeviceId, RepoId};
+use coffer_engine::{DeviceId, RepoId};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

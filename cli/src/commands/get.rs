@@ -1,10 +1,10 @@
 //! `coffer get STORE PATH [OUT]`: one file (or a directory) out of the repository.
 
 use crate::context::{Ctx, Locate};
-use coffer_engine::format::commit::Entry;
-use coffer_engine::format::path::RepoPath;
-use coffer_engine::repo::Repository;
-use coffer_engine::sync::pull::view::RepoView;
+use coffer_engine::Entry;
+use coffer_engine::RepoPath;
+use coffer_engine::RepoView;
+use coffer_engine::Repository;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -51,8 +51,7 @@ pub async fn write_out(
             anyhow::bail!("only a regular file can go to stdout");
         };
         let mut stdout = std::io::stdout();
-        coffer_engine::sync::pull::restore::stream_file(repo, &view.journal, path, f, &mut stdout)
-            .await?;
+        coffer_engine::stream_file(repo, &view.journal, path, f, &mut stdout).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let name = path.map(|p| PathBuf::from(OsStr::from_bytes(p.file_name())));
@@ -63,7 +62,7 @@ pub async fn write_out(
         (Some(o), Some(name)) if o.is_dir() && !is_dir => o.join(name),
         (Some(o), _) => o,
     };
-    let r = coffer_engine::sync::pull::export::export_tree(
+    let r = coffer_engine::export_tree(
         repo,
         &view.journal,
         path,

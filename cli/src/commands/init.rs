@@ -2,7 +2,7 @@
 
 use crate::args::KdfArgs;
 use crate::context::{Ctx, Locate};
-use coffer_engine::repo::Repository;
+use coffer_engine::Repository;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]

@@ -2,8 +2,8 @@
 //! of one bucket.
 
 use crate::context::{Ctx, Locate};
-use coffer_engine::format::commit::Entry;
-use coffer_engine::sync::pull::view::RepoView;
+use coffer_engine::Entry;
+use coffer_engine::RepoView;
 use std::io::Write;
 use std::process::ExitCode;
 

@@ -1,7 +1,7 @@
 //! `coffer log STORE`: every device's commits, oldest first.
 
 use crate::context::{Ctx, Locate};
-use coffer_engine::sync::pull::view::{CommitSummary, RepoView};
+use coffer_engine::{CommitSummary, RepoView};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 

@@ -4,10 +4,10 @@
 use crate::context::{Ctx, Locate};
 use crate::output::{mode_string, time_ns};
 use crate::quote;
-use coffer_engine::format::commit::Entry;
-use coffer_engine::format::path::RepoPath;
-use coffer_engine::sync::pull::merge::{MergedEntry, MergedWalk, Scope};
-use coffer_engine::sync::pull::view::RepoView;
+use coffer_engine::Entry;
+use coffer_engine::RepoPath;
+use coffer_engine::RepoView;
+use coffer_engine::{MergedEntry, MergedWalk, Scope};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]

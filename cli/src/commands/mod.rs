@@ -22,7 +22,7 @@ pub mod watch;
 
 use crate::args::{Cli, Command};
 use crate::context::Ctx;
-use coffer_engine::format::path::RepoPath;
+use coffer_engine::RepoPath;
 use std::process::ExitCode;
 
 /// Runs the parsed command line.
@@ -59,7 +59,7 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "coffer {} (repository format {})",
                 env!("CARGO_PKG_VERSION"),
-                coffer_engine::repo::REPO_FORMAT
+                coffer_engine::REPO_FORMAT
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -98,7 +98,7 @@ pub fn report_damage<'a>(ctx: &Ctx, damaged: impl IntoIterator<Item = &'a String
 /// Records how a push or pull ended in the folder's status (`coffer status
 /// DIR` shows it): a failure, or the number of problems it reported.
 pub fn record_step(
-    folder: &coffer_engine::folder::Folder,
+    folder: &coffer_engine::Folder,
     outcome: Result<usize, coffer_engine::Error>,
     what: &str,
 ) {
@@ -107,7 +107,7 @@ pub fn record_step(
         Ok(n) => Some(format!("{what} incomplete: {n} problem(s)")),
         Err(e) => Some(crate::output::one_line(&anyhow::Error::new(e))),
     };
-    if let Err(e) = coffer_engine::status::FolderStatus::record_step(folder, error) {
+    if let Err(e) = coffer_engine::FolderStatus::record_step(folder, error) {
         tracing::warn!("cannot record the folder status: {e}");
     }
 }

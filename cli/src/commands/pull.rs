@@ -2,8 +2,8 @@
 
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
-use coffer_engine::folder::Folder;
-use coffer_engine::sync::pull::PullReport;
+use coffer_engine::Folder;
+use coffer_engine::PullReport;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,7 +20,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
 
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
-    let r = coffer_engine::sync::pull::pull(&repo, &folder, ctx.progress.as_ref()).await;
+    let r = coffer_engine::pull(&repo, &folder, ctx.progress.as_ref()).await;
     let outcome = r.as_ref().map(|r| r.errors.len());
     super::record_step(&folder, outcome.map_err(|e| e.clone()), "pull");
     let r = r?;

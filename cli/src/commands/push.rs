@@ -2,8 +2,8 @@
 
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
-use coffer_engine::folder::Folder;
-use coffer_engine::sync::push::PushReport;
+use coffer_engine::Folder;
+use coffer_engine::PushReport;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,13 +18,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, false)?;
-    let r = coffer_engine::sync::push::push(
-        &repo,
-        &folder,
-        &ctx.upload_options(),
-        ctx.progress.as_ref(),
-    )
-    .await;
+    let r = coffer_engine::push(&repo, &folder, &ctx.upload_options(), ctx.progress.as_ref()).await;
     let outcome = r.as_ref().map(|r| r.problems.len());
     super::record_step(&folder, outcome.map_err(|e| e.clone()), "push");
     let r = r?;

@@ -6,8 +6,8 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::{Context, bail};
-use coffer_engine::format::version::now_millis;
-use coffer_engine::sync::pull::view::RepoView;
+use coffer_engine::RepoView;
+use coffer_engine::now_millis;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;

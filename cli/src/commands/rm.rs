@@ -2,8 +2,8 @@
 //! keeps them; `coffer restore` can bring them back).
 
 use crate::context::{Ctx, Locate};
-use coffer_engine::device::Device;
-use coffer_engine::format::path::RepoPath;
+use coffer_engine::Device;
+use coffer_engine::RepoPath;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -23,8 +23,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         .map(|f| RepoPath::new(f.trim_end_matches('/').as_bytes().to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
     let device = Device::open_loose(&ctx.home, repo.id())?;
-    coffer_engine::sync::push::loose::remove_paths(&repo, &device, &paths, ctx.progress.as_ref())
-        .await?;
+    coffer_engine::remove_paths(&repo, &device, &paths, ctx.progress.as_ref()).await?;
     for p in &paths {
         ctx.say(format!("removed {p}"));
     }

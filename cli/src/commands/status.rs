@@ -25,9 +25,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
 /// `coffer status DIR`.
 fn folder_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    use coffer_engine::folder::Folder;
-    use coffer_engine::format::id::RepoId;
-    use coffer_engine::status::FolderStatus;
+    use coffer_engine::Folder;
+    use coffer_engine::FolderStatus;
+    use coffer_engine::RepoId;
     let Some(binding) = Folder::read_binding(dir)? else {
         anyhow::bail!(
             "{} is not a synced folder (no .coffer/ binding)",

@@ -6,9 +6,9 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::{Context, bail};
-use coffer_engine::folder::Folder;
-use coffer_engine::repo::Repository;
-use coffer_engine::status::FolderStatus;
+use coffer_engine::Folder;
+use coffer_engine::FolderStatus;
+use coffer_engine::Repository;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,10 +38,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 /// One push, then one pull.
 async fn once(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<ExitCode> {
     let pushed =
-        coffer_engine::sync::push::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref())
-            .await?;
+        coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await?;
     super::push::report(ctx, &pushed);
-    let pulled = coffer_engine::sync::pull::pull(repo, folder, ctx.progress.as_ref()).await?;
+    let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await?;
     super::pull::report(ctx, &pulled);
     super::report_damage(ctx, pushed.damaged.iter().chain(&pulled.damaged));
     Ok(super::step_status(

@@ -17,11 +17,11 @@
 
 use crate::context::{Ctx, Locate};
 use crate::progress::StatusLine;
-use coffer_engine::folder::Folder;
-use coffer_engine::repo::Repository;
-use coffer_engine::status::FolderStatus;
-use coffer_engine::sync::pull::PullReport;
-use coffer_engine::sync::push::PushReport;
+use coffer_engine::Folder;
+use coffer_engine::FolderStatus;
+use coffer_engine::PullReport;
+use coffer_engine::PushReport;
+use coffer_engine::Repository;
 use coffer_watcher::{FolderWatcher, WatchOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -199,8 +199,7 @@ fn journal_changes(folder: &Folder, batch: &coffer_watcher::Batch) -> anyhow::Re
     let journal = folder.journal();
     for path in &batch.paths {
         if let Ok(rel) = path.strip_prefix(folder.root())
-            && let Ok(p) =
-                coffer_engine::format::path::RepoPath::new(rel.as_os_str().as_bytes().to_vec())
+            && let Ok(p) = coffer_engine::RepoPath::new(rel.as_os_str().as_bytes().to_vec())
         {
             journal.mark_pending(&p)?;
         }
@@ -212,9 +211,8 @@ fn journal_changes(folder: &Folder, batch: &coffer_watcher::Batch) -> anyhow::Re
 /// One sync step; problems with single paths are reported but do not fail it.
 async fn step(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<()> {
     let pushed =
-        coffer_engine::sync::push::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref())
-            .await?;
-    let pulled = coffer_engine::sync::pull::pull(repo, folder, ctx.progress.as_ref()).await?;
+        coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await?;
+    let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await?;
     report(ctx, &pushed, &pulled);
     Ok(())
 }

@@ -20,7 +20,9 @@ macro_rules! byte_id {
                 Self(b)
             }
 
-            /// Lowercase hex, `2 * LEN` characters.
+            /// Lowercase hex, `2 * LEN` characters. (By reference, so that
+            /// `iter().map(Id::to_hex)` works over borrowed ids.)
+            #[allow(clippy::wrong_self_convention)]
             pub fn to_hex(&self) -> String {
                 hex::encode(self.0)
             }

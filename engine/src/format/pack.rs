@@ -66,6 +66,7 @@ pub fn reclaim(bytes: Bytes) -> Option<Vec<u8>> {
 }
 
 impl PackBuilder {
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_capacity(bytes: usize) -> Self {
         Self::with_buffer(Vec::new(), bytes)
     }
@@ -130,6 +131,7 @@ impl PackBuilder {
         entry
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Bytes of blobs so far.
     pub fn len(&self) -> usize {
         self.buf.len()

@@ -145,6 +145,7 @@ impl VersionSource for BTreeMap<RepoPath, Vec<Version>> {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The merged folder in memory: every live path, conflict copies included.
 pub fn merged_view(all: Vec<(RepoPath, Vec<Version>)>) -> BTreeMap<RepoPath, MergedEntry> {
     let source: BTreeMap<RepoPath, Vec<Version>> = all.into_iter().collect();
