@@ -5,14 +5,12 @@ use crate::args::GlobalArgs;
 use crate::progress::Bars;
 use crate::settings::{self, Settings};
 use anyhow::{Context as _, bail};
-use coffer_engine::Repository;
-use coffer_engine::UploadOptions;
-use coffer_engine::UploadWindow;
 use coffer_engine::store::{
     DynStore, LocalStore, RetryPolicy, RetryStore, S3Options, S3Store, Sse, SseCustomerKey,
     StoreLocation, validate_bucket,
 };
 use coffer_engine::{Keyring, keyring};
+use coffer_engine::{Repository, UploadOptions, UploadWindow};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -246,7 +246,7 @@ impl Device {
         progress: &dyn crate::progress::Progress,
     ) -> Result<logs::Fetched> {
         self.flush_outbox(repo).await?;
-        self.verify_head(repo).await?;
+        self.verify_own_log(repo).await?;
         let before = self.journal.head(&self.id())?.map(|h| h.seq).unwrap_or(0);
         let fetched = logs::fetch_latest(repo, &self.journal, &mut |_| {}, progress).await?;
         let after = self.journal.head(&self.id())?.map(|h| h.seq).unwrap_or(0);
@@ -264,7 +264,7 @@ impl Device {
     /// (`meta["verified_through"]`), newest first, following the hash chain
     /// from the journal's head. If another writer replaced any of them, the
     /// journal holds versions the store does not: see [`Device::lost_commit`].
-    async fn verify_head(&self, repo: &Repository) -> Result<()> {
+    async fn verify_own_log(&self, repo: &Repository) -> Result<()> {
         let device = self.id();
         let Some(head) = self.journal.head(&device)? else {
             return Ok(());
@@ -427,6 +427,27 @@ impl Device {
         Ok(seq)
     }
 
+    /// A loose device's commit that could not be written as the old id is
+    /// written again as the renewed one (a folder's is sent by its next push's
+    /// rescan instead: its changes were not recorded as synced). Each change is
+    /// based on what the old commit's had seen, minus that commit.
+    async fn rewrite_loose(&self, repo: &Repository, lost: &Commit) -> Result<()> {
+        if !matches!(self.home, IdHome::Loose { .. }) || lost.changes.is_empty() {
+            return Ok(());
+        }
+        let pending = lost
+            .changes
+            .iter()
+            .map(|c| PendingChange {
+                path: c.path.clone(),
+                base: c.vv.with_entry(lost.device, lost.seq - 1),
+                entry: c.entry.clone(),
+                stat: StatUpdate::None,
+            })
+            .collect();
+        self.commit(repo, pending).await.map(|_| ())
+    }
+
     /// Writes commits a killed run left in the outbox (identical bytes: a retried
     /// PUT).
     pub async fn flush_outbox(&self, repo: &Repository) -> Result<()> {
@@ -461,28 +482,6 @@ const LAST_COMMIT_MS: &str = "last_commit_ms";
 /// The journal's `meta` key of the highest own commit read back intact.
 const VERIFIED_THROUGH: &str = "verified_through";
 
-impl Device {
-    /// A loose device's commit that could not be written as the old id is
-    /// written again as the renewed one (a folder's is sent by its next push's
-    /// rescan instead: its changes were not recorded as synced). Each change is
-    /// based on what the old commit's had seen, minus that commit.
-    async fn rewrite_loose(&self, repo: &Repository, lost: &Commit) -> Result<()> {
-        if !matches!(self.home, IdHome::Loose { .. }) || lost.changes.is_empty() {
-            return Ok(());
-        }
-        let pending = lost
-            .changes
-            .iter()
-            .map(|c| PendingChange {
-                path: c.path.clone(),
-                base: c.vv.with_entry(lost.device, lost.seq - 1),
-                entry: c.entry.clone(),
-                stat: StatUpdate::None,
-            })
-            .collect();
-        self.commit(repo, pending).await.map(|_| ())
-    }
-}
 
 /// How often one commit may find its device id taken before the push fails.
 pub const RENEW_ATTEMPTS: u32 = 3;
@@ -629,6 +628,15 @@ mod tests {
         Device::new(id, Journal::temporary().unwrap())
     }
 
+    /// Another writer's bytes at commit `seq` of `device`, written behind its back.
+    async fn replace_commit(store: &Usurped, device: DeviceId, seq: u64) {
+        store
+            .inner
+            .put(&layout::commit(&device, seq), Bytes::from_static(b"replaced"))
+            .await
+            .unwrap();
+    }
+
     async fn stored(store: &Usurped, device: DeviceId, seq: u64) -> Option<Bytes> {
         store.get(&layout::commit(&device, seq)).await.ok()
     }
@@ -662,11 +670,7 @@ mod tests {
         let d = device(old);
         d.commit(&repo, change("a")).await.unwrap();
         assert_eq!(d.id(), old);
-        store
-            .inner
-            .put(&layout::commit(&old, 1), Bytes::from_static(b"replaced"))
-            .await
-            .unwrap();
+        replace_commit(&store, old, 1).await;
         d.refresh(&repo, &NoProgress).await.unwrap();
         assert_ne!(d.id(), old, "a replaced head renews the device");
         assert!(
@@ -685,11 +689,7 @@ mod tests {
         let d = device(old);
         d.commit(&repo, change("a")).await.unwrap();
         d.commit(&repo, change("b")).await.unwrap();
-        store
-            .inner
-            .put(&layout::commit(&old, 1), Bytes::from_static(b"replaced"))
-            .await
-            .unwrap();
+        replace_commit(&store, old, 1).await;
         d.refresh(&repo, &NoProgress).await.unwrap();
         assert_ne!(d.id(), old, "commit 1 of 2 was lost: the device is renewed");
     }
@@ -700,11 +700,7 @@ mod tests {
         let old = DeviceId::random();
         let d = device(old);
         d.commit(&repo, change("a")).await.unwrap();
-        store
-            .inner
-            .put(&layout::commit(&old, 1), Bytes::from_static(b"replaced"))
-            .await
-            .unwrap();
+        replace_commit(&store, old, 1).await;
         let err = d.commit(&repo, change("b")).await.unwrap_err();
         assert!(err.to_string().contains("run the command again"), "{err}");
         assert_ne!(d.id(), old);

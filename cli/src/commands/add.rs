@@ -4,8 +4,7 @@
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
 use anyhow::Context as _;
-use coffer_engine::Device;
-use coffer_engine::RepoPath;
+use coffer_engine::{Device, RepoPath};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,9 +3,8 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::bail;
-use coffer_engine::Device;
-use coffer_engine::RepoView;
 use coffer_engine::store::layout;
+use coffer_engine::{Device, RepoView};
 use futures::StreamExt;
 use std::process::ExitCode;
 

@@ -1,10 +1,7 @@
 //! `coffer get STORE PATH [OUT]`: one file (or a directory) out of the repository.
 
 use crate::context::{Ctx, Locate};
-use coffer_engine::Entry;
-use coffer_engine::RepoPath;
-use coffer_engine::RepoView;
-use coffer_engine::Repository;
+use coffer_engine::{Entry, RepoPath, RepoView, Repository};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;

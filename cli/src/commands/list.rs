@@ -2,8 +2,7 @@
 //! of one bucket.
 
 use crate::context::{Ctx, Locate};
-use coffer_engine::Entry;
-use coffer_engine::RepoView;
+use coffer_engine::{Entry, RepoView};
 use std::io::Write;
 use std::process::ExitCode;
 

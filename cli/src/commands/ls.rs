@@ -4,9 +4,7 @@
 use crate::context::{Ctx, Locate};
 use crate::output::{mode_string, time_ns};
 use crate::quote;
-use coffer_engine::Entry;
-use coffer_engine::RepoPath;
-use coffer_engine::RepoView;
+use coffer_engine::{Entry, RepoPath, RepoView};
 use coffer_engine::{MergedEntry, MergedWalk, Scope};
 use std::process::ExitCode;
 

@@ -81,7 +81,7 @@ pub fn step_status(problems: usize, damaged: usize) -> ExitCode {
 }
 
 /// Tells, once, what is damaged in the store and the way out.
-pub fn report_damage<'a>(ctx: &Ctx, damaged: impl IntoIterator<Item = &'a String>) {
+pub fn report_damage<'a>(damaged: impl IntoIterator<Item = &'a String>) {
     let lines: std::collections::BTreeSet<&String> = damaged.into_iter().collect();
     if lines.is_empty() {
         return;
@@ -89,7 +89,6 @@ pub fn report_damage<'a>(ctx: &Ctx, damaged: impl IntoIterator<Item = &'a String
     for d in &lines {
         eprintln!("coffer: {d}");
     }
-    let _ = ctx;
     eprintln!(
         "coffer: everything else synced; `coffer check STORE` lists the damage, `coffer distrust STORE DEVICE` stops reading that device's log (exit {EXIT_DAMAGED})"
     );

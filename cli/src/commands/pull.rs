@@ -2,8 +2,7 @@
 
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
-use coffer_engine::Folder;
-use coffer_engine::PullReport;
+use coffer_engine::{Folder, PullReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,7 +24,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     super::record_step(&folder, outcome.map_err(|e| e.clone()), "pull");
     let r = r?;
     report(ctx, &r);
-    super::report_damage(ctx, &r.damaged);
+    super::report_damage(&r.damaged);
     Ok(super::step_status(r.errors.len(), r.damaged.len()))
 }
 

@@ -2,8 +2,7 @@
 
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
-use coffer_engine::Folder;
-use coffer_engine::PushReport;
+use coffer_engine::{Folder, PushReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,7 +22,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     super::record_step(&folder, outcome.map_err(|e| e.clone()), "push");
     let r = r?;
     report(ctx, &r);
-    super::report_damage(ctx, &r.damaged);
+    super::report_damage(&r.damaged);
     Ok(super::step_status(r.problems.len(), r.damaged.len()))
 }
 

@@ -6,8 +6,7 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::{Context, bail};
-use coffer_engine::RepoView;
-use coffer_engine::now_millis;
+use coffer_engine::{RepoView, now_millis};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;

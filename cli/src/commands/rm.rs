@@ -2,8 +2,7 @@
 //! keeps them; `coffer restore` can bring them back).
 
 use crate::context::{Ctx, Locate};
-use coffer_engine::Device;
-use coffer_engine::RepoPath;
+use coffer_engine::{Device, RepoPath};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]

@@ -6,9 +6,7 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::{Context, bail};
-use coffer_engine::Folder;
-use coffer_engine::FolderStatus;
-use coffer_engine::Repository;
+use coffer_engine::{Folder, FolderStatus, Repository};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,7 +40,7 @@ async fn once(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<E
     super::push::report(ctx, &pushed);
     let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await?;
     super::pull::report(ctx, &pulled);
-    super::report_damage(ctx, pushed.damaged.iter().chain(&pulled.damaged));
+    super::report_damage(pushed.damaged.iter().chain(&pulled.damaged));
     Ok(super::step_status(
         pushed.problems.len() + pulled.errors.len(),
         pushed.damaged.len() + pulled.damaged.len(),

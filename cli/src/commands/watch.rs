@@ -17,12 +17,9 @@
 
 use crate::context::{Ctx, Locate};
 use crate::progress::StatusLine;
-use coffer_engine::Folder;
-use coffer_engine::FolderStatus;
-use coffer_engine::PullReport;
-use coffer_engine::PushReport;
-use coffer_engine::Repository;
+use coffer_engine::{Folder, FolderStatus, PullReport, PushReport, Repository};
 use coffer_watcher::{FolderWatcher, WatchOptions};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -79,13 +76,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let mut changes = changes;
     let mut line = StatusLine::new(ctx.quiet());
     let mut stopping = false;
+    let mut told = BTreeSet::new();
     loop {
         line.clear();
         // Changes that settle while the step runs (or waits on the store) are
         // journaled at once all the same.
         let mut changed_meanwhile = false;
         let outcome = {
-            let step = step(ctx, &repo, &folder);
+            let step = step(ctx, &repo, &folder, &mut told);
             tokio::pin!(step);
             loop {
                 tokio::select! {
@@ -209,32 +207,34 @@ fn journal_changes(folder: &Folder, batch: &coffer_watcher::Batch) -> anyhow::Re
 }
 
 /// One sync step; problems with single paths are reported but do not fail it.
-async fn step(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<()> {
+/// `told`: damage in the store already reported by this daemon (once each).
+async fn step(
+    ctx: &Ctx,
+    repo: &Repository,
+    folder: &Folder,
+    told: &mut BTreeSet<String>,
+) -> anyhow::Result<()> {
     let pushed =
         coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await?;
     let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await?;
-    report(ctx, &pushed, &pulled);
+    report(ctx, &pushed, &pulled, told);
     Ok(())
 }
 
-fn report(ctx: &Ctx, pushed: &PushReport, pulled: &PullReport) {
+fn report(ctx: &Ctx, pushed: &PushReport, pulled: &PullReport, told: &mut BTreeSet<String>) {
     for p in &pushed.problems {
         eprintln!("coffer: {p}");
     }
     for e in &pulled.errors {
         eprintln!("coffer: {e}");
     }
-    // Damage in the store is reported once per daemon, not every step.
-    static TOLD: std::sync::Mutex<std::collections::BTreeSet<String>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut told = TOLD.lock().unwrap_or_else(|p| p.into_inner());
     let new: Vec<&String> = pushed
         .damaged
         .iter()
         .chain(&pulled.damaged)
         .filter(|d| told.insert((*d).clone()))
         .collect();
-    super::report_damage(ctx, new);
+    super::report_damage(new);
     let changed =
         pushed.commit.is_some() || pulled.files_written + pulled.deleted + pulled.dirs_created > 0;
     if changed {

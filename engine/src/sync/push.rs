@@ -333,12 +333,11 @@ fn classify(
 fn read_link_deep(root: &Path, fs_path: &Path, path: &RepoPath) -> std::io::Result<Vec<u8>> {
     match std::fs::read_link(fs_path) {
         Ok(t) => Ok(t.as_os_str().as_bytes().to_vec()),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) => {
-            let fs =
-                crate::sync::pull::rootfs::RootFs::open(root).map_err(std::io::Error::other)?;
-            fs.read_link(path)
+        Err(e) if crate::sync::pull::rootfs::too_long(&e) => {
+            let found = crate::sync::pull::rootfs::RootFs::open(root).and_then(|fs| fs.read_link(path));
+            found
                 .map_err(std::io::Error::other)?
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+                .ok_or_else(|| std::io::ErrorKind::NotFound.into())
         }
         Err(e) => Err(e),
     }

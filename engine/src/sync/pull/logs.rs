@@ -53,12 +53,8 @@ pub struct Fetched {
     pub errors: Vec<Error>,
 }
 
-/// One device's log as listed: sorted seqs and their objects' sizes.
-#[derive(Debug, Default)]
-pub struct Listed {
-    pub seqs: Vec<u64>,
-    sizes: BTreeMap<u64, u64>,
-}
+/// One device's log as listed: seq → the object's size, in seq order.
+pub type Listed = BTreeMap<u64, u64>;
 
 /// Lists every device's log.
 pub async fn list_logs(repo: &Repository) -> Result<BTreeMap<DeviceId, Listed>> {
@@ -67,15 +63,10 @@ pub async fn list_logs(repo: &Repository) -> Result<BTreeMap<DeviceId, Listed>> 
         let rest = &meta.key[layout::LOG_PREFIX.len()..];
         match layout::parse_device_seq(rest) {
             Some((device, seq)) => {
-                let l = logs.entry(device).or_default();
-                l.seqs.push(seq);
-                l.sizes.insert(seq, meta.size);
+                logs.entry(device).or_default().insert(seq, meta.size);
             }
             None => tracing::warn!(key = %meta.key, "ignoring a foreign object in log/"),
         }
-    }
-    for l in logs.values_mut() {
-        l.seqs.sort_unstable();
     }
     Ok(logs)
 }
@@ -182,9 +173,10 @@ pub async fn fetch_recording(
         }
     }
     for (device, listed) in &logs {
-        let todo = plan_device(device, known.get(device).copied(), &listed.seqs)?;
+        let seqs: Vec<u64> = listed.keys().copied().collect();
+        let todo = plan_device(device, known.get(device).copied(), &seqs)?;
         if !todo.is_empty() {
-            let sized: Vec<(u64, u64)> = todo.iter().map(|s| (*s, listed.sizes[s])).collect();
+            let sized: Vec<(u64, u64)> = todo.iter().map(|s| (*s, listed[s])).collect();
             plans.push((*device, sized));
         }
     }

@@ -70,6 +70,24 @@ fn dir_flags() -> OFlags {
     OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
+/// An `O_PATH` handle on the directory `path` (the one place a full path is
+/// resolved: the folder's root, or a temp dir).
+fn open_handle(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(path, e))
+}
+
+/// Whether `e` is `ENAMETOOLONG`: a path too long for the kernel as a whole,
+/// whose components [`RootFs`] can still resolve one at a time.
+pub fn too_long(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(Errno::NAMETOOLONG.raw_os_error())
+}
+
 fn io_err(path: impl Into<PathBuf>, e: Errno) -> Error {
     Error::io(path, std::io::Error::from(e))
 }
@@ -77,13 +95,7 @@ fn io_err(path: impl Into<PathBuf>, e: Errno) -> Error {
 impl RootFs {
     /// Opens `path` (which must be a directory) as a root.
     pub fn open(path: &Path) -> Result<RootFs> {
-        let dir = rustix::fs::openat(
-            CWD,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| io_err(path, e))?;
+        let dir = open_handle(path)?;
         Ok(RootFs {
             dir: Arc::new(dir),
             path: path.into(),
@@ -351,13 +363,7 @@ pub struct TmpDir {
 impl TmpDir {
     /// Opens the existing directory `path`.
     pub fn open(path: &Path) -> Result<TmpDir> {
-        let dir = rustix::fs::openat(
-            CWD,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| io_err(path, e))?;
+        let dir = open_handle(path)?;
         Ok(TmpDir {
             dir: Arc::new(dir),
             path: path.into(),

@@ -37,15 +37,6 @@ pub fn joined(journal: &Journal) -> Result<()> {
     journal.meta_remove(crate::journal::JOINING)
 }
 
-/// Whether two entries hold the same bytes (files) or target (symlinks).
-fn same_content(a: &Entry, b: &Entry) -> bool {
-    match (a, b) {
-        (Entry::File(x), Entry::File(y)) => x.size == y.size && x.chunks == y.chunks,
-        (Entry::Symlink { target: x, .. }, Entry::Symlink { target: y, .. }) => x == y,
-        _ => false,
-    }
-}
-
 /// Turns the new local versions of `pending` whose path the repository already
 /// has (with other content, or deleted) into conflict copies: the local entry
 /// is renamed and its change moved to the new name. Returns how many were.
@@ -61,7 +52,7 @@ pub fn divert(folder: &Folder, pending: &mut [PendingChange]) -> Result<usize> {
         if versions.is_empty() {
             continue; // new to the repository too (a deleted path keeps its tombstone)
         }
-        if merge::resolve(&versions).is_some_and(|r| same_content(&r.entry, &p.entry)) {
+        if merge::resolve(&versions).is_some_and(|r| r.entry.same_content(&p.entry)) {
             continue; // only the mode or times differ: an ordinary change
         }
         if let Some(copy) = keep_as_copy(folder, &p.path, &device)? {

@@ -35,6 +35,7 @@ use crate::journal::Journal;
 use crate::progress::{Phase, Progress};
 use crate::store::{DynStore, layout};
 use crate::sync::push::scan::LocalEntry;
+use crate::sync::pull::rootfs::RootFs;
 use crate::sync::push::window::{Congestion, UploadWindow};
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -421,21 +422,15 @@ fn read_one(
 /// relative to the folder counts against `PATH_MAX`).
 fn open_deep(task: &FileTask) -> std::io::Result<std::fs::File> {
     match std::fs::File::open(&task.fs_path) {
-        Err(e) if e.raw_os_error() == Some(libc_enametoolong()) => {
+        Err(e) if crate::sync::pull::rootfs::too_long(&e) => {
             let root = task.fs_path.ancestors().nth(task.path.depth()).ok_or(e)?;
-            let fs =
-                crate::sync::pull::rootfs::RootFs::open(root).map_err(std::io::Error::other)?;
-            fs.open_read(&task.path)
+            let found = RootFs::open(root).and_then(|fs| fs.open_read(&task.path));
+            found
                 .map_err(std::io::Error::other)?
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+                .ok_or_else(|| std::io::ErrorKind::NotFound.into())
         }
         other => other,
     }
-}
-
-/// `ENAMETOOLONG`.
-fn libc_enametoolong() -> i32 {
-    rustix::io::Errno::NAMETOOLONG.raw_os_error()
 }
 
 /// Bounds the packs alive at once (see the module docs) and recycles their

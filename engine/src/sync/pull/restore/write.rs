@@ -110,7 +110,7 @@ fn install(out: &Out, job: &FileJob, tmp: &str) -> Result<LocalEntry> {
         && let Some(existing) = out.root.lstat(&job.dest)?
     {
         out.tmp
-            .remove_after(tmp, same_content(out, job, tmp, &existing))?;
+            .remove_after(tmp, holds_same_bytes(out, job, tmp, &existing))?;
         return Ok(LocalEntry {
             path: job.path.clone(),
             ..existing
@@ -127,7 +127,7 @@ fn install(out: &Out, job: &FileJob, tmp: &str) -> Result<LocalEntry> {
 
 /// `Ok` if the existing `dest` of `job` holds exactly the bytes of the temp
 /// file `tmp`; an error naming it otherwise (it is kept).
-fn same_content(out: &Out, job: &FileJob, tmp: &str, existing: &LocalEntry) -> Result<()> {
+fn holds_same_bytes(out: &Out, job: &FileJob, tmp: &str, existing: &LocalEntry) -> Result<()> {
     let shown = out.root.display(&job.dest);
     let differs = || {
         Error::Config(format!(
