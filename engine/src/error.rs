@@ -26,7 +26,7 @@ pub enum StoreError {
     /// A failure that may go away by itself: throttling (503 SlowDown, 429), 5xx,
     /// timeouts, connection resets. Retried with backoff.
     #[error("transient store error: {detail}")]
-    Transient { detail: String, slow_down: bool },
+    Transient { detail: String, cause: Transient },
     /// The store refused the request as malformed or unsupported (4xx other than
     /// 403/404). Never retried.
     #[error("store rejected the request: {detail}")]
@@ -41,6 +41,45 @@ pub enum StoreError {
     /// The store location itself is unusable (bad URL, bucket missing, ...).
     #[error("{detail}")]
     Unusable { detail: String },
+}
+
+/// What kind of transient failure a [`StoreError::Transient`] is: the upload
+/// window shrinks on [`Transient::SlowDown`]; metrics count retries by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transient {
+    /// The store asked to slow down (503 SlowDown, 429).
+    SlowDown,
+    /// Another 5xx answer.
+    ServerError,
+    /// The connection broke (reset, refused, body cut off).
+    Reset,
+    /// A transfer made no progress for the stall grace.
+    Stall,
+    /// The request timed out.
+    Timeout,
+}
+
+impl Transient {
+    /// A short label (`slow_down`, `server_error`, `reset`, `stall`, `timeout`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Transient::SlowDown => "slow_down",
+            Transient::ServerError => "server_error",
+            Transient::Reset => "reset",
+            Transient::Stall => "stall",
+            Transient::Timeout => "timeout",
+        }
+    }
+
+    /// SlowDown for 503 and 429, else a server error.
+    pub fn of_status(status: u16) -> Transient {
+        if status == 503 || status == 429 {
+            Transient::SlowDown
+        } else {
+            Transient::ServerError
+        }
+    }
 }
 
 impl StoreError {
@@ -62,10 +101,19 @@ impl StoreError {
         matches!(
             self,
             StoreError::Transient {
-                slow_down: true,
+                cause: Transient::SlowDown,
                 ..
             }
         )
+    }
+
+    /// Why a transient failure happened (`None` for failures that are not).
+    pub fn transient_cause(&self) -> Option<Transient> {
+        match self {
+            StoreError::Transient { cause, .. } => Some(*cause),
+            StoreError::Io { .. } if self.is_retryable() => Some(Transient::Reset),
+            _ => None,
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

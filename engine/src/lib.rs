@@ -116,4 +116,4 @@ pub use sync::push::upload::UploadOptions;
 pub use sync::push::window::UploadWindow;
 pub use sync::push::{PushReport, push};
 
-pub use error::{Error, Result, StoreError};
+pub use error::{Error, Result, StoreError, Transient};

@@ -1,5 +1,7 @@
 //! Progress reporting: the engine never prints; it calls a [`Progress`].
 
+use crate::format::id::DeviceId;
+
 /// A stage of an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -26,6 +28,9 @@ pub trait Progress: Send + Sync {
     fn finish(&self, _phase: Phase) {}
     /// Something the user should know that does not stop the operation.
     fn warn(&self, _message: &str) {}
+    /// A verified commit of `device` was read from the store: its `seq` and the
+    /// wall-clock time it was made (Unix ms, for display).
+    fn commit_seen(&self, _device: &DeviceId, _seq: u64, _time_ms: u64) {}
 }
 
 /// Reports nothing.

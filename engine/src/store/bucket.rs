@@ -44,7 +44,7 @@ fn admin_error(bucket: &str, what: &str, status: u16, detail: String) -> StoreEr
         },
         500..=599 | 429 => StoreError::Transient {
             detail: format!("{what} {bucket}: {detail}"),
-            slow_down: status == 503 || status == 429,
+            cause: crate::error::Transient::of_status(status),
         },
         0 => StoreError::Unusable {
             detail: format!("{what} {bucket}: cannot reach the store: {detail}"),

@@ -251,7 +251,9 @@ impl RetryStore {
                         detail: format!(
                             "{what} {key}: gave up after {attempts} attempts in {spent:.1?}: {e}"
                         ),
-                        slow_down: e.is_slow_down(),
+                        cause: e
+                            .transient_cause()
+                            .unwrap_or(crate::error::Transient::Reset),
                     })
                 }
                 Err(e) => Err(e),
@@ -472,7 +474,7 @@ mod tests {
     fn slow_down() -> StoreError {
         StoreError::Transient {
             detail: "503 SlowDown".into(),
-            slow_down: true,
+            cause: crate::error::Transient::SlowDown,
         }
     }
 

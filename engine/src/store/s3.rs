@@ -21,7 +21,7 @@
 
 use super::upload_body::{Progress, WatchedBody, watch};
 use super::{ObjectMeta, ObjectStore, Pieces, validate_bucket};
-use crate::error::StoreError;
+use crate::error::{StoreError, Transient};
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
@@ -286,7 +286,7 @@ impl S3Store {
 fn interrupted(key: &str, e: &dyn fmt::Display) -> StoreError {
     StoreError::Transient {
         detail: format!("GET {key}: body interrupted: {e}"),
-        slow_down: false,
+        cause: Transient::Reset,
     }
 }
 
@@ -330,7 +330,7 @@ impl ObjectStore for S3Store {
                     "PUT s3://{}/{}: transfer stalled (no progress for {:?})",
                     self.bucket, key, self.stall_grace
                 ),
-                slow_down: false,
+                cause: Transient::Stall,
             }),
         }
     }
@@ -544,7 +544,10 @@ impl ErrorContext {
                     transient(&what, &err)
                 }
             }
-            SdkError::TimeoutError(_) => transient(&what, "timed out"),
+            SdkError::TimeoutError(_) => StoreError::Transient {
+                detail: format!("{what}: timed out"),
+                cause: Transient::Timeout,
+            },
             SdkError::DispatchFailure(_) if is_credential_failure(&err) => {
                 self.no_credentials(&err)
             }
@@ -613,17 +616,17 @@ impl ErrorContext {
                     detail()
                 ),
             },
-            429 => StoreError::Transient {
+            429 | 503 => StoreError::Transient {
                 detail: detail(),
-                slow_down: true,
-            },
-            503 => StoreError::Transient {
-                detail: detail(),
-                slow_down: true,
+                cause: Transient::SlowDown,
             },
             500..=599 => StoreError::Transient {
                 detail: detail(),
-                slow_down: code == "SlowDown",
+                cause: if code == "SlowDown" {
+                    Transient::SlowDown
+                } else {
+                    Transient::ServerError
+                },
             },
             _ => StoreError::Rejected { detail: detail() },
         }
@@ -667,10 +670,11 @@ impl ErrorContext {
     }
 }
 
+/// A connection that broke (reset, refused, cut off): worth retrying.
 fn transient(what: &str, why: impl fmt::Display) -> StoreError {
     StoreError::Transient {
         detail: format!("{what}: {why}"),
-        slow_down: false,
+        cause: Transient::Reset,
     }
 }
 
@@ -729,21 +733,21 @@ mod tests {
         assert!(matches!(
             c.classify(503, Some("SlowDown"), None, "x"),
             StoreError::Transient {
-                slow_down: true,
+                cause: Transient::SlowDown,
                 ..
             }
         ));
         assert!(matches!(
             c.classify(500, Some("InternalError"), None, "x"),
             StoreError::Transient {
-                slow_down: false,
+                cause: Transient::ServerError,
                 ..
             }
         ));
         assert!(matches!(
             c.classify(429, None, None, "x"),
             StoreError::Transient {
-                slow_down: true,
+                cause: Transient::SlowDown,
                 ..
             }
         ));

@@ -33,12 +33,16 @@ use crate::sync::push::scan::LocalEntry;
 /// What a pull did.
 #[derive(Debug, Default)]
 pub struct PullReport {
+    /// Commits read from the store and applied (this device's own included).
+    pub commits: usize,
     pub files_written: usize,
     pub bytes_written: u64,
     pub dirs_created: usize,
     pub deleted: usize,
     /// Conflict copies written.
     pub conflict_copies: usize,
+    /// Each conflict copy written and the path it is a copy of.
+    pub conflicts: Vec<(RepoPath, RepoPath)>,
     /// Local changes that were kept instead of being overwritten or deleted.
     pub kept_local: Vec<String>,
     /// Failures (corrupt data, unsafe paths, I/O); the command fails if any.
@@ -62,6 +66,7 @@ pub async fn pull(
     let journal = folder.journal();
     let fetched = folder.device().refresh(repo, progress).await?;
     let mut report = PullReport {
+        commits: fetched.commits,
         damaged: fetched
             .errors
             .iter()
@@ -151,9 +156,10 @@ async fn write_batch(
             Ok(local) => {
                 report.files_written += 1;
                 report.bytes_written += local.size;
-                if m.conflict_of.is_some() {
+                if let Some(of) = &m.conflict_of {
                     // A new local file: the next push makes it a real version.
                     report.conflict_copies += 1;
+                    report.conflicts.push((path.clone(), of.clone()));
                 } else if let Entry::File(f) = &m.entry {
                     journal.stat_put(path, &stat_of(&local, f.chunks.clone(), &m))?;
                 }
@@ -332,9 +338,10 @@ fn apply_symlink(
     root.ensure_parents(path)?;
     root.symlink(target, path, tmp)?;
     report.files_written += 1;
-    if m.conflict_of.is_some() {
+    if let Some(of) = &m.conflict_of {
         // A new local symlink, like a file's copy: the next push makes it real.
         report.conflict_copies += 1;
+        report.conflicts.push((path.clone(), of.clone()));
         return Ok(());
     }
     let l = root

@@ -276,6 +276,7 @@ async fn fetch_device(
         }
         .map_err(|e| (done, e))?;
         visit(&commit);
+        progress.commit_seen(&device, seq, commit.time_ms);
         prev = hash;
         done += 1;
         progress.advance(bytes.len() as u64, 1);

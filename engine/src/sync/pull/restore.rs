@@ -590,7 +590,7 @@ mod tests {
             if failing {
                 return Err(StoreError::Transient {
                     detail: "injected".into(),
-                    slow_down: false,
+                    cause: crate::error::Transient::Reset,
                 });
             }
             self.inner.get_range(key, r).await
@@ -610,7 +610,7 @@ mod tests {
             if self.with_error {
                 pieces.push(Err(StoreError::Transient {
                     detail: "body interrupted".into(),
-                    slow_down: false,
+                    cause: crate::error::Transient::Reset,
                 }));
             }
             Ok(Box::pin(futures::stream::iter(pieces)))
