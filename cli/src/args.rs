@@ -94,6 +94,26 @@ pub struct GlobalArgs {
         help_heading = "Tuning"
     )]
     pub uploads: usize,
+    /// Upload limit in bytes/s for everything in flight: 10M, 1.5M, 500K, 2G
+    /// (1024-based), plain bytes, or off; or a daily schedule of HH:MM,RATE
+    /// entries like "08:00,10M 19:00,off" (followed by `watch`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "RATE",
+        env = "COFFER_LIMIT_UPLOAD",
+        help_heading = "Tuning"
+    )]
+    pub limit_upload: Option<String>,
+    /// Download limit in bytes/s, as --limit-upload.
+    #[arg(
+        long,
+        global = true,
+        value_name = "RATE",
+        env = "COFFER_LIMIT_DOWNLOAD",
+        help_heading = "Tuning"
+    )]
+    pub limit_download: Option<String>,
     /// Pack size target in MiB.
     #[arg(
         long,

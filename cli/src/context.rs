@@ -6,8 +6,8 @@ use crate::progress::Bars;
 use crate::settings::{self, Settings};
 use anyhow::{Context as _, bail};
 use coffer_engine::store::{
-    DynStore, LocalStore, RetryPolicy, RetryStore, S3Options, S3Store, Sse, SseCustomerKey,
-    StoreLocation, validate_bucket,
+    Bandwidth, DynStore, LocalStore, RetryPolicy, RetryStore, S3Options, S3Store, Sse,
+    SseCustomerKey, StoreLocation, ThrottledStore, validate_bucket,
 };
 use coffer_engine::{Keyring, keyring};
 use coffer_engine::{Repository, UploadOptions, UploadWindow};
@@ -25,6 +25,8 @@ pub struct Ctx {
     pub progress: Arc<Bars>,
     /// Upload window shared by the pipeline and the retry layer (AIMD).
     pub window: Arc<UploadWindow>,
+    /// Upload and download limits shared by every store opened.
+    pub bandwidth: Bandwidth,
 }
 
 /// How a bare STORE word is read.
@@ -50,7 +52,9 @@ pub struct OpenStore {
 impl Ctx {
     pub fn new(global: GlobalArgs) -> anyhow::Result<Ctx> {
         let home = keyring::default_home()?;
+        let bandwidth = limits(&global)?;
         Ok(Ctx {
+            bandwidth,
             keyring: Keyring::new(&home),
             settings: Settings::load(&home)?,
             progress: Arc::new(Bars::new(global.quiet)),
@@ -81,27 +85,16 @@ impl Ctx {
                 let s = LocalStore::open(&path, how == Locate::Create)?;
                 let url = format!("file://{}", s.root().display());
                 Ok(OpenStore {
-                    store: Arc::new(s),
+                    store: self.stack(Arc::new(s), false),
                     url,
                     s3: None,
                 })
             }
             StoreLocation::S3 { bucket, prefix } => {
                 let s3 = self.s3(&bucket, &prefix).await?;
-                let policy = RetryPolicy {
-                    budget: Duration::from_secs(
-                        self.global
-                            .request_budget
-                            .unwrap_or(DEFAULT_REQUEST_BUDGET_SECS)
-                            .max(1),
-                    ),
-                    ..RetryPolicy::default()
-                };
-                let retrying =
-                    RetryStore::new(Arc::new(s3.clone()), policy, Some(self.window.clone()));
                 let url = coffer_engine::store::ObjectStore::describe(&s3);
                 Ok(OpenStore {
-                    store: Arc::new(retrying),
+                    store: self.stack(Arc::new(s3.clone()), true),
                     url,
                     s3: Some(s3),
                 })
@@ -112,6 +105,25 @@ impl Ctx {
         }
     }
 
+    /// The store stack over a back-end. An S3 back-end throttles its own
+    /// bodies (built with `self.bandwidth`) and is retried; a local one is
+    /// throttled by the wrapper. Each byte is counted once.
+    fn stack(&self, backend: DynStore, s3: bool) -> DynStore {
+        if !s3 {
+            return Arc::new(ThrottledStore::new(backend, self.bandwidth.clone()));
+        }
+        let policy = RetryPolicy {
+            budget: Duration::from_secs(
+                self.global
+                    .request_budget
+                    .unwrap_or(DEFAULT_REQUEST_BUDGET_SECS)
+                    .max(1),
+            ),
+            ..RetryPolicy::default()
+        };
+        Arc::new(RetryStore::new(backend, policy, Some(self.window.clone())))
+    }
+
     /// A client for `bucket` (no request is made).
     pub async fn s3(&self, bucket: &str, prefix: &str) -> anyhow::Result<S3Store> {
         let mut opts = S3Options::new(bucket, prefix);
@@ -120,6 +132,7 @@ impl Ctx {
         opts.sse = self.sse()?;
         opts.saved_credentials = settings::load_credentials(&self.home)?;
         opts.stall_grace = Duration::from_secs(self.global.stall_timeout.max(1));
+        opts.bandwidth = self.bandwidth.clone();
         Ok(S3Store::connect(opts).await?)
     }
 
@@ -191,6 +204,27 @@ impl Ctx {
 
 /// How long one request is retried before a command gives up (`--request-budget`).
 pub const DEFAULT_REQUEST_BUDGET_SECS: u64 = 900;
+
+/// The limits of `--limit-upload` / `--limit-download`, following their
+/// schedules for as long as the process runs.
+fn limits(global: &GlobalArgs) -> anyhow::Result<Bandwidth> {
+    let bandwidth = Bandwidth::unlimited();
+    let flags = [
+        ("limit-upload", &global.limit_upload, &bandwidth.upload),
+        (
+            "limit-download",
+            &global.limit_download,
+            &bandwidth.download,
+        ),
+    ];
+    for (flag, value, limiter) in flags {
+        if let Some(value) = value {
+            let schedule = crate::bandwidth::parse_limit(flag, value)?;
+            crate::bandwidth::follow(limiter.clone(), schedule);
+        }
+    }
+    Ok(bandwidth)
+}
 
 /// Reads a STORE argument.
 fn locate(location: &str, how: Locate) -> anyhow::Result<StoreLocation> {

@@ -6,6 +6,7 @@
 //! and maps failures to a one-line message and a non-zero exit code.
 
 mod args;
+mod bandwidth;
 mod commands;
 mod context;
 mod memory;

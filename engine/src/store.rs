@@ -3,7 +3,8 @@
 //! [`ObjectStore`] is deliberately narrow (put / get / get_range / list / delete) so
 //! that every back-end — [`MemoryStore`], [`LocalStore`], and the S3 store in the
 //! binary's store stack — passes the same [`conformance`] suite, and so that
-//! cross-cutting behaviour (retries, fault injection) is a wrapper of the same trait.
+//! cross-cutting behaviour (retries, fault injection, bandwidth limits) is a
+//! wrapper of the same trait.
 //!
 //! Keys are relative to the store's root/prefix and use `/` separators; the engine
 //! only ever writes keys from [`layout`]. Objects are never overwritten with different
@@ -16,6 +17,7 @@ mod local;
 mod memory;
 pub mod retry;
 pub mod s3;
+pub mod throttle;
 mod upload_body;
 
 pub use bucket::Created;
@@ -23,6 +25,7 @@ pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
 pub use s3::{S3Options, S3Store, Sse, SseCustomerKey};
+pub use throttle::{Bandwidth, Limiter, ThrottledStore};
 
 use crate::error::StoreError;
 use async_trait::async_trait;

@@ -16,9 +16,13 @@
 //!   stalled-stream protection, uploads by [`super::upload_body`] — and surface as
 //!   transient errors.
 
+//! - Bandwidth limits ([`super::throttle`]) are applied here, inside the bodies:
+//!   each PUT frame waits for its reservation, each GET piece is reserved as it
+//!   arrives. This store is therefore never wrapped in a `ThrottledStore`.
 //! - Errors are mapped by meaning into [`StoreError`]; 403 and credential errors say
 //!   which bucket and what to check.
 
+use super::throttle::{Bandwidth, throttle_pieces};
 use super::upload_body::{Progress, WatchedBody, watch};
 use super::{ObjectMeta, ObjectStore, Pieces, validate_bucket};
 use crate::error::{StoreError, Transient};
@@ -108,6 +112,8 @@ pub struct S3Options {
     /// Upper bound of one attempt of one request.
     pub attempt_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Upload and download limits, shared with every store of the process.
+    pub bandwidth: Bandwidth,
 }
 
 impl S3Options {
@@ -123,6 +129,7 @@ impl S3Options {
             stall_grace: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(10),
+            bandwidth: Bandwidth::unlimited(),
         }
     }
 }
@@ -139,6 +146,7 @@ pub struct S3Store {
     prefix: String,
     sse: Sse,
     stall_grace: Duration,
+    bandwidth: Bandwidth,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -209,6 +217,7 @@ impl S3Store {
             prefix,
             sse: opts.sse,
             stall_grace: opts.stall_grace,
+            bandwidth: opts.bandwidth,
         })
     }
 
@@ -276,7 +285,9 @@ impl S3Store {
         let (len, mut body) = self.open_object(key, range).await?;
         let mut buf = bytes::BytesMut::with_capacity(len);
         while let Some(frame) = body.next().await {
-            buf.extend_from_slice(&frame.map_err(|e| interrupted(key, &e))?);
+            let frame = frame.map_err(|e| interrupted(key, &e))?;
+            self.bandwidth.download.acquire(frame.len() as u64).await;
+            buf.extend_from_slice(&frame);
         }
         Ok(buf.freeze())
     }
@@ -298,7 +309,11 @@ impl ObjectStore for S3Store {
         let b64 = base64::engine::general_purpose::STANDARD;
         let crc = b64.encode(crc32c::crc32c(&data).to_be_bytes());
         let progress = Progress::new();
-        let body = ByteStream::from_body_1_x(WatchedBody::new(data, progress.clone()));
+        let body = ByteStream::from_body_1_x(WatchedBody::new(
+            data,
+            progress.clone(),
+            Some(self.bandwidth.upload.clone()),
+        ));
         let mut req = self
             .client
             .put_object()
@@ -350,7 +365,10 @@ impl ObjectStore for S3Store {
                 let piece = body.next().await?.map_err(|e| interrupted(&key, &e));
                 Some((piece, (body, key)))
             });
-        Ok(Box::pin(pieces))
+        Ok(throttle_pieces(
+            Box::pin(pieces),
+            self.bandwidth.download.clone(),
+        ))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {

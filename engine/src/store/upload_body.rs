@@ -6,13 +6,19 @@
 //! [`Progress`] each time the connection takes one; [`watch`] cuts the request when
 //! no frame was taken for the stall grace, or when the answer does not start within
 //! three graces of the last byte.
+//!
+//! Under an upload limit ([`super::throttle`]) each frame is at most the
+//! limiter's frame and waits for its reservation before it is yielded; the wait
+//! defers the watchdog to the reservation's time, so a limit never looks like a
+//! stall.
 
+use super::throttle::Limiter;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -36,7 +42,13 @@ impl Progress {
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.touch_at(Duration::ZERO);
+    }
+
+    /// Counts as progress until `wait` from now (a throttled frame's wait).
+    fn touch_at(&self, wait: Duration) {
+        let at = self.origin.elapsed() + wait;
+        let ms = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -47,17 +59,65 @@ impl Progress {
     }
 }
 
+/// A throttled frame's wait (in a mutex only so that the body is `Sync`).
+type Wait = Mutex<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
 /// An exact-length body of `data`, in frames, reporting progress.
-#[derive(Debug)]
 pub struct WatchedBody {
     data: Bytes,
     progress: Arc<Progress>,
+    limiter: Option<Arc<Limiter>>,
+    /// The bytes reserved for the next frame, and the wait for them.
+    granted: Option<(usize, Option<Wait>)>,
+}
+
+impl std::fmt::Debug for WatchedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedBody")
+            .field("left", &self.data.len())
+            .field("limiter", &self.limiter)
+            .finish()
+    }
 }
 
 impl WatchedBody {
-    pub fn new(data: Bytes, progress: Arc<Progress>) -> Self {
+    /// Frames of `data`, each reserved from `limiter` (if any) before it goes.
+    pub fn new(data: Bytes, progress: Arc<Progress>, limiter: Option<Arc<Limiter>>) -> Self {
         progress.touch();
-        WatchedBody { data, progress }
+        WatchedBody {
+            data,
+            progress,
+            limiter,
+            granted: None,
+        }
+    }
+
+    /// Reserves the next frame's bytes (once) and polls the wait for them.
+    fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
+        let (n, wait) = self.granted.get_or_insert_with(|| {
+            let Some(limiter) = &self.limiter else {
+                return (self.data.len().min(FRAME), None);
+            };
+            let n = self
+                .data
+                .len()
+                .min(usize::try_from(limiter.frame()).unwrap_or(FRAME));
+            let wait = limiter.reserve(n as u64);
+            if wait.is_zero() {
+                return (n, None);
+            }
+            self.progress.touch_at(wait);
+            (n, Some(Mutex::new(limiter.sleep(wait))))
+        });
+        if let Some(w) = wait {
+            let w = w.get_mut().unwrap_or_else(|p| p.into_inner());
+            if w.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        let n = *n;
+        self.granted = None;
+        Poll::Ready(n)
     }
 }
 
@@ -67,13 +127,15 @@ impl Body for WatchedBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if self.data.is_empty() {
             self.progress.sent_all.store(true, Ordering::Relaxed);
             return Poll::Ready(None);
         }
-        let n = self.data.len().min(FRAME);
+        let Poll::Ready(n) = self.poll_grant(cx) else {
+            return Poll::Pending;
+        };
         let frame = self.data.split_to(n);
         self.progress.touch();
         if self.data.is_empty() {
@@ -124,7 +186,7 @@ mod tests {
             .collect::<Vec<_>>()
             .into();
         let p = Progress::new();
-        let body = WatchedBody::new(data.clone(), p.clone());
+        let body = WatchedBody::new(data.clone(), p.clone(), None);
         assert_eq!(body.size_hint().exact(), Some(1_000_000));
         assert_eq!(body.collect().await.unwrap().to_bytes(), data);
         assert!(p.sent_all.load(Ordering::Relaxed));

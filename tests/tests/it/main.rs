@@ -3,6 +3,7 @@
 // Test code: a failed unwrap is a failed assertion, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bandwidth;
 mod local_cli;
 mod s3;
 mod sync_cli;
