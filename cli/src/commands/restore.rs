@@ -19,7 +19,7 @@ pub struct Args {
     /// The path in the repository (`.` = the whole folder; any bytes).
     pub path: std::ffi::OsString,
     /// A time (UTC): `2026-11-24 10:30:00`, `2026-11-24T10:30:00Z`, `2026-11-24`, an
-    /// age such as `2h` or `3days` (that long ago), or `@UNIXSECONDS`.
+    /// age such as `2h` or `3days` (that long ago), `now`, or `@UNIXSECONDS`.
     #[arg(long)]
     pub at: String,
     /// Directory to write into (default: the current directory); PATH's last
@@ -55,6 +55,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 /// second covers that whole second, so a commit made during it is included.
 pub fn parse_time(s: &str, now_ms: u64) -> anyhow::Result<u64> {
     let s = s.trim();
+    if s.eq_ignore_ascii_case("now") {
+        // Like any other time, `now` covers its whole second.
+        return Ok(now_ms / 1000 * 1000 + 999);
+    }
     if let Some(secs) = s.strip_prefix('@') {
         let secs: u64 = secs.parse().context("@UNIXSECONDS must be a number")?;
         return Ok(secs.saturating_mul(1000).saturating_add(999));
@@ -73,7 +77,7 @@ pub fn parse_time(s: &str, now_ms: u64) -> anyhow::Result<u64> {
         return Ok(now_ms.saturating_sub(age));
     }
     bail!(
-        "--at {s:?}: expected a time like `2026-11-24 10:30:00`, an age like `2h`, or @UNIXSECONDS"
+        "--at {s:?}: expected a time like `2026-11-24 10:30:00`, an age like `2h`, `now`, or @UNIXSECONDS"
     )
 }
 
@@ -103,5 +107,12 @@ mod tests {
         );
         assert_eq!(parse_time("2h", now).unwrap(), now - 7_200_000);
         assert!(parse_time("yesterday-ish", now).is_err());
+    }
+
+    #[test]
+    fn now_is_the_current_second() {
+        let now = 1_800_000_000_250;
+        assert_eq!(parse_time("now", now).unwrap(), 1_800_000_000_999);
+        assert_eq!(parse_time(" NOW ", now).unwrap(), 1_800_000_000_999);
     }
 }
