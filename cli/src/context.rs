@@ -2,7 +2,9 @@
 //! retries sharing the upload window) and unlocking.
 
 use crate::args::GlobalArgs;
-use crate::progress::Bars;
+use crate::ops::Ops;
+use crate::ops::metered::MeteredStore;
+use crate::ops::reporter::Reporter;
 use crate::settings::{self, Settings};
 use anyhow::{Context as _, bail};
 use coffer_engine::store::{
@@ -22,11 +24,16 @@ pub struct Ctx {
     pub home: PathBuf,
     pub keyring: Keyring,
     pub settings: Settings,
-    pub progress: Arc<Bars>,
+    /// The engine's progress, to bars, events and the live state.
+    pub progress: Arc<Reporter>,
+    /// Events, metrics and the daemon's live state.
+    pub ops: Arc<Ops>,
     /// Upload window shared by the pipeline and the retry layer (AIMD).
     pub window: Arc<UploadWindow>,
     /// Upload and download limits shared by every store opened.
     pub bandwidth: Bandwidth,
+    /// When the command began.
+    pub started: std::time::Instant,
 }
 
 /// How a bare STORE word is read.
@@ -50,17 +57,20 @@ pub struct OpenStore {
 }
 
 impl Ctx {
-    pub fn new(global: GlobalArgs) -> anyhow::Result<Ctx> {
+    /// `ops`: the hub of this invocation (see [`Ops::new`]).
+    pub fn new(global: GlobalArgs, ops: Arc<Ops>) -> anyhow::Result<Ctx> {
         let home = keyring::default_home()?;
         let bandwidth = limits(&global)?;
         Ok(Ctx {
             bandwidth,
             keyring: Keyring::new(&home),
             settings: Settings::load(&home)?,
-            progress: Arc::new(Bars::new(global.quiet)),
+            progress: Arc::new(Reporter::new(global.quiet, ops.clone())),
+            ops,
             window: UploadWindow::new(global.uploads.clamp(1, 256)),
             home,
             global,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -107,8 +117,10 @@ impl Ctx {
 
     /// The store stack over a back-end. An S3 back-end throttles its own
     /// bodies (built with `self.bandwidth`) and is retried; a local one is
-    /// throttled by the wrapper. Each byte is counted once.
+    /// throttled by the wrapper. Each byte is counted once. The metrics count
+    /// every attempt, right above the back-end.
     fn stack(&self, backend: DynStore, s3: bool) -> DynStore {
+        let backend: DynStore = Arc::new(MeteredStore::new(backend, self.ops.clone()));
         if !s3 {
             return Arc::new(ThrottledStore::new(backend, self.bandwidth.clone()));
         }
@@ -181,6 +193,12 @@ impl Ctx {
         Repository::open(opened.store.clone(), &self.keyring, &mut ask)
             .await
             .with_context(|| format!("cannot open {}", opened.url))
+    }
+
+    /// Emits the command's summary event (its duration: since the start).
+    pub fn summary(&self, mut s: crate::ops::events::Summary) {
+        s.duration_seconds = self.started.elapsed().as_secs_f64();
+        self.ops.emit(crate::ops::events::Event::Summary(s));
     }
 
     /// `--quiet` was given.

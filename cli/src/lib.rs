@@ -10,6 +10,7 @@ mod bandwidth;
 mod commands;
 mod context;
 mod memory;
+mod ops;
 mod output;
 mod passphrase;
 mod progress;

@@ -11,7 +11,8 @@ pub struct Args {
     /// Download and verify every byte of every pack.
     #[arg(long)]
     pub read_data: bool,
-    /// Print the report as JSON on stdout.
+    /// Print JSON events on stdout, one per line: progress, then a summary
+    /// whose `check` holds the whole report (see the README's "JSON events").
     #[arg(long)]
     pub json: bool,
 }
@@ -35,7 +36,21 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     }
 
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        for e in &r.errors {
+            ctx.ops.emit(crate::ops::events::Event::Error {
+                message: e.clone(),
+                fatal: false,
+            });
+        }
+        for w in &r.warnings {
+            ctx.ops
+                .emit(crate::ops::events::Event::Warning { message: w.clone() });
+        }
+        ctx.summary(crate::ops::events::Summary {
+            ok: r.is_ok(),
+            check: Some(serde_json::to_value(&r)?),
+            ..Default::default()
+        });
     } else {
         for e in &r.errors {
             eprintln!("error: {e}");

@@ -20,6 +20,10 @@ pub struct Args {
     /// they are kept and named, and the command exits 1).
     #[arg(long)]
     pub force: bool,
+    /// Print JSON events on stdout, one per line (progress, warnings, errors,
+    /// conflicts, a summary; see the README's "JSON events").
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -47,6 +51,9 @@ pub async fn write_out(
         let (Some(path), Some(Entry::File(f))) = (path, &entry) else {
             anyhow::bail!("only a regular file can go to stdout");
         };
+        if ctx.ops.events.on_stdout() {
+            anyhow::bail!("--json prints events on stdout: give OUT other than `-`");
+        }
         let mut stdout = std::io::stdout();
         coffer_engine::stream_file(repo, &view.journal, path, f, &mut stdout).await?;
         return Ok(ExitCode::SUCCESS);
@@ -71,7 +78,21 @@ pub async fn write_out(
     .await?;
     for e in &r.errors {
         eprintln!("coffer: {e}");
+        ctx.ops.emit(crate::ops::events::Event::Error {
+            message: e.clone(),
+            fatal: false,
+        });
     }
+    ctx.summary(crate::ops::events::Summary {
+        ok: r.errors.is_empty(),
+        export: Some(crate::ops::events::ExportSummary {
+            out: out.display().to_string(),
+            files: r.files as u64,
+            bytes: r.bytes,
+            errors: r.errors.len() as u64,
+        }),
+        ..Default::default()
+    });
     ctx.say(format!(
         "wrote {} ({} file(s), {})",
         out.display(),

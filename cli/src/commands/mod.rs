@@ -34,27 +34,62 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             .request_budget
             .get_or_insert(watch::REQUEST_BUDGET_SECS);
     }
-    let ctx = Ctx::new(cli.global)?;
-    match cli.command {
-        Command::Init(a) => init::run(&ctx, a).await,
-        Command::Push(a) => push::run(&ctx, a).await,
-        Command::Pull(a) => pull::run(&ctx, a).await,
-        Command::Sync(a) => sync::run(&ctx, a).await,
-        Command::Watch(a) => watch::run(&ctx, a).await,
-        Command::Log(a) => log::run(&ctx, a).await,
-        Command::Restore(a) => restore::run(&ctx, a).await,
-        Command::Ls(a) => ls::run(&ctx, a).await,
-        Command::Distrust(a) => distrust::run(&ctx, a).await,
-        Command::Get(a) => get::run(&ctx, a).await,
-        Command::Check(a) => check::run(&ctx, a).await,
-        Command::Create(a) => create::run(&ctx, a).await,
-        Command::Delete(a) => delete::run(&ctx, a).await,
-        Command::List(a) => list::run(&ctx, a).await,
-        Command::Add(a) => add::run(&ctx, a).await,
-        Command::Rm(a) => rm::run(&ctx, a).await,
-        Command::Status(a) => status::run(&ctx, a).await,
-        Command::Setstore(a) => setstore::run(&ctx, a).await,
-        Command::Set(a) => set::run(&ctx, a).await,
+    let (name, json) = event_mode(&cli.command);
+    let ops = std::sync::Arc::new(crate::ops::Ops::new(name, json));
+    let ctx = Ctx::new(cli.global, ops.clone());
+    let ctx = match ctx {
+        Ok(ctx) => ctx,
+        Err(e) => return Err(fatal(&ops, e)),
+    };
+    dispatch(&ctx, cli.command)
+        .await
+        .map_err(|e| fatal(&ops, e))
+}
+
+/// A command's name in events and whether it prints them (`--json`).
+fn event_mode(c: &Command) -> (&'static str, bool) {
+    match c {
+        Command::Push(a) => ("push", a.json),
+        Command::Pull(a) => ("pull", a.json),
+        Command::Sync(a) => ("sync", a.json),
+        Command::Watch(a) => ("watch", a.json),
+        Command::Restore(a) => ("restore", a.json),
+        Command::Get(a) => ("get", a.json),
+        Command::Check(a) => ("check", a.json),
+        _ => ("coffer", false),
+    }
+}
+
+/// Tells a command's failure as an `error` event (it also reaches stderr).
+fn fatal(ops: &crate::ops::Ops, e: anyhow::Error) -> anyhow::Error {
+    ops.emit(crate::ops::events::Event::Error {
+        message: crate::output::one_line(&e),
+        fatal: true,
+    });
+    e
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Init(a) => init::run(ctx, a).await,
+        Command::Push(a) => push::run(ctx, a).await,
+        Command::Pull(a) => pull::run(ctx, a).await,
+        Command::Sync(a) => sync::run(ctx, a).await,
+        Command::Watch(a) => watch::run(ctx, a).await,
+        Command::Log(a) => log::run(ctx, a).await,
+        Command::Restore(a) => restore::run(ctx, a).await,
+        Command::Ls(a) => ls::run(ctx, a).await,
+        Command::Distrust(a) => distrust::run(ctx, a).await,
+        Command::Get(a) => get::run(ctx, a).await,
+        Command::Check(a) => check::run(ctx, a).await,
+        Command::Create(a) => create::run(ctx, a).await,
+        Command::Delete(a) => delete::run(ctx, a).await,
+        Command::List(a) => list::run(ctx, a).await,
+        Command::Add(a) => add::run(ctx, a).await,
+        Command::Rm(a) => rm::run(ctx, a).await,
+        Command::Status(a) => status::run(ctx, a).await,
+        Command::Setstore(a) => setstore::run(ctx, a).await,
+        Command::Set(a) => set::run(ctx, a).await,
         Command::Version => {
             println!(
                 "coffer {} (repository format {})",

@@ -1,6 +1,7 @@
 //! `coffer pull STORE DIR`: the repository's merged state written into DIR.
 
 use crate::context::{Ctx, Locate};
+use crate::ops::events::{Event, PullSummary, Summary};
 use crate::output::bytes;
 use coffer_engine::{Folder, PullReport};
 use std::path::PathBuf;
@@ -12,6 +13,10 @@ pub struct Args {
     pub store: String,
     /// The folder to write (created if missing; bound on first use).
     pub dir: PathBuf,
+    /// Print JSON events on stdout, one per line (progress, warnings, errors,
+    /// conflicts, a summary; see the README's "JSON events").
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -23,15 +28,42 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let outcome = r.as_ref().map(|r| r.errors.len());
     super::record_step(&folder, outcome.map_err(|e| e.clone()), "pull");
     let r = r?;
-    report(ctx, &r);
+    let pull = report(ctx, &r);
     super::report_damage(&r.damaged);
+    ctx.summary(Summary {
+        ok: r.errors.is_empty() && r.damaged.is_empty(),
+        pull: Some(pull),
+        ..Summary::default()
+    });
     Ok(super::step_status(r.errors.len(), r.damaged.len()))
 }
 
-/// Prints what a pull did (errors on stderr, a summary unless `--quiet`).
-pub fn report(ctx: &Ctx, r: &PullReport) {
+/// Tells what a pull did as events, metrics and live state (prints nothing).
+pub fn tell(ctx: &Ctx, r: &PullReport) -> PullSummary {
     for k in &r.kept_local {
-        ctx.progress_warn(k);
+        ctx.ops.emit(Event::Warning { message: k.clone() });
+    }
+    for e in r.errors.iter().chain(&r.damaged) {
+        ctx.ops.emit(Event::Error {
+            message: e.clone(),
+            fatal: false,
+        });
+    }
+    for (copy, of) in &r.conflicts {
+        ctx.ops.conflict(of.to_string(), copy.to_string());
+    }
+    let s = PullSummary::from(r);
+    ctx.ops.pulled(s.clone());
+    s
+}
+
+/// Prints what a pull did (errors on stderr, a summary unless `--quiet`)
+/// and [`tell`]s it.
+pub fn report(ctx: &Ctx, r: &PullReport) -> PullSummary {
+    for k in &r.kept_local {
+        if !ctx.quiet() {
+            eprintln!("warning: {k}");
+        }
     }
     for e in &r.errors {
         eprintln!("coffer: {e}");
@@ -54,4 +86,5 @@ pub fn report(ctx: &Ctx, r: &PullReport) {
             r.errors.len()
         );
     }
+    tell(ctx, r)
 }

@@ -1,6 +1,7 @@
 //! `coffer push DIR STORE`: DIR's current state as one commit of DIR's device.
 
 use crate::context::{Ctx, Locate};
+use crate::ops::events::{Event, PushSummary, Summary};
 use crate::output::bytes;
 use coffer_engine::{Folder, PushReport};
 use std::path::PathBuf;
@@ -12,6 +13,10 @@ pub struct Args {
     pub dir: PathBuf,
     /// The repository.
     pub store: String,
+    /// Print JSON events on stdout, one per line (progress, warnings, errors,
+    /// conflicts, a summary; see the README's "JSON events").
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -21,13 +26,35 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let outcome = r.as_ref().map(|r| r.problems.len());
     super::record_step(&folder, outcome.map_err(|e| e.clone()), "push");
     let r = r?;
-    report(ctx, &r);
+    let push = report(ctx, &r);
     super::report_damage(&r.damaged);
+    ctx.summary(Summary {
+        ok: r.problems.is_empty() && r.damaged.is_empty(),
+        push: Some(push),
+        ..Summary::default()
+    });
     Ok(super::step_status(r.problems.len(), r.damaged.len()))
 }
 
-/// Prints what a push did (problems on stderr, a summary unless `--quiet`).
-pub fn report(ctx: &Ctx, r: &PushReport) {
+/// Tells what a push did as events, metrics and live state (prints nothing).
+pub fn tell(ctx: &Ctx, r: &PushReport) -> PushSummary {
+    for n in &r.notices {
+        ctx.ops.emit(Event::Warning { message: n.clone() });
+    }
+    for p in r.problems.iter().chain(&r.damaged) {
+        ctx.ops.emit(Event::Error {
+            message: p.clone(),
+            fatal: false,
+        });
+    }
+    let s = PushSummary::from(r);
+    ctx.ops.pushed(s.clone());
+    s
+}
+
+/// Prints what a push did (problems on stderr, a summary unless `--quiet`)
+/// and [`tell`]s it.
+pub fn report(ctx: &Ctx, r: &PushReport) -> PushSummary {
     for n in &r.notices {
         eprintln!("coffer: note: {n}");
     }
@@ -52,4 +79,5 @@ pub fn report(ctx: &Ctx, r: &PushReport) {
             r.problems.len()
         );
     }
+    tell(ctx, r)
 }

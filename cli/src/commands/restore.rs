@@ -31,6 +31,10 @@ pub struct Args {
     /// command exits 1).
     #[arg(long)]
     pub force: bool,
+    /// Print JSON events on stdout, one per line (progress, warnings, errors,
+    /// conflicts, a summary; see the README's "JSON events").
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {

@@ -16,6 +16,10 @@ pub struct Args {
     pub dir: PathBuf,
     /// The repository (default: the one DIR is bound to).
     pub store: Option<String>,
+    /// Print JSON events on stdout, one per line (progress, warnings, errors,
+    /// conflicts, a summary; see the README's "JSON events").
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -37,10 +41,16 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 async fn once(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<ExitCode> {
     let pushed =
         coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await?;
-    super::push::report(ctx, &pushed);
+    let push = super::push::report(ctx, &pushed);
     let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await?;
-    super::pull::report(ctx, &pulled);
+    let pull = super::pull::report(ctx, &pulled);
     super::report_damage(pushed.damaged.iter().chain(&pulled.damaged));
+    ctx.summary(crate::ops::events::Summary {
+        ok: push.problems + push.damaged + pull.errors + pull.damaged == 0,
+        push: Some(push),
+        pull: Some(pull),
+        ..Default::default()
+    });
     Ok(super::step_status(
         pushed.problems.len() + pulled.errors.len(),
         pushed.damaged.len() + pulled.damaged.len(),

@@ -16,6 +16,8 @@
 //! equal to the stat cache and pushes nothing, so they are never echoed back.
 
 use crate::context::{Ctx, Locate};
+use crate::ops::events::{Event, Summary};
+use crate::ops::server::{self, Listen};
 use crate::progress::StatusLine;
 use coffer_engine::{Folder, FolderStatus, PullReport, PushReport, Repository};
 use coffer_watcher::{FolderWatcher, WatchOptions};
@@ -24,7 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +41,23 @@ pub struct Args {
     /// Milliseconds a burst of local changes must settle before it is synced.
     #[arg(long, default_value_t = 1000)]
     pub debounce_ms: u64,
+    /// Serve a status page, /metrics, /events and /healthz on IP:PORT (port 0:
+    /// any free port; the address is printed). Loopback only, unless
+    /// --listen-allow-remote.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Allow --listen on an address other machines reach (needs
+    /// --listen-token-file).
+    #[arg(long, requires = "listen")]
+    pub listen_allow_remote: bool,
+    /// A bearer token (first line; mode 0600) every HTTP request must carry:
+    /// `Authorization: Bearer TOKEN` or `?token=TOKEN`.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub listen_token_file: Option<PathBuf>,
+    /// Print JSON events on stdout, one per line (progress, warnings, errors,
+    /// conflicts, a summary; see the README's "JSON events").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--request-budget` of the daemon unless given: a request is retried this long
@@ -49,12 +68,25 @@ pub const REQUEST_BUDGET_SECS: u64 = 60;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let listen = match &a.listen {
+        Some(addr) => Some(Listen::new(
+            addr,
+            a.listen_allow_remote,
+            a.listen_token_file.as_deref(),
+        )?),
+        None => None,
+    };
     let store = match a.store {
         Some(s) => s,
         None => super::sync::bound_store(&a.dir)?,
     };
     let (repo, opened) = ctx.repo(&store, Locate::Existing).await?;
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
+    introduce(ctx, &folder, &opened.url, a.poll.max(1));
+    if let Some(listen) = listen {
+        let addr = server::start(listen, ctx.ops.clone(), ctx.window.clone()).await?;
+        eprintln!("coffer: status page on http://{addr}/ (also /metrics, /events, /healthz)");
+    }
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let opts = WatchOptions {
@@ -82,6 +114,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         // Changes that settle while the step runs (or waits on the store) are
         // journaled at once all the same.
         let mut changed_meanwhile = false;
+        ctx.ops.step_started();
+        let began = Instant::now();
         let outcome = {
             let step = step(ctx, &repo, &folder, &mut told);
             tokio::pin!(step);
@@ -89,7 +123,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
                 tokio::select! {
                     r = &mut step => break r,
                     Some(b) = changes.recv() => {
-                        record_changes(&folder, &b);
+                        record_changes(ctx, &folder, &b);
                         changed_meanwhile = true;
                     }
                     _ = interrupt.recv() => stopping = true,
@@ -98,8 +132,17 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             }
         };
         let error = outcome.as_ref().err().map(crate::output::one_line);
-        if let Err(e) = FolderStatus::record_step(&folder, error) {
-            tracing::warn!("cannot record the folder status: {e}");
+        if let Some(e) = &error {
+            ctx.ops.emit(Event::Error {
+                message: e.clone(),
+                fatal: true,
+            });
+        }
+        ctx.ops
+            .step_ended("sync", began.elapsed().as_secs_f64(), error.clone());
+        match FolderStatus::record_step(&folder, error) {
+            Ok(st) => show_local(ctx, &folder, &st),
+            Err(e) => tracing::warn!("cannot record the folder status: {e}"),
         }
         if stopping {
             break;
@@ -108,7 +151,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             // A gone watcher disables this branch; polling goes on.
-            Some(b) = changes.recv() => record_changes(&folder, &b),
+            Some(b) = changes.recv() => record_changes(ctx, &folder, &b),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
@@ -175,7 +218,41 @@ impl Pacing {
     }
 }
 
-fn record_changes(folder: &Folder, batch: &coffer_watcher::Batch) {
+/// Tells the live state who this daemon is, the devices this folder has read
+/// and its local changes.
+fn introduce(ctx: &Ctx, folder: &Folder, store: &str, poll: u64) {
+    let device = folder.device().id().to_string();
+    ctx.ops.describe(
+        folder.root().display().to_string(),
+        store.to_string(),
+        device,
+        poll,
+    );
+    match folder.journal().all_heads() {
+        Ok(heads) => {
+            for (d, head) in heads {
+                ctx.ops.device_seen(d.to_string(), head.seq, None);
+            }
+        }
+        Err(e) => tracing::warn!("cannot read the logs seen: {e}"),
+    }
+    match FolderStatus::record_local(folder) {
+        Ok(st) => show_local(ctx, folder, &st),
+        Err(e) => tracing::warn!("cannot record the folder status: {e}"),
+    }
+}
+
+/// The local half of a folder status into the live state.
+fn show_local(ctx: &Ctx, folder: &Folder, st: &FolderStatus) {
+    ctx.ops.local(
+        (st.pending + st.pending_deletes) as u64,
+        st.pending_bytes,
+        &st.conflicts,
+        folder.root(),
+    );
+}
+
+fn record_changes(ctx: &Ctx, folder: &Folder, batch: &coffer_watcher::Batch) {
     tracing::debug!(
         paths = batch.paths.len(),
         rescan = batch.rescan,
@@ -185,8 +262,9 @@ fn record_changes(folder: &Folder, batch: &coffer_watcher::Batch) {
         tracing::warn!("cannot journal local changes: {e}");
     }
     // `coffer status` reads this while the daemon holds the journal.
-    if let Err(e) = FolderStatus::record_local(folder) {
-        tracing::warn!("cannot record the folder status: {e}");
+    match FolderStatus::record_local(folder) {
+        Ok(st) => show_local(ctx, folder, &st),
+        Err(e) => tracing::warn!("cannot record the folder status: {e}"),
     }
 }
 
@@ -214,10 +292,20 @@ async fn step(
     folder: &Folder,
     told: &mut BTreeSet<String>,
 ) -> anyhow::Result<()> {
+    let began = Instant::now();
     let pushed =
         coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await?;
     let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await?;
     report(ctx, &pushed, &pulled, told);
+    let push = super::push::tell(ctx, &pushed);
+    let pull = super::pull::tell(ctx, &pulled);
+    ctx.ops.emit(Event::Summary(Summary {
+        ok: push.problems + push.damaged + pull.errors + pull.damaged == 0,
+        duration_seconds: began.elapsed().as_secs_f64(),
+        push: Some(push),
+        pull: Some(pull),
+        ..Summary::default()
+    }));
     Ok(())
 }
 

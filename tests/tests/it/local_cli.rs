@@ -305,7 +305,10 @@ fn ls_get_and_check_read_the_repository() {
     );
 
     let check = e.ok(&["check", "store", "--read-data", "--json"]);
-    let report: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
+    let last = check.stdout.lines().last().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(summary["type"], "summary");
+    let report = &summary["check"];
     assert_eq!(report["errors"].as_array().unwrap().len(), 0);
     assert_eq!(report["packs_verified"], report["packs_referenced"]);
 }

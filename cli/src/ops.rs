@@ -1,0 +1,391 @@
+//! Operations: what a command tells the world besides its summary line — JSON
+//! events ([`events`]), Prometheus metrics ([`metrics`], counted by the
+//! [`metered`] store layer), the engine's progress turned into both
+//! ([`reporter`]), and for `watch --listen` the live state of the daemon
+//! ([`Live`]) served by [`server`] with its status page.
+//!
+//! [`Ops`] is the hub they share: one per process.
+
+pub mod events;
+pub mod metered;
+pub mod metrics;
+pub mod reporter;
+pub mod server;
+
+use events::{Event, Events, ProgressEvent, PullSummary, PushSummary, StateEvent};
+use metrics::Metrics;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// How many conflict copies and errors the live state remembers.
+const RECENT: usize = 50;
+
+/// Events, metrics and the daemon's live state of one process.
+#[derive(Debug)]
+pub struct Ops {
+    pub events: Events,
+    pub metrics: Metrics,
+    live: Mutex<Live>,
+}
+
+/// The daemon's state as `/api/status` returns it and the page shows it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Live {
+    pub version: &'static str,
+    pub folder: String,
+    pub store: String,
+    pub device: String,
+    /// When the daemon started (RFC 3339).
+    pub started: String,
+    pub poll_seconds: u64,
+    /// `in_sync`, `syncing` or `failing`.
+    pub state: &'static str,
+    pub step_running: bool,
+    /// The running step's current phase.
+    pub progress: Option<ProgressEvent>,
+    pub pending_changes: u64,
+    pub pending_bytes: u64,
+    pub last_push: Option<Stamped<PushSummary>>,
+    pub last_pull: Option<Stamped<PullSummary>>,
+    /// When a step last succeeded.
+    pub last_success: Option<String>,
+    /// The last step's failure; cleared by a successful step.
+    pub last_error: Option<Stamped<Message>>,
+    /// Conflict copies now in the folder, with `file://` links.
+    pub conflict_copies: Vec<ConflictCopy>,
+    /// Conflict copies this daemon wrote, newest last.
+    pub conflicts: Vec<Stamped<ConflictSeen>>,
+    /// Devices whose commits this folder has read.
+    pub devices: Vec<DeviceSeen>,
+    pub store_reachable: bool,
+    pub store_error: Option<Stamped<Message>>,
+    pub steps_ok: u64,
+    pub steps_failed: u64,
+    /// Whether an upload or download of the running step moves data.
+    #[serde(skip)]
+    busy: bool,
+    #[serde(skip)]
+    last_step_failed: bool,
+    #[serde(skip)]
+    device_map: BTreeMap<String, DeviceSeen>,
+    #[serde(skip)]
+    told: Option<StateEvent>,
+    #[serde(skip)]
+    success_at: Option<std::time::Instant>,
+}
+
+/// A value and when it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stamped<T> {
+    pub time: String,
+    #[serde(flatten)]
+    pub value: T,
+}
+
+impl<T> Stamped<T> {
+    fn now(value: T) -> Stamped<T> {
+        Stamped {
+            time: events::now_rfc3339(),
+            value,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictSeen {
+    pub path: String,
+    pub copy: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictCopy {
+    pub path: String,
+    pub url: String,
+}
+
+/// A device and its newest commit this folder has read.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceSeen {
+    pub device: String,
+    pub this_device: bool,
+    pub seq: u64,
+    /// When that commit was made (RFC 3339); unknown for commits read before
+    /// this daemon started.
+    pub last_commit: Option<String>,
+}
+
+impl Ops {
+    /// `command`: the name in every event; `json`: events on stdout.
+    pub fn new(command: &'static str, json: bool) -> Ops {
+        let mut events = Events::new(command, json);
+        if command == "watch" {
+            events = events.with_bus(1024);
+        }
+        let live = Live {
+            version: env!("CARGO_PKG_VERSION"),
+            state: "syncing",
+            store_reachable: true,
+            ..Live::default()
+        };
+        let ops = Ops {
+            events,
+            metrics: Metrics::new(),
+            live: Mutex::new(live),
+        };
+        ops.metrics.store_reachable.set(1);
+        ops
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the live state.
+    pub fn snapshot(&self) -> Live {
+        let mut l = self.live().clone();
+        l.devices = l.device_map.values().cloned().collect();
+        l
+    }
+
+    /// How long ago a step last succeeded.
+    pub fn since_success(&self) -> Option<std::time::Duration> {
+        self.live().success_at.map(|t| t.elapsed())
+    }
+
+    pub fn emit(&self, event: Event) {
+        self.events.emit(event);
+    }
+
+    /// Sets who the daemon is (once, at start).
+    pub fn describe(&self, folder: String, store: String, device: String, poll_seconds: u64) {
+        let mut l = self.live();
+        l.folder = folder;
+        l.store = store;
+        l.device = device;
+        l.poll_seconds = poll_seconds;
+        l.started = events::now_rfc3339();
+    }
+
+    /// A store request answered (`None`) or failed to reach the store.
+    pub fn store_answered(&self, failure: Option<String>) {
+        let reachable = failure.is_none();
+        self.metrics.store_reachable.set(i64::from(reachable));
+        self.update(|l| {
+            if reachable {
+                l.store_error = None;
+            } else if let Some(f) = failure {
+                l.store_error = Some(Stamped::now(Message { message: f }));
+            }
+            l.store_reachable = reachable;
+        });
+    }
+
+    /// Local changes waiting to be pushed and the conflict copies now in the
+    /// folder (`root`: for their links).
+    pub fn local(&self, pending: u64, bytes: u64, conflicts: &[String], root: &std::path::Path) {
+        self.metrics.pending_changes.set(clamp_i64(pending));
+        self.metrics.pending_bytes.set(clamp_i64(bytes));
+        let copies = conflicts
+            .iter()
+            .map(|p| ConflictCopy {
+                path: p.clone(),
+                url: file_url(&root.join(p)),
+            })
+            .collect();
+        self.update(|l| {
+            l.pending_changes = pending;
+            l.pending_bytes = bytes;
+            l.conflict_copies = copies;
+        });
+    }
+
+    /// A step begins.
+    pub fn step_started(&self) {
+        self.update(|l| {
+            l.step_running = true;
+            l.busy = false;
+            l.progress = None;
+        });
+    }
+
+    /// A step ended: `error` if it failed.
+    pub fn step_ended(&self, kind: &'static str, seconds: f64, error: Option<String>) {
+        self.metrics.step(kind, seconds, error.is_none());
+        self.update(|l| {
+            l.step_running = false;
+            l.busy = false;
+            l.progress = None;
+            l.last_step_failed = error.is_some();
+            match error {
+                None => {
+                    l.steps_ok += 1;
+                    l.last_success = Some(events::now_rfc3339());
+                    l.success_at = Some(std::time::Instant::now());
+                    l.last_error = None;
+                }
+                Some(message) => {
+                    l.steps_failed += 1;
+                    l.last_error = Some(Stamped::now(Message { message }));
+                }
+            }
+        });
+    }
+
+    pub fn pushed(&self, p: PushSummary) {
+        self.metrics.pushed(&p);
+        self.update(|l| l.last_push = Some(Stamped::now(p)));
+    }
+
+    pub fn pulled(&self, p: PullSummary) {
+        self.metrics.pulled(&p);
+        self.update(|l| l.last_pull = Some(Stamped::now(p)));
+    }
+
+    /// A conflict copy was written.
+    pub fn conflict(&self, path: String, copy: String) {
+        self.emit(Event::Conflict {
+            path: path.clone(),
+            copy: copy.clone(),
+        });
+        self.update(|l| {
+            l.conflicts.push(Stamped::now(ConflictSeen { path, copy }));
+            let excess = l.conflicts.len().saturating_sub(RECENT);
+            l.conflicts.drain(..excess);
+        });
+    }
+
+    /// The newest commit read of `device` (`time_ms`: when it was made).
+    pub fn device_seen(&self, device: String, seq: u64, time_ms: Option<u64>) {
+        self.update(|l| {
+            let this_device = device == l.device;
+            let e = l
+                .device_map
+                .entry(device.clone())
+                .or_insert_with(|| DeviceSeen {
+                    device,
+                    this_device,
+                    seq,
+                    last_commit: None,
+                });
+            if seq >= e.seq {
+                e.seq = seq;
+                if let Some(ms) = time_ms {
+                    e.last_commit = Some(events::rfc3339_ms(ms));
+                }
+            }
+        });
+    }
+
+    /// The current phase's progress (a running step moves data when an
+    /// upload or download with something to move started).
+    pub fn progress(&self, p: &ProgressEvent) {
+        let moving = matches!(p.phase, "upload" | "download")
+            && (p.bytes_total.unwrap_or(0) > 0 || p.items_total.unwrap_or(0) > 0);
+        self.update(|l| {
+            l.busy |= moving && l.step_running;
+            l.progress = (l.step_running && !p.done).then(|| p.clone());
+        });
+    }
+
+    /// Changes the live state, recomputes the overall state and emits a
+    /// `state` event when it changed.
+    fn update(&self, f: impl FnOnce(&mut Live)) {
+        let told = {
+            let mut l = self.live();
+            f(&mut l);
+            l.state = if l.last_step_failed || !l.store_reachable {
+                "failing"
+            } else if l.pending_changes > 0 || (l.step_running && l.busy) || l.steps_ok == 0 {
+                "syncing" // (also before the first step has finished)
+            } else {
+                "in_sync"
+            };
+            let now = StateEvent {
+                state: l.state,
+                pending_changes: l.pending_changes,
+                store_reachable: l.store_reachable,
+                last_error: l.last_error.as_ref().map(|e| e.value.message.clone()),
+            };
+            if l.told.as_ref() == Some(&now) {
+                None
+            } else {
+                l.told = Some(now.clone());
+                Some(now)
+            }
+        };
+        if let Some(state) = told
+            && self.events.subscribe().is_some()
+        {
+            self.events.emit(Event::State(state));
+        }
+    }
+}
+
+fn clamp_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A `file://` URL of a local path (bytes outside the unreserved set escaped).
+pub fn file_url(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut s = String::from("file://");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_follows_steps_store_and_pending() {
+        let ops = Ops::new("watch", false);
+        let mut rx = ops.events.subscribe().unwrap();
+        assert_eq!(ops.snapshot().state, "syncing");
+        ops.step_started();
+        ops.step_ended("sync", 0.1, None);
+        assert_eq!(ops.snapshot().state, "in_sync");
+        ops.store_answered(Some("connection refused".into()));
+        assert_eq!(ops.snapshot().state, "failing");
+        ops.store_answered(None);
+        ops.local(2, 10, &[], std::path::Path::new("/f"));
+        assert_eq!(ops.snapshot().state, "syncing");
+        ops.local(0, 0, &[], std::path::Path::new("/f"));
+        ops.step_ended("sync", 0.1, Some("boom".into()));
+        let s = ops.snapshot();
+        assert_eq!(s.state, "failing");
+        assert_eq!(s.last_error.unwrap().value.message, "boom");
+        let mut states = Vec::new();
+        while let Ok(line) = rx.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            states.push(v["state"].as_str().unwrap().to_string());
+        }
+        // Repeated states are told once.
+        assert_eq!(
+            states,
+            [
+                "syncing", "in_sync", "failing", "in_sync", "syncing", "in_sync", "failing"
+            ]
+        );
+    }
+
+    #[test]
+    fn file_urls_escape() {
+        assert_eq!(
+            file_url(std::path::Path::new("/a b/c%.txt")),
+            "file:///a%20b/c%25.txt"
+        );
+    }
+}
