@@ -1,5 +1,6 @@
 //! Support for coffer's integration tests: deterministic trees and their exact
-//! comparison, and a sandboxed environment to run the real binary in.
+//! comparison, a sandboxed environment to run the real binary in, and the
+//! external tools (headless browser, Prometheus parser) some tests drive.
 //!
 //! Test-support code: a failed `unwrap` here is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,4 +8,5 @@
 pub mod env;
 pub mod proxy;
 pub mod s3;
+pub mod tools;
 pub mod tree;

@@ -13,6 +13,7 @@ mod crash;
 mod identity;
 mod safety;
 mod tamper;
+mod tools_selfcheck;
 mod trees;
 mod watch_cli;
 
