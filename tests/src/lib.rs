@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod env;
+pub mod http;
 pub mod proxy;
 pub mod s3;
 pub mod tools;

@@ -11,6 +11,7 @@ mod sync_cli;
 mod convergence;
 mod crash;
 mod identity;
+mod ops;
 mod safety;
 mod tamper;
 mod tools_selfcheck;
