@@ -2,6 +2,7 @@
 
 pub mod add;
 pub mod check;
+pub mod completions;
 pub mod create;
 pub mod delete;
 pub mod distrust;
@@ -10,6 +11,7 @@ pub mod init;
 pub mod list;
 pub mod log;
 pub mod ls;
+pub mod man;
 pub mod pull;
 pub mod push;
 pub mod restore;
@@ -27,6 +29,12 @@ use std::process::ExitCode;
 
 /// Runs the parsed command line.
 pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    // These need no coffer home or settings: they run before any context.
+    match cli.command {
+        Command::Completions(a) => return completions::run(a),
+        Command::Man(a) => return man::run(cli.global.quiet, a),
+        _ => {}
+    }
     if matches!(cli.command, Command::Watch(_)) {
         // A step stuck retrying would hold back journaling and the daemon's own
         // backoff; one-shot commands wait longer for the store instead.
@@ -55,6 +63,9 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Setstore(a) => setstore::run(&ctx, a).await,
         Command::Set(a) => set::run(&ctx, a).await,
+        // Already run above, without a context; they need none.
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(ctx.quiet(), a),
         Command::Version => {
             println!(
                 "coffer {} (repository format {})",

@@ -1,0 +1,131 @@
+//! The CLI around the sync itself: shell completions and man pages, which need
+//! no coffer home.
+
+use crate::{arg, env};
+use coffer_tests::env::{Env, Run};
+use std::fs;
+use std::path::Path;
+
+/// Runs `coffer ARGS...` with no home directory to be found (no `COFFER_HOME`,
+/// `HOME` or `XDG_CONFIG_HOME`): any command that needs its home fails.
+fn homeless(e: &Env, args: &[&str]) -> Run {
+    let out = e
+        .cmd()
+        .env("COFFER_HOME", "")
+        .env_remove("HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .args(args)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        raw_stdout: out.stdout,
+    }
+}
+
+/// Asserts `r` succeeded and printed something; returns its stdout.
+fn printed(r: Run, what: &str) -> String {
+    assert!(r.ok(), "{what}: {:?}: {}", r.code, r.stderr);
+    assert!(!r.stdout.is_empty(), "{what}: nothing on stdout");
+    r.stdout
+}
+
+/// Asserts `r` failed with exactly one line on stderr; returns it.
+fn one_line_error(r: &Run) -> &str {
+    assert!(!r.ok(), "should have failed: {}", r.stdout);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.stderr);
+    assert!(lines[0].starts_with("coffer: error: "), "{}", r.stderr);
+    lines[0]
+}
+
+#[test]
+fn completions_need_no_home_and_name_the_commands() {
+    let e = env();
+    // The control: a command that builds its context cannot run here.
+    let version = homeless(&e, &["version"]);
+    assert!(
+        !version.ok() && version.stderr.contains("home"),
+        "{version:?}"
+    );
+    let bash = printed(homeless(&e, &["completions", "bash"]), "bash");
+    for word in ["complete -F _coffer", "push", "pull", "watch", "status"] {
+        assert!(bash.contains(word), "bash script lacks {word}");
+    }
+    let zsh = printed(homeless(&e, &["completions", "zsh"]), "zsh");
+    assert!(zsh.starts_with("#compdef coffer"), "{}", &zsh[..80]);
+    assert!(zsh.contains("push"));
+    let fish = printed(homeless(&e, &["completions", "fish"]), "fish");
+    assert!(fish.contains("complete -c coffer"));
+    assert!(fish.contains("watch"));
+    for shell in ["elvish", "powershell"] {
+        let script = printed(homeless(&e, &["completions", shell]), shell);
+        assert!(script.contains("coffer"), "{shell}");
+    }
+    let r = homeless(&e, &["completions", "tcsh"]);
+    assert!(!r.ok() && r.stderr.contains("tcsh"), "{}", r.stderr);
+}
+
+/// The `.TH` line of a roff page, which must come right after clap_mangen's
+/// two-line `.ie`/`.el` preamble.
+fn title_line(page: &str) -> &str {
+    page.lines()
+        .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+        .unwrap_or_default()
+}
+
+#[test]
+fn man_prints_coffer_1_and_writes_a_page_per_command() {
+    let e = env();
+    let page = printed(homeless(&e, &["man"]), "man");
+    assert!(title_line(&page).starts_with(".TH coffer 1 "), "{page}");
+    assert!(page.contains("completions") && page.contains("push"));
+
+    let dir = e.path("share/man/man1");
+    let r = homeless(&e, &["man", "--out", &arg(&dir)]);
+    assert!(r.ok() && r.stdout.is_empty(), "{:?}: {}", r.code, r.stderr);
+    for (file, title) in [
+        ("coffer.1", "coffer"),
+        ("coffer-push.1", "coffer-push"),
+        ("coffer-watch.1", "coffer-watch"),
+        ("coffer-man.1", "coffer-man"),
+    ] {
+        let text = fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            title_line(&text).starts_with(&format!(".TH {title} 1 ")),
+            "{file}: {}",
+            title_line(&text)
+        );
+    }
+    assert!(!dir.join("coffer-help.1").exists());
+    render_if_man_is_installed(&dir.join("coffer-push.1"));
+
+    fs::write(e.path("file"), "not a directory").unwrap();
+    let r = homeless(&e, &["man", "--out", &arg(&e.path("file/man1"))]);
+    let line = one_line_error(&r);
+    assert!(line.contains("cannot create"), "{line}");
+}
+
+/// Renders `page` with `man -l` where man is installed: it must come out with
+/// its name and synopsis (skipped on machines without man).
+fn render_if_man_is_installed(page: &Path) {
+    let Ok(out) = std::process::Command::new("man")
+        .arg("-l")
+        .arg(page)
+        .env("MANWIDTH", "100")
+        .env("MANPAGER", "cat")
+        .output()
+    else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("coffer-push - Upload"), "{text}");
+    assert!(text.contains("SYNOPSIS"), "{text}");
+}
