@@ -105,7 +105,7 @@ pub use format::version::now_millis;
 pub use progress::{NoProgress, Phase, Progress};
 pub use repo::{REPO_FORMAT, Repository};
 pub use status::FolderStatus;
-pub use sync::pull::export::export_tree;
+pub use sync::pull::export::{ExportReport, export_tree};
 pub use sync::pull::merge::{MergedEntry, MergedWalk, Scope};
 pub use sync::pull::restore::{stream_file, system_time};
 pub use sync::pull::view::{CommitSummary, RepoView};

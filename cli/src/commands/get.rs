@@ -1,4 +1,5 @@
 //! `coffer get STORE PATH [OUT]`: one file (or a directory) out of the repository.
+//! A path that cannot be written fails the command (exit 1) with no "wrote" line.
 
 use crate::context::{Ctx, Locate};
 use coffer_engine::{Entry, RepoPath, RepoView, Repository};
@@ -69,14 +70,33 @@ pub async fn write_out(
         ctx.progress.as_ref(),
     )
     .await?;
-    for e in &r.errors {
-        eprintln!("coffer: {e}");
-    }
+    check_export(&r, &out)?;
     ctx.say(format!(
         "wrote {} ({} file(s), {})",
         out.display(),
         r.files,
         crate::output::bytes(r.bytes)
     ));
-    Ok(super::status(r.errors.len()))
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fails an export that could not write everything, without a success line: a
+/// lone failure is the error itself; otherwise each one is told on its own line
+/// and the error sums them up.
+fn check_export(r: &coffer_engine::ExportReport, out: &std::path::Path) -> anyhow::Result<()> {
+    match r.errors.as_slice() {
+        [] => Ok(()),
+        [only] if r.files + r.symlinks == 0 => Err(anyhow::anyhow!("{only}")),
+        errors => {
+            for e in errors {
+                eprintln!("coffer: {e}");
+            }
+            anyhow::bail!(
+                "incomplete: {} path(s) not written; {} file(s) written to {}",
+                errors.len(),
+                r.files,
+                out.display()
+            )
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The CLI around the sync itself: shell completions and man pages, which need
-//! no coffer home.
+//! no coffer home; `get` failing without a success line.
 
 use crate::{arg, env};
 use coffer_tests::env::{Env, Run};
@@ -128,4 +128,49 @@ fn render_if_man_is_installed(page: &Path) {
     );
     assert!(text.contains("coffer-push - Upload"), "{text}");
     assert!(text.contains("SYNOPSIS"), "{text}");
+}
+
+/// A repository `store` and a folder `dir` holding `a.txt`, pushed once.
+fn pushed_folder(e: &Env) -> std::path::PathBuf {
+    e.ok(&["init", "store"]);
+    let dir = e.path("dir");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("a.txt"), "from the repository").unwrap();
+    fs::write(dir.join("b.txt"), "b").unwrap();
+    e.ok(&["push", &arg(&dir), "store"]);
+    dir
+}
+
+#[test]
+fn a_get_that_cannot_write_prints_no_success_line() {
+    let e = env();
+    pushed_folder(&e);
+    // A file of other content is in the way (kept without --force).
+    fs::write(e.path("a.txt"), "mine").unwrap();
+    let r = e.fails(&["get", "store", "a.txt"]);
+    let line = one_line_error(&r);
+    assert!(line.contains("other content"), "{line}");
+    assert_eq!(fs::read_to_string(e.path("a.txt")).unwrap(), "mine");
+
+    let r = e.fails(&["get", "store", "nothing-here.txt"]);
+    let line = one_line_error(&r);
+    assert!(line.contains("nothing-here.txt"), "{line}");
+
+    // Two paths of a directory in the way: each named, then one error line.
+    let out = e.path("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("a.txt"), "mine").unwrap();
+    fs::write(out.join("b.txt"), "mine too").unwrap();
+    let r = e.fails(&["get", "store", ".", &arg(&out)]);
+    assert!(!r.stderr.contains("wrote"), "{}", r.stderr);
+    assert_eq!(r.stderr.matches("other content").count(), 2, "{}", r.stderr);
+    let last = r.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("coffer: error: incomplete: 2 path(s) not written"),
+        "{}",
+        r.stderr
+    );
+
+    let ok = e.ok(&["get", "store", "a.txt", &arg(&e.path("fresh.txt"))]);
+    assert!(ok.stderr.contains("wrote"), "{}", ok.stderr);
 }
