@@ -105,19 +105,23 @@ pub fn report_damage<'a>(damaged: impl IntoIterator<Item = &'a String>) {
     );
 }
 
-/// Records how a push or pull ended in the folder's status (`coffer status
-/// DIR` shows it): a failure, or the number of problems it reported.
-pub fn record_step(
-    folder: &coffer_engine::Folder,
-    outcome: Result<usize, coffer_engine::Error>,
+/// How a push or a pull (`what`) ended, for the folder's status: `Ok`, or why
+/// it failed, or how many problems left it incomplete.
+pub fn half_outcome(
+    outcome: Result<usize, &coffer_engine::Error>,
     what: &str,
-) {
-    let error = match outcome {
-        Ok(0) => None,
-        Ok(n) => Some(format!("{what} incomplete: {n} problem(s)")),
-        Err(e) => Some(crate::output::one_line(&anyhow::Error::new(e))),
-    };
-    if let Err(e) = coffer_engine::FolderStatus::record_step(folder, error) {
+) -> Result<(), String> {
+    match outcome {
+        Ok(0) => Ok(()),
+        Ok(n) => Err(format!("{what} incomplete: {n} problem(s)")),
+        Err(e) => Err(crate::output::one_line(&anyhow::Error::new(e.clone()))),
+    }
+}
+
+/// Records how a step ended in the folder's status (`coffer status DIR` shows
+/// it); a failure to record is only logged.
+pub fn record_step(folder: &coffer_engine::Folder, outcome: &coffer_engine::StepOutcome) {
+    if let Err(e) = coffer_engine::FolderStatus::record_step(folder, outcome) {
         tracing::warn!("cannot record the folder status: {e}");
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::context::{Ctx, Locate};
 use crate::output::bytes;
-use coffer_engine::{Folder, PushReport};
+use coffer_engine::{Folder, PushReport, StepOutcome};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,8 +18,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, false)?;
     let r = coffer_engine::push(&repo, &folder, &ctx.upload_options(), ctx.progress.as_ref()).await;
-    let outcome = r.as_ref().map(|r| r.problems.len());
-    super::record_step(&folder, outcome.map_err(|e| e.clone()), "push");
+    let outcome = StepOutcome {
+        push: Some(super::half_outcome(
+            r.as_ref().map(|r| r.problems.len()),
+            "push",
+        )),
+        pull: None,
+    };
+    super::record_step(&folder, &outcome);
     let r = r?;
     report(ctx, &r);
     super::report_damage(&r.damaged);
@@ -28,7 +34,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
 /// Prints what a push did (problems on stderr, a summary unless `--quiet`).
 pub fn report(ctx: &Ctx, r: &PushReport) {
-    for n in &r.notices {
+    for n in r
+        .notices
+        .iter()
+        .cloned()
+        .chain(coffer_engine::special_notice(&r.skipped_special))
+    {
         eprintln!("coffer: note: {n}");
     }
     for p in &r.problems {

@@ -1,5 +1,7 @@
-//! The CLI around the sync itself: shell completions and man pages, which need
-//! no coffer home; `get` failing without a success line.
+//! The CLI around the sync itself, on a local store: shell completions and man
+//! pages (which need no coffer home), what `status DIR` tells of the last push
+//! and the last pull, `get` failing without a success line, and the special
+//! files (FIFOs, sockets) a push skips.
 
 use crate::{arg, env};
 use coffer_tests::env::{Env, Run};
@@ -141,6 +143,41 @@ fn pushed_folder(e: &Env) -> std::path::PathBuf {
     dir
 }
 
+/// The line of `status DIR` that starts with `label`.
+fn status_line(e: &Env, dir: &Path, label: &str) -> String {
+    let text = e.ok(&["status", &arg(dir)]).stdout;
+    text.lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} in:\n{text}"))
+        .to_string()
+}
+
+#[test]
+fn status_tells_the_last_push_and_the_last_pull_apart() {
+    let e = env();
+    let dir = pushed_folder(&e);
+    let push = status_line(&e, &dir, "last push:");
+    assert!(
+        push.ends_with("Z (ok)") && !push.contains("never"),
+        "{push}"
+    );
+    assert_eq!(status_line(&e, &dir, "last pull:"), "last pull:  never");
+    let json = e.ok(&["status", &arg(&dir), "--json"]).stdout;
+    let s: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let at = s["last_push"]["at_ms"].as_u64().unwrap();
+    assert_eq!(s["last_push"]["ok_ms"].as_u64(), Some(at), "{s}");
+    assert!(s["last_pull"].is_null(), "{s}");
+
+    e.ok(&["pull", "store", &arg(&dir)]);
+    assert_eq!(status_line(&e, &dir, "last push:"), push);
+    let pull = status_line(&e, &dir, "last pull:");
+    assert!(pull.ends_with("Z (ok)"), "{pull}");
+    let s: serde_json::Value =
+        serde_json::from_str(&e.ok(&["status", &arg(&dir), "--json"]).stdout).unwrap();
+    assert!(s["last_pull"]["ok_ms"].as_u64().unwrap() >= at, "{s}");
+    assert_eq!(s["last_push"]["at_ms"].as_u64(), Some(at), "{s}");
+}
+
 #[test]
 fn a_get_that_cannot_write_prints_no_success_line() {
     let e = env();
@@ -173,4 +210,45 @@ fn a_get_that_cannot_write_prints_no_success_line() {
 
     let ok = e.ok(&["get", "store", "a.txt", &arg(&e.path("fresh.txt"))]);
     assert!(ok.stderr.contains("wrote"), "{}", ok.stderr);
+}
+
+/// Makes a FIFO at `path` with mkfifo(1).
+pub(crate) fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn push_and_sync_say_once_which_special_files_they_skipped() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let dir = e.path("dir");
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("a.txt"), "a").unwrap();
+    mkfifo(&dir.join("sub/pipe"));
+    let r = e.ok(&["push", &arg(&dir), "store"]);
+    assert_eq!(r.stderr.matches("special file").count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("skipped 1 special file(s)") && r.stderr.contains(": sub/pipe"),
+        "{}",
+        r.stderr
+    );
+
+    let _socket = std::os::unix::net::UnixListener::bind(dir.join("z.sock")).unwrap();
+    let r = e.ok(&["sync", &arg(&dir)]);
+    assert_eq!(r.stderr.matches("special file").count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("skipped 2 special file(s)") && r.stderr.contains("sub/pipe, z.sock"),
+        "{}",
+        r.stderr
+    );
+    let ls = e.ok(&["ls", "store"]).stdout;
+    assert!(ls.contains("a.txt") && !ls.contains("pipe") && !ls.contains("z.sock"));
+
+    fs::write(dir.join(".cofferignore"), "sub/\n*.sock\n").unwrap();
+    let r = e.ok(&["push", &arg(&dir), "store"]);
+    assert!(!r.stderr.contains("special file"), "{}", r.stderr);
 }
