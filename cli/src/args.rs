@@ -195,4 +195,9 @@ pub enum Command {
     Set(commands::set::Args),
     /// Print the version.
     Version,
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish,
+    /// powershell).
+    Completions(commands::completions::Args),
+    /// Print the manual page coffer(1), or write every page into a directory.
+    Man(commands::man::Args),
 }

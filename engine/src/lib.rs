@@ -104,8 +104,8 @@ pub use format::path::{RepoPath, STATE_DIR};
 pub use format::version::now_millis;
 pub use progress::{NoProgress, Phase, Progress};
 pub use repo::{REPO_FORMAT, Repository};
-pub use status::FolderStatus;
-pub use sync::pull::export::export_tree;
+pub use status::{FolderStatus, LastStep, StepOutcome};
+pub use sync::pull::export::{ExportReport, export_tree};
 pub use sync::pull::merge::{MergedEntry, MergedWalk, Scope};
 pub use sync::pull::restore::{stream_file, system_time};
 pub use sync::pull::view::{CommitSummary, RepoView};
@@ -114,6 +114,6 @@ pub use sync::push::loose::{add_files, remove_paths};
 pub use sync::push::scan::IgnoreRules;
 pub use sync::push::upload::UploadOptions;
 pub use sync::push::window::UploadWindow;
-pub use sync::push::{PushReport, push};
+pub use sync::push::{PushReport, push, special_notice};
 
 pub use error::{Error, Result, StoreError, Transient};

@@ -1,10 +1,10 @@
 //! What a folder has not synced yet, and how its last sync went.
 //!
 //! [`local_changes`] compares the folder with the journal's stat cache, without the
-//! network: it is what the next push would send. [`FolderStatus`] adds the outcome
-//! of the last sync step; `sync` and `watch` keep it in `.coffer/status.json`
-//! (written atomically) so `coffer status DIR` can report it even while a daemon
-//! holds the journal.
+//! network: it is what the next push would send. [`FolderStatus`] adds how the
+//! last push and the last pull went; `push`, `pull`, `sync` and `watch` keep it in
+//! `.coffer/status.json` (written atomically) so `coffer status DIR` can report it
+//! even while a daemon holds the journal.
 
 use crate::error::{Error, Result};
 use crate::folder::Folder;
@@ -61,6 +61,36 @@ pub fn local_changes(folder: &Folder) -> Result<LocalChanges> {
     Ok(out)
 }
 
+/// How the last push or the last pull of a folder went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastStep {
+    /// When it ended (Unix ms).
+    pub at_ms: u64,
+    /// Why it failed (or was incomplete); `None`: it succeeded.
+    pub error: Option<String>,
+    /// When one last succeeded (Unix ms): this one, or an earlier one.
+    pub ok_ms: Option<u64>,
+}
+
+/// What one step ran: a push, a pull, or both (a sync step), each `Ok` or why it
+/// failed. A half that did not run (the pull of a sync whose push failed) is
+/// `None` and leaves its last record as it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub push: Option<std::result::Result<(), String>>,
+    pub pull: Option<std::result::Result<(), String>>,
+}
+
+impl StepOutcome {
+    /// The first failure, if any.
+    pub fn error(&self) -> Option<&str> {
+        [&self.push, &self.pull]
+            .into_iter()
+            .find_map(|h| h.as_ref().and_then(|r| r.as_ref().err()))
+            .map(String::as_str)
+    }
+}
+
 /// The state of a folder, as `coffer status DIR` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderStatus {
@@ -72,7 +102,7 @@ pub struct FolderStatus {
     pub pending_deletes: usize,
     /// Conflict copies in the folder.
     pub conflicts: Vec<String>,
-    /// When the last sync step succeeded (Unix ms).
+    /// When the last step (push, pull or sync) succeeded (Unix ms).
     pub last_sync_ms: Option<u64>,
     /// The last failure, if the last step failed.
     pub last_error: Option<String>,
@@ -82,6 +112,13 @@ pub struct FolderStatus {
     /// Directories left out of the folder without a rule, with why.
     #[serde(default)]
     pub excluded: Vec<String>,
+    /// The last push, alone or as the first half of a sync step (`None` in a
+    /// status file written before pushes and pulls were told apart).
+    #[serde(default)]
+    pub last_push: Option<LastStep>,
+    /// The last pull, alone or as the second half of a sync step.
+    #[serde(default)]
+    pub last_pull: Option<LastStep>,
 }
 
 impl FolderStatus {
@@ -103,24 +140,52 @@ impl FolderStatus {
         })
     }
 
-    /// Records the outcome of a sync step (`error`: why it failed) in
-    /// `.coffer/status.json`, with the local changes as they are now.
-    pub fn record_step(folder: &Folder, error: Option<String>) -> Result<FolderStatus> {
+    /// Takes the outcomes of the last steps from `recorded` (a status read from
+    /// the folder), keeping the local half of `self`.
+    pub fn keep_steps_of(&mut self, recorded: &FolderStatus) {
+        self.last_sync_ms = recorded.last_sync_ms;
+        self.last_error = recorded.last_error.clone();
+        self.last_error_ms = recorded.last_error_ms;
+        self.last_push = recorded.last_push.clone();
+        self.last_pull = recorded.last_pull.clone();
+    }
+
+    /// Records the outcome of a step in `.coffer/status.json`, with the local
+    /// changes as they are now.
+    pub fn record_step(folder: &Folder, outcome: &StepOutcome) -> Result<FolderStatus> {
         let before = Self::read(folder.root()).unwrap_or_default();
         let mut status = Self::local(folder)?;
-        let now = status.taken_ms;
-        match error {
-            None => {
-                status.last_sync_ms = Some(now);
-            }
-            Some(e) => {
-                status.last_sync_ms = before.last_sync_ms;
-                status.last_error = Some(e);
-                status.last_error_ms = Some(now);
-            }
-        }
+        status.keep_steps_of(&before);
+        status.apply(outcome, status.taken_ms);
         Self::write(folder, &status)?;
         Ok(status)
+    }
+
+    /// Folds the outcome of a step that ended at `now` into the recorded ones.
+    fn apply(&mut self, outcome: &StepOutcome, now: u64) {
+        match outcome.error() {
+            None => {
+                self.last_sync_ms = Some(now);
+                self.last_error = None;
+                self.last_error_ms = None;
+            }
+            Some(e) => {
+                self.last_error = Some(e.to_string());
+                self.last_error_ms = Some(now);
+            }
+        }
+        for (half, last) in [
+            (&outcome.push, &mut self.last_push),
+            (&outcome.pull, &mut self.last_pull),
+        ] {
+            let Some(result) = half else { continue };
+            let before_ok = last.as_ref().and_then(|l| l.ok_ms);
+            *last = Some(LastStep {
+                at_ms: now,
+                error: result.as_ref().err().cloned(),
+                ok_ms: if result.is_ok() { Some(now) } else { before_ok },
+            });
+        }
     }
 
     /// Refreshes the local half of `.coffer/status.json` (changes journaled while
@@ -128,12 +193,8 @@ impl FolderStatus {
     /// what the last step recorded.
     pub fn record_local(folder: &Folder) -> Result<FolderStatus> {
         let before = Self::read(folder.root()).unwrap_or_default();
-        let status = FolderStatus {
-            last_sync_ms: before.last_sync_ms,
-            last_error: before.last_error,
-            last_error_ms: before.last_error_ms,
-            ..Self::local(folder)?
-        };
+        let mut status = Self::local(folder)?;
+        status.keep_steps_of(&before);
         Self::write(folder, &status)?;
         Ok(status)
     }
@@ -153,5 +214,54 @@ impl FolderStatus {
     pub fn read(root: &Path) -> Option<FolderStatus> {
         let bytes = std::fs::read(root.join(STATE_DIR).join(STATUS_FILE)).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_file_from_before_the_split_still_reads() {
+        let old = r#"{"pending":1,"pending_bytes":3,"pending_deletes":0,"conflicts":[],
+            "last_sync_ms":5,"last_error":null,"last_error_ms":null,"taken_ms":6}"#;
+        let s: FolderStatus = serde_json::from_str(old).unwrap();
+        assert_eq!((s.last_sync_ms, s.last_push, s.last_pull), (Some(5), None, None));
+    }
+
+    #[test]
+    fn pushes_and_pulls_are_recorded_apart() {
+        let mut s = FolderStatus::default();
+        let push_ok = StepOutcome {
+            push: Some(Ok(())),
+            pull: None,
+        };
+        s.apply(&push_ok, 10);
+        assert_eq!(s.last_push.as_ref().map(|l| (l.at_ms, l.ok_ms)), Some((10, Some(10))));
+        assert_eq!((s.last_pull.as_ref(), s.last_sync_ms), (None, Some(10)));
+
+        // A sync whose push fails runs no pull: the pull's record stays.
+        let failed = StepOutcome {
+            push: Some(Err("store gone".into())),
+            pull: None,
+        };
+        s.apply(&failed, 20);
+        let push = s.last_push.clone().unwrap();
+        assert_eq!(
+            (push.at_ms, push.error.as_deref(), push.ok_ms),
+            (20, Some("store gone"), Some(10))
+        );
+        assert_eq!((s.last_error.as_deref(), s.last_sync_ms), (Some("store gone"), Some(10)));
+        assert_eq!(s.last_pull, None);
+
+        let sync_ok = StepOutcome {
+            push: Some(Ok(())),
+            pull: Some(Ok(())),
+        };
+        s.apply(&sync_ok, 30);
+        for last in [&s.last_push, &s.last_pull] {
+            assert_eq!(last.clone().unwrap().ok_ms, Some(30));
+        }
+        assert_eq!((s.last_error, s.last_sync_ms), (None, Some(30)));
     }
 }

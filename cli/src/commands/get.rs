@@ -1,4 +1,5 @@
 //! `coffer get STORE PATH [OUT]`: one file (or a directory) out of the repository.
+//! A path that cannot be written fails the command (exit 1) with no "wrote" line.
 
 use crate::context::{Ctx, Locate};
 use coffer_engine::{Entry, RepoPath, RepoView, Repository};
@@ -76,20 +77,22 @@ pub async fn write_out(
         ctx.progress.as_ref(),
     )
     .await?;
-    for e in &r.errors {
-        eprintln!("coffer: {e}");
-        ctx.ops.emit(crate::ops::events::Event::Error {
-            message: e.clone(),
-            fatal: false,
-        });
+    if r.errors.len() > 1 {
+        for e in &r.errors {
+            ctx.ops.emit(crate::ops::events::Event::Error {
+                message: e.clone(),
+                fatal: false,
+            });
+        }
     }
+    check_export(&r, &out)?;
     ctx.summary(crate::ops::events::Summary {
-        ok: r.errors.is_empty(),
+        ok: true,
         export: Some(crate::ops::events::ExportSummary {
             out: out.display().to_string(),
             files: r.files as u64,
             bytes: r.bytes,
-            errors: r.errors.len() as u64,
+            errors: 0,
         }),
         ..Default::default()
     });
@@ -99,5 +102,26 @@ pub async fn write_out(
         r.files,
         crate::output::bytes(r.bytes)
     ));
-    Ok(super::status(r.errors.len()))
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fails an export that could not write everything, without a success line: a
+/// lone failure is the error itself; otherwise each one is told on its own line
+/// and the error sums them up.
+fn check_export(r: &coffer_engine::ExportReport, out: &std::path::Path) -> anyhow::Result<()> {
+    match r.errors.as_slice() {
+        [] => Ok(()),
+        [only] if r.files + r.symlinks == 0 => Err(anyhow::anyhow!("{only}")),
+        errors => {
+            for e in errors {
+                eprintln!("coffer: {e}");
+            }
+            anyhow::bail!(
+                "incomplete: {} path(s) not written; {} file(s) written to {}",
+                errors.len(),
+                r.files,
+                out.display()
+            )
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod add;
 pub mod check;
+pub mod completions;
 pub mod create;
 pub mod delete;
 pub mod distrust;
@@ -10,6 +11,7 @@ pub mod init;
 pub mod list;
 pub mod log;
 pub mod ls;
+pub mod man;
 pub mod pull;
 pub mod push;
 pub mod restore;
@@ -27,6 +29,12 @@ use std::process::ExitCode;
 
 /// Runs the parsed command line.
 pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    // These need no coffer home or settings: they run before any context.
+    match cli.command {
+        Command::Completions(a) => return completions::run(a),
+        Command::Man(a) => return man::run(cli.global.quiet, a),
+        _ => {}
+    }
     if matches!(cli.command, Command::Watch(_)) {
         // A step stuck retrying would hold back journaling and the daemon's own
         // backoff; one-shot commands wait longer for the store instead.
@@ -90,6 +98,9 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::run(ctx, a).await,
         Command::Setstore(a) => setstore::run(ctx, a).await,
         Command::Set(a) => set::run(ctx, a).await,
+        // Already run before any context was made; they need none.
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(ctx.quiet(), a),
         Command::Version => {
             println!(
                 "coffer {} (repository format {})",
@@ -129,21 +140,28 @@ pub fn report_damage<'a>(damaged: impl IntoIterator<Item = &'a String>) {
     );
 }
 
-/// Records how a push or pull ended in the folder's status (`coffer status
-/// DIR` shows it): a failure, or the number of problems it reported.
+/// How a push or a pull (`what`) ended, for the folder's status: `Ok`, or why
+/// it failed, or how many problems left it incomplete.
+pub fn half_outcome(
+    outcome: Result<usize, &coffer_engine::Error>,
+    what: &str,
+) -> Result<(), String> {
+    match outcome {
+        Ok(0) => Ok(()),
+        Ok(n) => Err(format!("{what} incomplete: {n} problem(s)")),
+        Err(e) => Err(crate::output::one_line(&anyhow::Error::new(e.clone()))),
+    }
+}
+
+/// Records how a step ended in the folder's status (`coffer status DIR` shows
+/// it); a failure to record is only logged.
 pub fn record_step(
     folder: &coffer_engine::Folder,
-    outcome: Result<usize, coffer_engine::Error>,
-    what: &str,
-) {
-    let error = match outcome {
-        Ok(0) => None,
-        Ok(n) => Some(format!("{what} incomplete: {n} problem(s)")),
-        Err(e) => Some(crate::output::one_line(&anyhow::Error::new(e))),
-    };
-    if let Err(e) = coffer_engine::FolderStatus::record_step(folder, error) {
-        tracing::warn!("cannot record the folder status: {e}");
-    }
+    outcome: &coffer_engine::StepOutcome,
+) -> Option<coffer_engine::FolderStatus> {
+    coffer_engine::FolderStatus::record_step(folder, outcome)
+        .map_err(|e| tracing::warn!("cannot record the folder status: {e}"))
+        .ok()
 }
 
 /// Exit status for a command that finished but reported problems.

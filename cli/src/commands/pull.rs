@@ -3,7 +3,7 @@
 use crate::context::{Ctx, Locate};
 use crate::ops::events::{Event, PullSummary, Summary};
 use crate::output::bytes;
-use coffer_engine::{Folder, PullReport};
+use coffer_engine::{Folder, PullReport, StepOutcome};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,8 +25,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
     let r = coffer_engine::pull(&repo, &folder, ctx.progress.as_ref()).await;
-    let outcome = r.as_ref().map(|r| r.errors.len());
-    super::record_step(&folder, outcome.map_err(|e| e.clone()), "pull");
+    let outcome = StepOutcome {
+        push: None,
+        pull: Some(super::half_outcome(
+            r.as_ref().map(|r| r.errors.len()),
+            "pull",
+        )),
+    };
+    super::record_step(&folder, &outcome);
     let r = r?;
     let pull = report(ctx, &r);
     super::report_damage(&r.damaged);

@@ -3,7 +3,7 @@
 use crate::context::{Ctx, Locate};
 use crate::ops::events::{Event, PushSummary, Summary};
 use crate::output::bytes;
-use coffer_engine::{Folder, PushReport};
+use coffer_engine::{Folder, PushReport, StepOutcome};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,8 +23,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, false)?;
     let r = coffer_engine::push(&repo, &folder, &ctx.upload_options(), ctx.progress.as_ref()).await;
-    let outcome = r.as_ref().map(|r| r.problems.len());
-    super::record_step(&folder, outcome.map_err(|e| e.clone()), "push");
+    let outcome = StepOutcome {
+        push: Some(super::half_outcome(
+            r.as_ref().map(|r| r.problems.len()),
+            "push",
+        )),
+        pull: None,
+    };
+    super::record_step(&folder, &outcome);
     let r = r?;
     let push = report(ctx, &r);
     super::report_damage(&r.damaged);
@@ -38,8 +44,13 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
 /// Tells what a push did as events, metrics and live state (prints nothing).
 pub fn tell(ctx: &Ctx, r: &PushReport) -> PushSummary {
-    for n in &r.notices {
-        ctx.ops.emit(Event::Warning { message: n.clone() });
+    for n in r
+        .notices
+        .iter()
+        .cloned()
+        .chain(coffer_engine::special_notice(&r.skipped_special))
+    {
+        ctx.ops.emit(Event::Warning { message: n });
     }
     for p in r.problems.iter().chain(&r.damaged) {
         ctx.ops.emit(Event::Error {
@@ -55,7 +66,12 @@ pub fn tell(ctx: &Ctx, r: &PushReport) -> PushSummary {
 /// Prints what a push did (problems on stderr, a summary unless `--quiet`)
 /// and [`tell`]s it.
 pub fn report(ctx: &Ctx, r: &PushReport) -> PushSummary {
-    for n in &r.notices {
+    for n in r
+        .notices
+        .iter()
+        .cloned()
+        .chain(coffer_engine::special_notice(&r.skipped_special))
+    {
         eprintln!("coffer: note: {n}");
     }
     for p in &r.problems {

@@ -1,6 +1,6 @@
 //! `coffer status` (hcs3): where credentials come from, which buckets they reach,
 //! and this machine's properties. `coffer status DIR`: what DIR has not synced yet,
-//! the last sync and the last error, and its conflict copies.
+//! how its last push and its last pull went, and its conflict copies.
 
 use crate::context::Ctx;
 use crate::settings;
@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A synced folder: report its pending changes and last sync instead.
+    /// A synced folder: report its pending changes, last push and last pull
+    /// instead.
     pub dir: Option<std::path::PathBuf>,
     /// JSON output (with DIR).
     #[arg(long)]
@@ -42,9 +43,7 @@ fn folder_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
         Ok(folder) => {
             let mut s = FolderStatus::local(&folder)?;
             if let Some(r) = &recorded {
-                s.last_sync_ms = r.last_sync_ms;
-                s.last_error = r.last_error.clone();
-                s.last_error_ms = r.last_error_ms;
+                s.keep_steps_of(r);
             }
             (s, true)
         }
@@ -62,13 +61,6 @@ fn folder_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    let when = |ms: Option<u64>| match ms {
-        Some(ms) => humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-        )
-        .to_string(),
-        None => "never".to_string(),
-    };
     println!("folder:     {}", dir.display());
     println!("store:      {} (device {})", binding.store, &binding.device);
     if !live {
@@ -83,11 +75,7 @@ fn folder_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
         crate::output::bytes(status.pending_bytes),
         status.pending_deletes
     );
-    println!("last sync:  {}", when(status.last_sync_ms));
-    match &status.last_error {
-        Some(e) => println!("last error: {} ({e})", when(status.last_error_ms)),
-        None => println!("last error: none"),
-    }
+    print_steps(&status);
     for e in &status.excluded {
         println!("left out:   {e}");
     }
@@ -100,6 +88,48 @@ fn folder_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 3339 seconds, or "never".
+fn when(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        None => "never".to_string(),
+    }
+}
+
+/// The "last push" and "last pull" lines; a status file written before they
+/// were told apart has only the last step of either kind.
+fn print_steps(status: &coffer_engine::FolderStatus) {
+    if status.last_push.is_none()
+        && status.last_pull.is_none()
+        && (status.last_sync_ms.is_some() || status.last_error.is_some())
+    {
+        println!("last sync:  {} (push or pull)", when(status.last_sync_ms));
+        if let Some(e) = &status.last_error {
+            println!("last error: {} ({e})", when(status.last_error_ms));
+        }
+        return;
+    }
+    for (label, last) in [
+        ("last push: ", &status.last_push),
+        ("last pull: ", &status.last_pull),
+    ] {
+        match last {
+            None => println!("{label} never"),
+            Some(l) => match &l.error {
+                None => println!("{label} {} (ok)", when(Some(l.at_ms))),
+                Some(e) => println!(
+                    "{label} {} (failed: {e}; last ok: {})",
+                    when(Some(l.at_ms)),
+                    when(l.ok_ms)
+                ),
+            },
+        }
+    }
 }
 
 /// `coffer status` (hcs3).

@@ -6,7 +6,7 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::{Context, bail};
-use coffer_engine::{Folder, FolderStatus, Repository};
+use coffer_engine::{Folder, Repository, StepOutcome};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,20 +29,31 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     };
     let (repo, opened) = ctx.repo(&store, Locate::Existing).await?;
     let folder = Folder::open(&a.dir, repo.id(), &opened.url, true)?;
-    let outcome = once(ctx, &repo, &folder).await;
-    let error = outcome.as_ref().err().map(crate::output::one_line);
-    if let Err(e) = FolderStatus::record_step(&folder, error) {
-        tracing::warn!("cannot record the folder status: {e}");
-    }
+    let mut step = StepOutcome::default();
+    let outcome = once(ctx, &repo, &folder, &mut step).await;
+    super::record_step(&folder, &step);
     outcome
 }
 
-/// One push, then one pull.
-async fn once(ctx: &Ctx, repo: &Repository, folder: &Folder) -> anyhow::Result<ExitCode> {
+/// One push, then one pull; `step` tells how each half went.
+async fn once(
+    ctx: &Ctx,
+    repo: &Repository,
+    folder: &Folder,
+    step: &mut StepOutcome,
+) -> anyhow::Result<ExitCode> {
     let pushed =
-        coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await?;
+        coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await;
+    let problems = pushed.as_ref().map(|r| r.problems.len());
+    step.push = Some(super::half_outcome(problems, "push"));
+    let pushed = pushed?;
     let push = super::push::report(ctx, &pushed);
-    let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await?;
+    let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await;
+    step.pull = Some(super::half_outcome(
+        pulled.as_ref().map(|r| r.errors.len()),
+        "pull",
+    ));
+    let pulled = pulled?;
     let pull = super::pull::report(ctx, &pulled);
     super::report_damage(pushed.damaged.iter().chain(&pulled.damaged));
     ctx.summary(crate::ops::events::Summary {

@@ -19,7 +19,9 @@ use crate::context::{Ctx, Locate};
 use crate::ops::events::{Event, Summary};
 use crate::ops::server::{self, Listen};
 use crate::progress::StatusLine;
-use coffer_engine::{Folder, FolderStatus, PullReport, PushReport, Repository};
+use coffer_engine::{
+    Folder, FolderStatus, PullReport, PushReport, RepoPath, Repository, StepOutcome,
+};
 use coffer_watcher::{FolderWatcher, WatchOptions};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -108,7 +110,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let mut changes = changes;
     let mut line = StatusLine::new(ctx.quiet());
     let mut stopping = false;
-    let mut told = BTreeSet::new();
+    let mut told = Told::default();
     loop {
         line.clear();
         // Changes that settle while the step runs (or waits on the store) are
@@ -116,8 +118,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         let mut changed_meanwhile = false;
         ctx.ops.step_started();
         let began = Instant::now();
+        let mut halves = StepOutcome::default();
         let outcome = {
-            let step = step(ctx, &repo, &folder, &mut told);
+            let step = step(ctx, &repo, &folder, &mut told, &mut halves);
             tokio::pin!(step);
             loop {
                 tokio::select! {
@@ -131,18 +134,20 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        let error = outcome.as_ref().err().map(crate::output::one_line);
+        let error = match &outcome {
+            Err(e) => Some(crate::output::one_line(e)),
+            Ok(()) => halves.error().map(String::from),
+        };
         if let Some(e) = &error {
             ctx.ops.emit(Event::Error {
                 message: e.clone(),
-                fatal: true,
+                fatal: outcome.is_err(),
             });
         }
         ctx.ops
-            .step_ended("sync", began.elapsed().as_secs_f64(), error.clone());
-        match FolderStatus::record_step(&folder, error) {
-            Ok(st) => show_local(ctx, &folder, &st),
-            Err(e) => tracing::warn!("cannot record the folder status: {e}"),
+            .step_ended("sync", began.elapsed().as_secs_f64(), error);
+        if let Some(st) = super::record_step(&folder, &halves) {
+            show_local(ctx, &folder, &st);
         }
         if stopping {
             break;
@@ -284,18 +289,34 @@ fn journal_changes(folder: &Folder, batch: &coffer_watcher::Batch) -> anyhow::Re
     Ok(())
 }
 
+/// What this daemon has told already, so that each step does not repeat it.
+#[derive(Debug, Default)]
+struct Told {
+    /// Damage in the store (told once each).
+    damaged: BTreeSet<String>,
+    /// The special files the last push skipped (told again when they change).
+    special: Vec<RepoPath>,
+}
+
 /// One sync step; problems with single paths are reported but do not fail it.
-/// `told`: damage in the store already reported by this daemon (once each).
+/// `halves` tells how its push and its pull went, for the folder's status.
 async fn step(
     ctx: &Ctx,
     repo: &Repository,
     folder: &Folder,
-    told: &mut BTreeSet<String>,
+    told: &mut Told,
+    halves: &mut StepOutcome,
 ) -> anyhow::Result<()> {
     let began = Instant::now();
     let pushed =
-        coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await?;
-    let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await?;
+        coffer_engine::push(repo, folder, &ctx.upload_options(), ctx.progress.as_ref()).await;
+    let problems = pushed.as_ref().map(|r| r.problems.len());
+    halves.push = Some(super::half_outcome(problems, "push"));
+    let pushed = pushed?;
+    let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await;
+    let errors = pulled.as_ref().map(|r| r.errors.len());
+    halves.pull = Some(super::half_outcome(errors, "pull"));
+    let pulled = pulled?;
     report(ctx, &pushed, &pulled, told);
     let push = super::push::tell(ctx, &pushed);
     let pull = super::pull::tell(ctx, &pulled);
@@ -309,18 +330,24 @@ async fn step(
     Ok(())
 }
 
-fn report(ctx: &Ctx, pushed: &PushReport, pulled: &PullReport, told: &mut BTreeSet<String>) {
+fn report(ctx: &Ctx, pushed: &PushReport, pulled: &PullReport, told: &mut Told) {
     for p in &pushed.problems {
         eprintln!("coffer: {p}");
     }
     for e in &pulled.errors {
         eprintln!("coffer: {e}");
     }
+    if pushed.skipped_special != told.special {
+        if let Some(n) = coffer_engine::special_notice(&pushed.skipped_special) {
+            eprintln!("coffer: note: {n}");
+        }
+        told.special.clone_from(&pushed.skipped_special);
+    }
     let new: Vec<&String> = pushed
         .damaged
         .iter()
         .chain(&pulled.damaged)
-        .filter(|d| told.insert((*d).clone()))
+        .filter(|d| told.damaged.insert((*d).clone()))
         .collect();
     super::report_damage(new);
     let changed =

@@ -69,6 +69,9 @@ pub struct PushReport {
     /// Local files kept as conflict copies on joining a repository that had
     /// their paths ([`crate::sync::push::join`]).
     pub joined: usize,
+    /// Sockets, FIFOs and devices in the folder (not ignored by a rule), which
+    /// are never synced, in walk order ([`special_notice`] tells them).
+    pub skipped_special: Vec<RepoPath>,
 }
 
 /// Changes of the folder committed together.
@@ -81,6 +84,7 @@ struct Batch {
     scanned: usize,
     problems: Vec<String>,
     notices: Vec<String>,
+    special: Vec<RepoPath>,
     /// The folder has been walked to the end.
     last: bool,
 }
@@ -163,6 +167,7 @@ fn fill_batch(diff: &mut Diff, root: &Path, journal: &Journal, limit: usize) -> 
         }
     }
     b.problems = diff.take_problems();
+    b.special = diff.take_special();
     b.notices = diff
         .take_excluded()
         .into_iter()
@@ -193,6 +198,27 @@ pub fn excluded_notice(path: &RepoPath, why: Excluded) -> String {
     }
 }
 
+/// Special files named by [`special_notice`]; the rest are counted.
+const SPECIAL_NAMED: usize = 3;
+
+/// What a push says about the sockets, FIFOs and devices it skipped (`None`
+/// if there were none): how many, and the first few by name.
+pub fn special_notice(paths: &[RepoPath]) -> Option<String> {
+    let first = paths.first()?;
+    let mut names = first.to_string();
+    for p in paths.iter().take(SPECIAL_NAMED).skip(1) {
+        names.push_str(", ");
+        names.push_str(&p.to_string());
+    }
+    if paths.len() > SPECIAL_NAMED {
+        names.push_str(&format!(" and {} more", paths.len() - SPECIAL_NAMED));
+    }
+    Some(format!(
+        "skipped {} special file(s) (FIFO, socket or device), which are never synced: {names}",
+        paths.len()
+    ))
+}
+
 /// Uploads one batch's files and commits its changes.
 async fn push_batch(
     repo: &Repository,
@@ -211,11 +237,13 @@ async fn push_batch(
         scanned,
         problems,
         notices,
+        special,
         ..
     } = batch;
     report.scanned += scanned;
     report.problems.extend(problems);
     report.notices.extend(notices);
+    report.skipped_special.extend(special);
     report.files_read += tasks.len();
     if !tasks.is_empty() {
         let (outcomes, stats) = upload::upload_files(
@@ -427,5 +455,25 @@ pub(crate) fn same_state(a: &Entry, b: &Entry) -> bool {
             },
         ) => a == b && ma == mb,
         _ => a.same_content(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_special_notice_counts_all_and_names_a_few() {
+        let paths: Vec<RepoPath> = ["a/fifo", "b.sock", "c", "d", "e"]
+            .iter()
+            .map(|p| RepoPath::new(p.as_bytes().to_vec()).unwrap())
+            .collect();
+        assert_eq!(special_notice(&[]), None);
+        let one = special_notice(&paths[..1]).unwrap();
+        assert!(one.starts_with("skipped 1 special file(s)"), "{one}");
+        assert!(one.ends_with(": a/fifo"), "{one}");
+        let five = special_notice(&paths).unwrap();
+        assert!(five.starts_with("skipped 5 special file(s)"), "{five}");
+        assert!(five.ends_with(": a/fifo, b.sock, c and 2 more"), "{five}");
     }
 }

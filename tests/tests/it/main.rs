@@ -5,6 +5,7 @@
 
 mod bandwidth;
 mod local_cli;
+mod ops_cli;
 mod s3;
 mod sync_cli;
 

@@ -407,7 +407,7 @@ fn an_unreadable_commit_is_reported_once_and_distrust_is_the_way_out() {
     assert_eq!(e.run(&["pull", "store", &arg(&three)]).code, Some(3));
 }
 
-/// `status DIR` shows the last push's failure, not "none".
+/// `status DIR` shows the last push's failure, and when one last succeeded.
 #[test]
 fn status_shows_the_error_of_a_failed_push() {
     let e = env();
@@ -418,7 +418,14 @@ fn status_shows_the_error_of_a_failed_push() {
     e.ok(&["push", &arg(&dir), "store"]);
     fs::remove_dir_all(e.path("store/log")).unwrap();
     e.fails(&["push", &arg(&dir), "store"]);
-    let s = e.ok(&["status", &arg(&dir)]);
-    assert!(!s.stdout.contains("last error: none"), "{}", s.stdout);
-    assert!(s.stdout.contains("rollback"), "{}", s.stdout);
+    let s = e.ok(&["status", &arg(&dir)]).stdout;
+    let push = s
+        .lines()
+        .find(|l| l.starts_with("last push:"))
+        .unwrap_or_default();
+    assert!(
+        push.contains("(failed: ") && push.contains("rollback"),
+        "{s}"
+    );
+    assert!(push.contains("; last ok: 2"), "{s}");
 }

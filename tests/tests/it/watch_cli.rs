@@ -1,5 +1,6 @@
 //! `coffer watch`: two daemons keep two folders converged, ride out an unreachable
-//! store, and stop cleanly on SIGTERM.
+//! store, and stop cleanly on SIGTERM; a daemon tells the special files it skips
+//! only when they change.
 
 use crate::{arg, env};
 use coffer_tests::env::Env;
@@ -122,4 +123,43 @@ fn two_daemons_converge_and_ride_out_an_unreachable_store() {
     assert!(la.contains("retrying"), "{la}");
     assert!(lb.contains("stopped"), "{lb}");
     assert_same_tree(&a, &b);
+}
+
+/// When the daemon holding `dir` recorded its last push, if it did.
+fn pushed_at(e: &Env, dir: &Path) -> Option<u64> {
+    let r = e.run(&["status", &arg(dir), "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&r.stdout).ok()?;
+    s["last_push"]["at_ms"].as_u64()
+}
+
+/// Waits until the daemon holding `dir` has recorded `n` more pushes.
+fn more_pushes(e: &Env, dir: &Path, n: usize) {
+    for _ in 0..n {
+        let before = pushed_at(e, dir);
+        within(Duration::from_secs(20), "a daemon step", || {
+            pushed_at(e, dir) > before
+        });
+    }
+}
+
+#[test]
+fn a_daemon_tells_the_special_files_it_skips_only_when_they_change() {
+    let e = env();
+    e.ok(&["init", "store"]);
+    let dir = e.path("dir");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("a.txt"), "a\n").unwrap();
+    crate::ops_cli::mkfifo(&dir.join("p1"));
+    let d = daemon(&e, &dir);
+    more_pushes(&e, &dir, 3);
+    crate::ops_cli::mkfifo(&dir.join("p2"));
+    more_pushes(&e, &dir, 3);
+    fs::remove_file(dir.join("p2")).unwrap();
+    more_pushes(&e, &dir, 3);
+    let log = stop(d);
+    let told: Vec<&str> = log.lines().filter(|l| l.contains("special file")).collect();
+    assert_eq!(told.len(), 3, "{log}");
+    assert!(told[0].contains("skipped 1 special file(s)") && told[0].ends_with(": p1"));
+    assert!(told[1].contains("skipped 2 special file(s)") && told[1].ends_with(": p1, p2"));
+    assert!(told[2].contains("skipped 1 special file(s)") && told[2].ends_with(": p1"));
 }

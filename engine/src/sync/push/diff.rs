@@ -78,6 +78,11 @@ impl Diff {
         self.walk.take_excluded()
     }
 
+    /// Sockets, FIFOs and devices the walk skipped so far.
+    pub fn take_special(&mut self) -> Vec<RepoPath> {
+        self.walk.take_special()
+    }
+
     /// Problems the walk met so far (unreadable entries and directories).
     pub fn take_problems(&mut self) -> Vec<String> {
         self.walk.take_problems()

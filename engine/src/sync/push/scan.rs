@@ -2,7 +2,8 @@
 //!
 //! The walk never follows symlinks, skips `.coffer/` and paths matched by
 //! `.cofferignore` (gitignore syntax), and reports unreadable directories instead of
-//! failing: their previously synced contents are *not* taken as deleted.
+//! failing: their previously synced contents are *not* taken as deleted. Sockets,
+//! FIFOs and devices are never synced; the walk lists the ones it skips.
 
 use crate::error::{Error, Result};
 use crate::format::path::{RepoPath, STATE_DIR};
@@ -229,6 +230,8 @@ pub struct Walk {
     problems: Vec<String>,
     /// Directories left out without a rule, in walk order.
     excluded: Vec<(RepoPath, Excluded)>,
+    /// Sockets, FIFOs and devices skipped (not ignored by a rule), in walk order.
+    special: Vec<RepoPath>,
 }
 
 impl Walk {
@@ -243,6 +246,7 @@ impl Walk {
             announce: None,
             problems: Vec::new(),
             excluded: Vec::new(),
+            special: Vec::new(),
         };
         walk.open_level(None, top, handle);
         Ok(walk)
@@ -260,8 +264,13 @@ impl Walk {
                 self.handles.pop();
                 continue;
             };
-            if matches!(child.kind, ChildKind::Skip | ChildKind::Special) {
-                continue;
+            match child.kind {
+                ChildKind::Skip => continue,
+                ChildKind::Special => {
+                    self.special.push(child.path);
+                    continue;
+                }
+                ChildKind::Enter | ChildKind::Leaf => {}
             }
             let meta = match child.dirent.metadata() {
                 Ok(m) => m,
@@ -271,6 +280,8 @@ impl Walk {
                 }
             };
             let Some(entry) = LocalEntry::from_metadata(child.path.clone(), &meta) else {
+                // Replaced by a socket, FIFO or device since the listing.
+                self.special.push(child.path);
                 continue;
             };
             if meta.is_dir() && child.kind == ChildKind::Enter {
@@ -310,7 +321,11 @@ impl Walk {
         std::mem::take(&mut self.excluded)
     }
 
-    /// Reads one directory into a new level.
+    /// Sockets, FIFOs and devices skipped so far.
+    pub fn take_special(&mut self) -> Vec<RepoPath> {
+        std::mem::take(&mut self.special)
+    }
+
     /// Opens the directory `child` of the innermost open directory: by its
     /// parent's handle (`openat`, not following a symlink), listed through
     /// `/proc/self/fd`, so a deep path never meets `PATH_MAX`; by its full path
@@ -402,6 +417,12 @@ mod tests {
 
     /// Every entry of a whole walk, and its problems.
     fn walk_all(root: &Path) -> (Vec<LocalEntry>, Vec<String>) {
+        let (entries, problems, _) = walk_with_special(root);
+        (entries, problems)
+    }
+
+    /// Every entry of a whole walk, its problems and the special files it skipped.
+    fn walk_with_special(root: &Path) -> (Vec<LocalEntry>, Vec<String>, Vec<String>) {
         let mut walk = Walk::new(root, IgnoreRules::load(root).unwrap()).unwrap();
         let mut entries = Vec::new();
         while let Some(step) = walk.step() {
@@ -409,7 +430,24 @@ mod tests {
                 entries.push(e);
             }
         }
-        (entries, walk.take_problems())
+        let special = walk.take_special().iter().map(RepoPath::display).collect();
+        (entries, walk.take_problems(), special)
+    }
+
+    #[test]
+    fn special_files_are_skipped_and_listed_unless_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir(r.join("sub")).unwrap();
+        fs::write(r.join("a.txt"), "a").unwrap();
+        fs::write(r.join(IGNORE_FILE), "*.ignored\n").unwrap();
+        let _sockets = ["sub/s.sock", "z.sock", "x.ignored"]
+            .map(|p| std::os::unix::net::UnixListener::bind(r.join(p)).unwrap());
+        let (entries, problems, special) = walk_with_special(r);
+        let paths: Vec<String> = entries.iter().map(|e| e.path.display()).collect();
+        assert_eq!(paths, [".cofferignore", "a.txt", "sub"]);
+        assert_eq!(special, ["sub/s.sock", "z.sock"]);
+        assert!(problems.is_empty());
     }
 
     #[test]
