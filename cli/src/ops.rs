@@ -46,7 +46,9 @@ pub struct Live {
     pub progress: Option<ProgressEvent>,
     pub pending_changes: u64,
     pub pending_bytes: u64,
+    /// The last push that wrote a commit.
     pub last_push: Option<Stamped<PushSummary>>,
+    /// The last pull that changed the folder.
     pub last_pull: Option<Stamped<PullSummary>>,
     /// When a step last succeeded.
     pub last_success: Option<String>,
@@ -237,14 +239,23 @@ impl Ops {
         });
     }
 
+    /// Counts a push; the live state keeps the last one that wrote a commit.
     pub fn pushed(&self, p: PushSummary) {
         self.metrics.pushed(&p);
+        let Some(seq) = p.commit else { return };
+        let device = self.live().device.clone();
+        if !device.is_empty() {
+            self.device_seen(device, seq, Some(coffer_engine::now_millis()));
+        }
         self.update(|l| l.last_push = Some(Stamped::now(p)));
     }
 
+    /// Counts a pull; the live state keeps the last one that changed the folder.
     pub fn pulled(&self, p: PullSummary) {
         self.metrics.pulled(&p);
-        self.update(|l| l.last_pull = Some(Stamped::now(p)));
+        if p.files_written + p.deleted + p.dirs_created + p.conflict_copies > 0 {
+            self.update(|l| l.last_pull = Some(Stamped::now(p)));
+        }
     }
 
     /// A conflict copy was written.
@@ -320,7 +331,7 @@ impl Ops {
             }
         };
         if let Some(state) = told
-            && self.events.subscribe().is_some()
+            && self.events.has_bus()
         {
             self.events.emit(Event::State(state));
         }

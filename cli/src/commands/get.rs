@@ -28,6 +28,9 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    if a.json && a.out.as_deref() == Some(std::path::Path::new("-")) {
+        anyhow::bail!("--json prints events on stdout: give OUT other than `-`");
+    }
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
     let path = super::path_or_all(&a.path)?;
     let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
@@ -52,9 +55,6 @@ pub async fn write_out(
         let (Some(path), Some(Entry::File(f))) = (path, &entry) else {
             anyhow::bail!("only a regular file can go to stdout");
         };
-        if ctx.ops.events.on_stdout() {
-            anyhow::bail!("--json prints events on stdout: give OUT other than `-`");
-        }
         let mut stdout = std::io::stdout();
         coffer_engine::stream_file(repo, &view.journal, path, f, &mut stdout).await?;
         return Ok(ExitCode::SUCCESS);

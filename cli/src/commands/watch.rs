@@ -46,7 +46,7 @@ pub struct Args {
     /// Serve a status page, /metrics, /events and /healthz on IP:PORT (port 0:
     /// any free port; the address is printed). Loopback only, unless
     /// --listen-allow-remote.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "COFFER_LISTEN")]
     pub listen: Option<String>,
     /// Allow --listen on an address other machines reach (needs
     /// --listen-token-file).
@@ -54,7 +54,12 @@ pub struct Args {
     pub listen_allow_remote: bool,
     /// A bearer token (first line; mode 0600) every HTTP request must carry:
     /// `Authorization: Bearer TOKEN` or `?token=TOKEN`.
-    #[arg(long, value_name = "FILE", requires = "listen")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "listen",
+        env = "COFFER_LISTEN_TOKEN_FILE"
+    )]
     pub listen_token_file: Option<PathBuf>,
     /// Print JSON events on stdout, one per line (progress, warnings, errors,
     /// conflicts, a summary; see the README's "JSON events").

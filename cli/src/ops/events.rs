@@ -67,6 +67,8 @@ pub struct PushSummary {
     /// Seq of the last commit written (none: nothing to push).
     pub commit: Option<u64>,
     pub commits: u64,
+    /// Commits read from the store before pushing.
+    pub commits_read: u64,
     pub changes: u64,
     pub deleted: u64,
     pub scanned: u64,
@@ -83,6 +85,7 @@ pub struct PushSummary {
 /// What a pull did.
 #[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
 pub struct PullSummary {
+    /// Commits read from the store by the pull.
     pub commits: u64,
     pub files_written: u64,
     pub bytes_written: u64,
@@ -119,6 +122,7 @@ impl From<&coffer_engine::PushReport> for PushSummary {
         PushSummary {
             commit: r.commit,
             commits: n(r.commits),
+            commits_read: n(r.commits_read),
             changes: n(r.changes),
             deleted: n(r.deleted),
             scanned: n(r.scanned),
@@ -186,11 +190,6 @@ impl Events {
         self
     }
 
-    /// Some event goes somewhere.
-    pub fn active(&self) -> bool {
-        self.stdout || self.bus.is_some()
-    }
-
     /// JSON lines on stdout.
     pub fn on_stdout(&self) -> bool {
         self.stdout
@@ -201,8 +200,14 @@ impl Events {
         self.bus.as_ref().map(broadcast::Sender::subscribe)
     }
 
+    /// There is a bus (the daemon's), listened to or not.
+    pub fn has_bus(&self) -> bool {
+        self.bus.is_some()
+    }
+
     pub fn emit(&self, event: Event) {
-        if !self.active() {
+        let to_bus = self.bus.as_ref().filter(|b| b.receiver_count() > 0);
+        if !self.stdout && to_bus.is_none() {
             return;
         }
         let line = self.line(&event);
@@ -212,8 +217,8 @@ impl Events {
             // A closed stdout (`| head`) must not stop the work.
             let _ = writeln!(out, "{line}").and_then(|()| out.flush());
         }
-        if let Some(bus) = &self.bus {
-            // No subscriber is not an error.
+        if let Some(bus) = to_bus {
+            // A subscriber gone meanwhile is not an error.
             let _ = bus.send(line);
         }
     }

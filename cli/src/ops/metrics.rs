@@ -154,7 +154,7 @@ impl Metrics {
         );
         r.register(
             "coffer_commits_pulled",
-            "Commits read from the store and applied",
+            "Commits of other devices read from the store (by pushes and pulls)",
             self.commits_pulled.clone(),
         );
         r.register(
@@ -224,6 +224,7 @@ impl Metrics {
         self.chunks_deduplicated
             .inc_by(p.chunks.saturating_sub(p.new_chunks));
         self.commits_pushed.inc_by(p.commits);
+        self.commits_pulled.inc_by(p.commits_read);
         self.path_errors(p.problems);
     }
 

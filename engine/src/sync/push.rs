@@ -57,6 +57,9 @@ pub struct PushReport {
     pub commit: Option<u64>,
     /// Commits written (one per batch of changes).
     pub commits: usize,
+    /// Commits read from the store before pushing (a push first catches up
+    /// with the logs, so a pull after it may read none).
+    pub commits_read: usize,
     /// Problems that did not stop the push (unreadable files...). A push with
     /// problems is incomplete: those paths stay pending.
     pub problems: Vec<String>,
@@ -107,6 +110,7 @@ pub async fn push(
     let mut report = PushReport::default();
     let fetched = folder.device().refresh(repo, progress).await?;
     report.damaged = fetched.errors.iter().map(logs::describe_damage).collect();
+    report.commits_read = fetched.commits;
 
     let root = folder.root().to_path_buf();
     let rules = folder_rules(repo, &root)?;

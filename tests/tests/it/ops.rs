@@ -278,7 +278,11 @@ fn status_page_metrics_and_events_follow_two_daemons_through_an_outage() {
     assert_eq!((objects(&ma) + objects(&mb)) as u64, after.0 - before.0);
     let pushed = sample(&ma, "coffer_commits_pushed_total", &[]);
     assert!(pushed >= 2.0, "a pushed {pushed} commits");
-    assert!(sample(&mb, "coffer_commits_pulled_total", &[]) >= pushed);
+    let pulled = sample(&mb, "coffer_commits_pulled_total", &[]);
+    assert!(
+        pulled >= pushed,
+        "b pulled {pulled} commits, a pushed {pushed}"
+    );
     let dedup = sample(&ma, "coffer_chunks_deduplicated_total", &[])
         - sample(&before_copy, "coffer_chunks_deduplicated_total", &[]);
     assert!(dedup >= 1.0, "copy.bin's chunks were deduplicated: {dedup}");
