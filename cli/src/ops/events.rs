@@ -190,11 +190,6 @@ impl Events {
         self
     }
 
-    /// JSON lines on stdout.
-    pub fn on_stdout(&self) -> bool {
-        self.stdout
-    }
-
     /// A new subscriber to the bus (none without one).
     pub fn subscribe(&self) -> Option<broadcast::Receiver<String>> {
         self.bus.as_ref().map(broadcast::Sender::subscribe)
