@@ -1,5 +1,5 @@
-//! Bandwidth limits of the real program on a local store: the wall time of a
-//! limited push and pull follows the rate.
+//! Bandwidth limits of the real program on a local store and on Garage: the
+//! wall time of a limited push and pull follows the rate.
 
 use crate::{arg, env};
 use coffer_tests::tree::{assert_same_tree, random_file};
@@ -62,4 +62,32 @@ fn a_bad_rate_is_one_clear_line() {
         "{}",
         run.stderr
     );
+}
+
+/// On S3 (the project's Garage) the limit works inside the request bodies: a
+/// 20 MiB push at 4 MiB/s and a pull of it at 4 MiB/s each take about 5 s
+/// (asserted with a wide margin; the lower bound is the limit itself).
+#[test]
+fn limits_hold_on_garage_in_both_directions() {
+    let s3 = coffer_tests::s3::S3Env::from_env();
+    let mut e = env();
+    s3.configure(&mut e, &s3.endpoint);
+    let bucket = coffer_tests::s3::S3Env::unique_bucket("bwlimit");
+    e.ok(&["create", &bucket]);
+    std::fs::create_dir_all(e.path("src")).unwrap();
+    random_file(&e.path("src/big"), 20 * MIB, 13);
+    let store = format!("s3://{bucket}");
+    let window = Duration::from_secs(4)..=Duration::from_secs(9);
+    let t = Instant::now();
+    e.ok(&["push", "src", &store, "--limit-upload", "4M"]);
+    let took = t.elapsed();
+    eprintln!("20 MiB push to Garage at --limit-upload 4M: {took:.2?}");
+    assert!(window.contains(&took), "push took {took:?}");
+    let dst = e.path("dst");
+    let t = Instant::now();
+    e.ok(&["pull", &store, &arg(&dst), "--limit-download", "4M"]);
+    let took = t.elapsed();
+    eprintln!("20 MiB pull from Garage at --limit-download 4M: {took:.2?}");
+    assert_same_tree(&e.path("src"), &dst);
+    assert!(window.contains(&took), "pull took {took:?}");
 }

@@ -307,14 +307,11 @@ fn status_page_metrics_and_events_follow_two_daemons_through_an_outage() {
         reset: 1.0,
         ..Faults::default()
     });
-    let outage = Instant::now();
+    // Within one poll (2 s): the poll's first request fails. The margin is
+    // for a loaded machine.
+    da.wait_state("failing", secs(15));
     let page = tools::page_check(&da.base, "failing", Some("#state"), None, secs(20));
     assert!(page.ok, "{page:?}");
-    assert!(
-        outage.elapsed() < secs(12),
-        "failing shown after {:?}",
-        outage.elapsed()
-    );
     fs::write(a.join("shared.txt"), "edited on a\n").unwrap();
     fs::write(b.join("shared.txt"), "edited on b\n").unwrap();
     within(secs(30), "healthz fails", || {
