@@ -345,8 +345,15 @@ fn status_page_metrics_and_events_follow_two_daemons_through_an_outage() {
     let page = tools::page_check(&da.base, &conflicts[0], Some("#conflicts"), None, secs(20));
     assert!(page.ok, "{page:?}");
     let (ma, mb) = (da.metrics(), db.metrics());
+    // The copy is written by each device that derives it in a pull (one or
+    // both, as the pulls interleave); a device that gets it as a pushed file
+    // does not count it.
     let written = sample(&ma, "coffer_conflicts_total", &[]);
-    assert_eq!(written + sample(&mb, "coffer_conflicts_total", &[]), 1.0);
+    let total = written + sample(&mb, "coffer_conflicts_total", &[]);
+    assert!(
+        (1.0..=2.0).contains(&total),
+        "{total} conflict copies written"
+    );
     let resets = |m: &Value| sample(m, "coffer_store_retries_total", &[("reason", "reset")]);
     let injected = proxy.injected().get("reset").copied().unwrap_or(0);
     assert!(injected > 0);
