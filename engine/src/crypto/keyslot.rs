@@ -153,6 +153,18 @@ impl KeySlot {
         })
     }
 
+    /// Refuses a slot of another version, kind or KDF than this build opens.
+    pub fn check_supported(&self, object: &str) -> Result<()> {
+        if self.version != SLOT_VERSION || self.kind != "passphrase" || self.kdf != "argon2id" {
+            return Err(Error::UnsupportedVersion {
+                what: format!("key slot {object} ({} / {})", self.kind, self.kdf),
+                found: self.version,
+                supported: SLOT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
     /// Unwraps the master key. `Ok(None)` means the passphrase does not open this slot.
     pub fn open(
         &self,
@@ -161,13 +173,7 @@ impl KeySlot {
         slot: &SlotId,
     ) -> Result<Option<MasterKey>> {
         let object = format!("keys/{slot}");
-        if self.version != SLOT_VERSION || self.kind != "passphrase" || self.kdf != "argon2id" {
-            return Err(Error::UnsupportedVersion {
-                what: format!("key slot {object} ({} / {})", self.kind, self.kdf),
-                found: self.version,
-                supported: SLOT_VERSION,
-            });
-        }
+        self.check_supported(&object)?;
         let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(&object, "bad salt"))?;
         let wrapped = hex::decode(&self.wrapped).map_err(|_| Error::corrupt(&object, "bad hex"))?;
         if wrapped.len() != 32 + SEAL_OVERHEAD || salt.len() < 16 {
