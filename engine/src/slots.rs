@@ -13,8 +13,8 @@ use crate::repo::Repository;
 use crate::store::{self, DynStore, layout};
 use bytes::Bytes;
 
-/// A key slot as its plaintext object tells it. Format-1 slots record neither
-/// when nor on which host they were made, so neither is known.
+/// A key slot as its plaintext object tells it. Version-1 slots record neither
+/// when nor on which host they were made, so neither is known for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotInfo {
     pub id: SlotId,
@@ -22,6 +22,12 @@ pub struct SlotInfo {
     pub kind: Option<String>,
     /// The Argon2id cost of a passphrase slot.
     pub kdf: Option<KdfParams>,
+    /// When it was made (Unix ms, by its writer's clock), if it records it.
+    /// Bound into the seal: a slot whose record was edited no longer opens.
+    pub created: Option<u64>,
+    /// The host name of the machine that made it, if it records it ("" when
+    /// that machine had none).
+    pub host: Option<String>,
     /// Why the slot cannot be used (damaged, unsupported), if it cannot.
     pub problem: Option<String>,
 }
@@ -44,14 +50,20 @@ async fn describe(store: &DynStore, key: &str, id: SlotId) -> Result<SlotInfo> {
         Ok(s) => s,
         Err(e) => return Ok(unusable(id, format!("damaged: {e}"))),
     };
-    let problem = match slot.check_supported(key) {
-        Ok(()) => slot.params.validate().err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
+    let checked = slot
+        .check_supported(key)
+        .and_then(|()| slot.params.validate())
+        .and_then(|()| slot.origin(key).map(|o| o.map(|(t, h)| (t, h.to_string()))));
+    let (origin, problem) = match checked {
+        Ok(origin) => (origin, None),
+        Err(e) => (None, Some(e.to_string())),
     };
     Ok(SlotInfo {
         id,
         kind: Some(slot.kind),
         kdf: Some(slot.params),
+        created: origin.as_ref().map(|(t, _)| *t),
+        host: origin.map(|(_, h)| h),
         problem,
     })
 }
@@ -61,6 +73,8 @@ fn unusable(id: SlotId, problem: String) -> SlotInfo {
         id,
         kind: None,
         kdf: None,
+        created: None,
+        host: None,
         problem: Some(problem),
     }
 }
@@ -158,6 +172,7 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::keyslot::this_host;
     use crate::store::MemoryStore;
     use std::sync::Arc;
 
@@ -167,7 +182,10 @@ mod tests {
         let repo = Repository::init(store.clone(), b"one", KdfParams::MINIMUM, None)
             .await
             .unwrap();
-        let first = Repository::list_slots(&store).await.unwrap()[0].id;
+        let listed = Repository::list_slots(&store).await.unwrap();
+        let first = listed[0].id;
+        assert_eq!(listed[0].host.as_deref(), Some(this_host().as_str()));
+        assert!(listed[0].created.is_some_and(|t| t > 1_764_000_000_000));
         let second = repo.add_passphrase(b"two", KdfParams::MINIMUM).await.unwrap();
         assert_eq!(repo.slots_opened_by(b"two").await.unwrap(), [second]);
         assert!(matches!(

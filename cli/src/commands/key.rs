@@ -1,5 +1,7 @@
 //! `coffer key list|add|remove|passwd STORE`: the repository's passphrase key
-//! slots. `list` reads only the plaintext slot objects and needs no key; `add`
+//! slots. `list` reads only the plaintext slot objects and needs no key (when
+//! and where a slot was made is shown as the slot records it: `unknown` for
+//! slots written before coffer recorded it); `add`
 //! and `remove` need the repository unlocked (this machine's keyring counts: who
 //! holds the master key can read everything already); `passwd` always asks for
 //! the old passphrase, since the slots it replaces are the ones that passphrase
@@ -79,7 +81,10 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
     Repository::read_config(&opened.store).await?;
     let slots = Repository::list_slots(&opened.store).await?;
     if !a.json {
-        println!("{:<32}  {:<10}  {:<24}  CREATED  BY", "SLOT", "KIND", "KDF");
+        println!(
+            "{:<32}  {:<10}  {:<24}  {:<20}  BY",
+            "SLOT", "KIND", "KDF", "CREATED"
+        );
     }
     for s in &slots {
         if a.json {
@@ -105,11 +110,23 @@ fn kdf_text(s: &SlotInfo) -> String {
     }
 }
 
+/// RFC 3339 UTC seconds.
+fn stamp(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 fn line(s: &SlotInfo) -> String {
     let kind = s.kind.as_deref().unwrap_or("?");
-    // Format-1 slots record neither when nor where they were made.
+    // Version-1 slots record neither when nor where they were made.
+    let created = s.created.map_or("unknown".into(), stamp);
+    let host = match s.host.as_deref() {
+        None => "unknown",
+        Some("") => "(no host name)",
+        Some(h) => h,
+    };
     let mut l = format!(
-        "{}  {kind:<10}  {:<24}  unknown  unknown",
+        "{}  {kind:<10}  {:<24}  {created:<20}  {host}",
         s.id,
         kdf_text(s)
     );
@@ -129,8 +146,9 @@ fn json(s: &SlotInfo) -> serde_json::Value {
             "t_cost": k.t_cost,
             "p_cost": k.p_cost,
         })),
-        "created": null,
-        "created_by": null,
+        "created": s.created.map(stamp),
+        "created_ms": s.created,
+        "created_by": s.host,
         "usable": s.usable(),
         "problem": s.problem,
     })

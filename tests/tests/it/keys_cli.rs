@@ -144,6 +144,17 @@ fn an_sse_c_key_from_a_command_is_checked_before_any_request() {
     );
 }
 
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_millis() as u64
+}
+
+/// This machine's host name, as a slot records it.
+fn host() -> String {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    name.trim().to_string()
+}
+
 /// `coffer key list STORE --json`, parsed: one object per line.
 fn slots(e: &Env, store: &str) -> Vec<serde_json::Value> {
     let r = e.ok(&["key", "list", store, "--json"]);
@@ -185,8 +196,11 @@ fn after_key_add_remove_and_passwd_only_the_new_passphrase_opens() {
     assert_eq!(listed[0]["kind"], "passphrase");
     assert_eq!(listed[0]["usable"], true);
     assert_eq!(listed[0]["kdf"]["m_cost_kib"], 19 * 1024);
-    // Format-1 slots record neither: not invented.
-    assert!(listed[0]["created"].is_null() && listed[0]["created_by"].is_null());
+    // A new slot records when and on which host it was made.
+    let created = listed[0]["created_ms"].as_u64().unwrap();
+    assert!(created.abs_diff(now_ms()) < 600_000, "{created}");
+    assert_eq!(listed[0]["created_by"], host());
+    assert!(listed[0]["created"].as_str().unwrap().ends_with('Z'));
     let first = listed[0]["slot"].as_str().unwrap().to_string();
 
     fs::write(e.path("second.pw"), "second passphrase\n").unwrap();
@@ -256,7 +270,11 @@ fn removing_the_last_usable_slot_is_refused_and_names_the_slots() {
     let text = e.ok(&["key", "list", &store]).stdout;
     assert!(text.starts_with("SLOT"), "{text}");
     assert!(text.contains(&format!("{only}  passphrase")), "{text}");
-    assert!(text.contains("unknown  unknown"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&only) && l.ends_with(&host())),
+        "{text}"
+    );
     assert!(text.contains("(unusable: damaged"), "{text}");
     let listed = slots(&e, &store);
     assert_eq!(listed.len(), 2);
@@ -275,4 +293,42 @@ fn removing_the_last_usable_slot_is_refused_and_names_the_slots() {
     // The damaged one can go: a usable slot remains.
     e.ok(&["key", "remove", &store, damaged]);
     assert_eq!(slot_ids(&e, &store), [only]);
+}
+
+#[test]
+fn a_format_1_repository_lists_its_old_slot_as_unknown_and_changes_passphrase() {
+    let e = env();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../engine/tests/it/fixtures/v1-repo"
+    );
+    let status = std::process::Command::new("cp")
+        .args(["-R", fixture, &arg(&e.path("store"))])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let store = arg(&e.path("store"));
+    let listed = slots(&e, &store);
+    assert_eq!(listed.len(), 1);
+    // A version-1 slot records neither: shown as unknown, not invented.
+    assert!(listed[0]["created"].is_null() && listed[0]["created_by"].is_null());
+    let text = e.ok(&["key", "list", &store]).stdout;
+    assert!(text.contains("unknown               unknown"), "{text}");
+
+    let old = "coffer-v1-fixture";
+    let mut v1 = e.machine("v1");
+    v1.set("COFFER_PASSPHRASE", old);
+    let new = ["--new-passphrase-command", "echo 'after format 1'"];
+    let r = v1.ok(&["key", "passwd", &store, new[0], new[1]]);
+    let slot = r.stdout.trim().to_string();
+    let listed = slots(&e, &store);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["slot"], slot.as_str());
+    assert_eq!(listed[0]["created_by"], host());
+    let err = opens_with(&e, "old", old, &store).unwrap_err();
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let mut m = e.machine("new");
+    m.set("COFFER_PASSPHRASE", "after format 1");
+    let r = m.ok(&["get", &store, "hello.txt", "-"]);
+    assert_eq!(r.stdout, "hello again\n");
 }
