@@ -26,8 +26,8 @@ pub struct Cli {
 /// Options accepted by every command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
-    /// Read the repository passphrase from the first line of FILE (else
-    /// COFFER_PASSPHRASE, else a prompt on the terminal).
+    /// Read the repository passphrase from the first line of FILE. Without it:
+    /// --passphrase-command, else COFFER_PASSPHRASE, else a prompt on the terminal.
     #[arg(
         long,
         global = true,
@@ -35,6 +35,16 @@ pub struct GlobalArgs {
         env = "COFFER_PASSPHRASE_FILE"
     )]
     pub passphrase_file: Option<PathBuf>,
+    /// Read the repository passphrase from the first line that `sh -c CMD` prints
+    /// (a vault CLI: `pass show coffer`); a command that fails or prints nothing is
+    /// an error. Not with --passphrase-file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "CMD",
+        env = "COFFER_PASSPHRASE_COMMAND"
+    )]
+    pub passphrase_command: Option<String>,
     /// No progress bars or summaries; errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -55,6 +65,16 @@ pub struct GlobalArgs {
         help_heading = "S3"
     )]
     pub sse_c_key_file: Option<PathBuf>,
+    /// Add SSE-C with the key that `sh -c CMD` prints (32 raw bytes or 64 hex
+    /// characters); a command that fails is an error. Not with --sse-c-key-file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "CMD",
+        env = "COFFER_SSE_C_KEY_COMMAND",
+        help_heading = "S3"
+    )]
+    pub sse_c_key_command: Option<String>,
     /// Store new objects with SSE-KMS under this key id ("" = the bucket's default).
     #[arg(
         long,
@@ -177,6 +197,8 @@ pub enum Command {
     Distrust(commands::distrust::Args),
     /// Verify the repository; with --read-data, every byte of every pack.
     Check(commands::check::Args),
+    /// Manage the repository's passphrase key slots: list, add, remove, passwd.
+    Key(commands::key::Args),
     /// hcs3: create a bucket with a repository and its key.
     Create(commands::create::Args),
     /// hcs3: delete a bucket that holds no files, and forget its key.

@@ -5,6 +5,7 @@ use crate::args::GlobalArgs;
 use crate::ops::Ops;
 use crate::ops::metered::MeteredStore;
 use crate::ops::reporter::Reporter;
+use crate::passphrase::Source;
 use crate::settings::{self, Settings};
 use anyhow::{Context as _, bail};
 use coffer_engine::store::{
@@ -149,19 +150,43 @@ impl Ctx {
     }
 
     fn sse(&self) -> anyhow::Result<Sse> {
-        match (&self.global.sse_c_key_file, &self.global.sse_kms_key_id) {
-            (Some(_), Some(_)) => bail!("choose one of --sse-c-key-file and --sse-kms-key-id"),
-            (Some(file), None) => {
-                let bytes =
-                    zeroize::Zeroizing::new(std::fs::read(file).with_context(|| {
-                        format!("cannot read SSE-C key file {}", file.display())
-                    })?);
-                let key = SseCustomerKey::from_file_bytes(&bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-                Ok(Sse::Customer(key))
-            }
-            (None, Some(id)) => Ok(Sse::Kms { key_id: id.clone() }),
-            (None, None) => Ok(Sse::None),
+        let g = &self.global;
+        let customer = g.sse_c_key_file.is_some() || g.sse_c_key_command.is_some();
+        if g.sse_c_key_file.is_some() && g.sse_c_key_command.is_some() {
+            bail!("choose one of --sse-c-key-file and --sse-c-key-command");
+        }
+        if customer && g.sse_kms_key_id.is_some() {
+            bail!("choose one of --sse-c-key-file/--sse-c-key-command and --sse-kms-key-id");
+        }
+        if let Some(file) = &g.sse_c_key_file {
+            let bytes = zeroize::Zeroizing::new(
+                std::fs::read(file)
+                    .with_context(|| format!("cannot read SSE-C key file {}", file.display()))?,
+            );
+            let key = SseCustomerKey::from_file_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            return Ok(Sse::Customer(key));
+        }
+        if let Some(cmd) = &g.sse_c_key_command {
+            let flag = "--sse-c-key-command";
+            let bytes = crate::secret::run(flag, cmd)?;
+            let key = SseCustomerKey::from_file_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("{flag} printed a bad key: {e}"))?;
+            return Ok(Sse::Customer(key));
+        }
+        Ok(match &g.sse_kms_key_id {
+            Some(id) => Sse::Kms { key_id: id.clone() },
+            None => Sse::None,
+        })
+    }
+
+    /// The repository passphrase's sources on this command line.
+    pub fn passphrase(&self) -> Source<'_> {
+        Source {
+            file: self.global.passphrase_file.as_deref(),
+            command: self.global.passphrase_command.as_deref(),
+            flags: "passphrase",
+            env: true,
         }
     }
 
@@ -172,9 +197,7 @@ impl Ctx {
         how: Locate,
     ) -> anyhow::Result<(Repository, OpenStore)> {
         let opened = self.store(location, how).await?;
-        let mut repo = self
-            .unlock(&opened, self.global.passphrase_file.as_deref())
-            .await?;
+        let mut repo = self.unlock(&opened, self.passphrase()).await?;
         repo.distrust(crate::commands::distrust::load(&self.home, repo.id())?);
         Ok((repo, opened))
     }
@@ -183,11 +206,11 @@ impl Ctx {
     pub async fn unlock(
         &self,
         opened: &OpenStore,
-        passphrase_file: Option<&Path>,
+        source: Source<'_>,
     ) -> anyhow::Result<Repository> {
-        let file = passphrase_file.map(Path::to_path_buf);
         let mut ask = move || {
-            crate::passphrase::read(file.as_deref(), false)
+            source
+                .read(false)
                 .map_err(|e| coffer_engine::Error::KeyRequired(crate::output::one_line(&e)))
         };
         Repository::open(opened.store.clone(), &self.keyring, &mut ask)

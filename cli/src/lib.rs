@@ -15,6 +15,7 @@ mod output;
 mod passphrase;
 mod progress;
 mod quote;
+mod secret;
 mod settings;
 
 use clap::Parser;

@@ -133,6 +133,16 @@ pub enum Error {
     /// No key slot opened with the given passphrase.
     #[error("wrong passphrase: no key slot of this repository opens with it")]
     WrongPassphrase,
+    /// A key slot named (by id or prefix) that the repository does not hold,
+    /// or a prefix that names several.
+    #[error("{reason} (key slots: {slots})")]
+    NoSuchSlot { reason: String, slots: String },
+    /// Removing this key slot would leave no usable one: nobody could open the
+    /// repository with a passphrase again.
+    #[error(
+        "refusing to remove key slot {slot}: no other usable key slot would remain (key slots: {slots}); add one first with `coffer key add`"
+    )]
+    LastKeySlot { slot: String, slots: String },
     /// The repository needs a passphrase (or another key) and none was given.
     #[error("{0}")]
     KeyRequired(String),

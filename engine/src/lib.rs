@@ -22,7 +22,8 @@
 //!   [`device::Device`], [`check`], [`status`], [`clock`], [`error`], [`progress`].
 //!
 //! # The API (what the CLI and the watcher use; the modules are private)
-//! - [`Repository`] — open, create, unlock a repository; [`KdfParams`], [`Keyring`] / [`keyring`].
+//! - [`Repository`] — open, create, unlock a repository; its key slots ([`SlotInfo`],
+//!   [`SlotId`]: list, add, remove); [`KdfParams`], [`Keyring`] / [`keyring`].
 //! - [`Folder`] — a directory bound as one device; [`Device`] — a device (also the loose one).
 //! - [`push`] / [`PushReport`], [`pull`] / [`PullReport`] — the two directions;
 //!   [`UploadOptions`], [`UploadWindow`], [`IgnoreRules`].
@@ -87,7 +88,8 @@ macro_rules! internal {
 // (every object's bytes), journal (a device's sled journal), sync (push and
 // pull), and the entry points.
 internal!(
-    chunk, crypto, format, journal, sync, check, clock, device, folder, progress, repo, status
+    chunk, crypto, format, journal, sync, check, clock, device, folder, progress, repo, slots,
+    status
 );
 pub mod error;
 pub mod store; // object stores are an extension point: the trait and its back-ends
@@ -99,11 +101,12 @@ pub use crypto::keyslot::KdfParams;
 pub use device::Device;
 pub use folder::Folder;
 pub use format::commit::Entry;
-pub use format::id::{DeviceId, RepoId};
+pub use format::id::{DeviceId, RepoId, SlotId};
 pub use format::path::{RepoPath, STATE_DIR};
 pub use format::version::now_millis;
 pub use progress::{NoProgress, Phase, Progress};
 pub use repo::{REPO_FORMAT, Repository};
+pub use slots::SlotInfo;
 pub use status::{FolderStatus, LastStep, StepOutcome};
 pub use sync::pull::export::{ExportReport, export_tree};
 pub use sync::pull::merge::{MergedEntry, MergedWalk, Scope};

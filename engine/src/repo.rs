@@ -60,6 +60,8 @@ pub struct Repository {
     config: RepoConfig,
     id: RepoId,
     keys: Arc<Keys>,
+    /// Kept to wrap it in new key slots ([`crate::slots`]); zeroized on drop.
+    master: Arc<MasterKey>,
     chunker: Arc<Chunker>,
     /// Devices whose logs this machine no longer reads (`coffer distrust`).
     distrusted: std::collections::BTreeSet<crate::format::id::DeviceId>,
@@ -151,6 +153,19 @@ impl Repository {
         config: &RepoConfig,
         passphrase: &[u8],
     ) -> Result<MasterKey> {
+        let opened = Self::open_slots(store, config, passphrase, true).await?;
+        Ok(opened.into_iter().next().map(|(m, _)| m).expect("at least one"))
+    }
+
+    /// The slots `passphrase` opens, with the master key each holds (checked
+    /// against the config): only the first when `first_only`. Errors with
+    /// [`Error::WrongPassphrase`] when it opens none.
+    pub(crate) async fn open_slots(
+        store: &DynStore,
+        config: &RepoConfig,
+        passphrase: &[u8],
+        first_only: bool,
+    ) -> Result<Vec<(MasterKey, SlotId)>> {
         let id = config.repo_id()?;
         let slots = store.list(layout::KEYS_PREFIX).await?;
         if slots.is_empty() {
@@ -165,36 +180,45 @@ impl Repository {
         // other slot could be tried.
         let mut tried = false;
         let mut skipped: Vec<(String, Error)> = Vec::new();
+        let mut opened = Vec::new();
         for meta in slots {
             let Some(slot_id) = layout::parse_slot(&meta.key) else {
                 continue;
             };
             match Self::try_slot(store, &meta.key, &slot_id, &id, passphrase).await {
                 Ok(Some(master)) => {
-                    warn_skipped(&skipped);
-                    return match config.verify(&master) {
-                        Ok(()) => Ok(master),
-                        Err(Mismatch::Tampered) => Err(tampered()),
-                        Err(Mismatch::WrongKey) => Err(Error::corrupt(
-                            layout::CONFIG,
-                            "key check does not match the key slots",
-                        )),
-                    };
+                    match config.verify(&master) {
+                        Ok(()) => {}
+                        Err(Mismatch::Tampered) => return Err(tampered()),
+                        Err(Mismatch::WrongKey) => {
+                            return Err(Error::corrupt(
+                                layout::CONFIG,
+                                "key check does not match the key slots",
+                            ));
+                        }
+                    }
+                    opened.push((master, slot_id));
+                    if first_only {
+                        break;
+                    }
                 }
                 Ok(None) => tried = true,
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => skipped.push((meta.key, e)),
             }
         }
-        if !tried && !skipped.is_empty() {
+        if opened.is_empty() && !tried && !skipped.is_empty() {
             // No slot could be tried: the (first) reason is the error, on its own.
             return Err(skipped.swap_remove(0).1);
         }
         warn_skipped(&skipped);
-        Err(Error::WrongPassphrase)
+        if opened.is_empty() {
+            return Err(Error::WrongPassphrase);
+        }
+        Ok(opened)
     }
 
-    async fn try_slot(
+    pub(crate) async fn try_slot(
         store: &DynStore,
         key: &str,
         slot_id: &SlotId,
@@ -207,22 +231,6 @@ impl Repository {
         slot.open(passphrase, id, slot_id)
     }
 
-    /// Adds a key slot for another passphrase.
-    pub async fn add_passphrase(
-        &self,
-        master: &MasterKey,
-        passphrase: &[u8],
-        kdf: KdfParams,
-    ) -> Result<SlotId> {
-        let slot = SlotId::random();
-        let ks = KeySlot::create(master, passphrase, kdf, &self.id, &slot)?;
-        let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
-        self.store
-            .put(&layout::key_slot(&slot), Bytes::from(json))
-            .await?;
-        Ok(slot)
-    }
-
     fn assemble(store: DynStore, config: RepoConfig, id: RepoId, master: &MasterKey) -> Repository {
         let keys = Keys::derive(master);
         let chunker = Chunker::new(config.chunker, keys.chunker_seed());
@@ -231,6 +239,7 @@ impl Repository {
             config,
             id,
             keys: Arc::new(keys),
+            master: Arc::new(master.clone()),
             chunker: Arc::new(chunker),
             distrusted: Default::default(),
             clock_offset: Default::default(),
@@ -274,6 +283,10 @@ impl Repository {
 
     pub fn id(&self) -> RepoId {
         self.id
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     pub fn keys(&self) -> &Arc<Keys> {

@@ -15,6 +15,7 @@ pub struct Env {
     bin: PathBuf,
     home: PathBuf,
     extra: Vec<(String, String)>,
+    unset: Vec<String>,
 }
 
 /// A finished command.
@@ -44,6 +45,7 @@ impl Env {
             home,
             dir,
             extra: Vec::new(),
+            unset: Vec::new(),
         }
     }
 
@@ -62,12 +64,21 @@ impl Env {
             bin: self.bin.clone(),
             home: self.dir.path().join(format!("home-{name}")),
             extra: self.extra.clone(),
+            unset: self.unset.clone(),
         }
     }
 
     /// Adds an environment variable to every command.
     pub fn set(&mut self, key: &str, value: &str) {
+        self.unset.retain(|k| k != key);
         self.extra.push((key.into(), value.into()));
+    }
+
+    /// Removes an environment variable from every command (`COFFER_PASSPHRASE`,
+    /// say, which the sandbox otherwise sets).
+    pub fn unset(&mut self, key: &str) {
+        self.extra.retain(|(k, _)| k != key);
+        self.unset.push(key.into());
     }
 
     pub fn home(&self) -> &Path {
@@ -106,6 +117,9 @@ impl Env {
             "ALL_PROXY",
             "all_proxy",
             "COFFER_PASSPHRASE_FILE",
+            "COFFER_PASSPHRASE_COMMAND",
+            "COFFER_SSE_C_KEY_FILE",
+            "COFFER_SSE_C_KEY_COMMAND",
         ] {
             c.env_remove(var);
         }
@@ -118,6 +132,9 @@ impl Env {
             .current_dir(self.dir.path());
         for (k, v) in &self.extra {
             c.env(k, v);
+        }
+        for k in &self.unset {
+            c.env_remove(k);
         }
         c
     }

@@ -24,8 +24,13 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let opened = ctx.store(&a.bucket, Locate::Existing).await?;
-    let keyfile = a.key.as_deref().or(ctx.global.passphrase_file.as_deref());
-    let repo = ctx.unlock(&opened, keyfile).await?;
+    let mut source = ctx.passphrase();
+    if let Some(key) = a.key.as_deref() {
+        // -k names this command's key: it wins over the global sources.
+        source.file = Some(key);
+        source.command = None;
+    }
+    let repo = ctx.unlock(&opened, source).await?;
     let mut files = Vec::with_capacity(a.files.len());
     for f in &a.files {
         let name = f

@@ -28,7 +28,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     for note in s3.harden().await? {
         ctx.say(format!("note: {note}"));
     }
-    let pass = crate::passphrase::read(ctx.global.passphrase_file.as_deref(), true)?;
+    let pass = ctx.passphrase().read(true)?;
     let repo = Repository::init(opened.store, pass.as_bytes(), kdf, Some(&ctx.keyring)).await?;
     ctx.say(format!(
         "created repository {} in {}",

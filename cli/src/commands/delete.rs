@@ -40,9 +40,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     }
     let mut repo_id = None;
     if objects.iter().any(|o| o.key == layout::CONFIG) {
-        let repo = ctx
-            .unlock(&opened, ctx.global.passphrase_file.as_deref())
-            .await?;
+        let repo = ctx.unlock(&opened, ctx.passphrase()).await?;
         let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
         let files = view.count()?;
         if files > 0 {

@@ -15,8 +15,9 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let kdf = a.kdf.params()?;
+    // The passphrase first: a failing --passphrase-command creates nothing.
+    let pass = ctx.passphrase().read(true)?;
     let opened = ctx.store(&a.store, Locate::Create).await?;
-    let pass = crate::passphrase::read(ctx.global.passphrase_file.as_deref(), true)?;
     let repo = Repository::init(opened.store, pass.as_bytes(), kdf, Some(&ctx.keyring)).await?;
     ctx.say(format!(
         "created repository {} at {}",

@@ -8,6 +8,7 @@ pub mod delete;
 pub mod distrust;
 pub mod get;
 pub mod init;
+pub mod key;
 pub mod list;
 pub mod log;
 pub mod ls;
@@ -90,6 +91,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Distrust(a) => distrust::run(ctx, a).await,
         Command::Get(a) => get::run(ctx, a).await,
         Command::Check(a) => check::run(ctx, a).await,
+        Command::Key(a) => key::run(ctx, a).await,
         Command::Create(a) => create::run(ctx, a).await,
         Command::Delete(a) => delete::run(ctx, a).await,
         Command::List(a) => list::run(ctx, a).await,

@@ -1,7 +1,10 @@
 //! Passphrase key slots: the master key wrapped under an Argon2id-derived key.
 //!
 //! A slot is a small plaintext JSON object (`keys/<slot id>`) holding the KDF
-//! parameters, the salt and the sealed master key (`DESIGN.md` §Key slots). Parameters
+//! parameters, the salt and the sealed master key (`DESIGN.md` §Key slots).
+//! Version 2 also records when and on which host it was made, bound into the
+//! seal's associated data (a slot whose record was edited no longer opens);
+//! version 1 slots, which record neither, still open. Parameters
 //! are stored, so they can be raised later without breaking old slots; weaker than
 //! m = 19 MiB, t = 2 is refused, both when creating and when opening a slot (a store
 //! operator must not be able to downgrade an attacker's work factor).
@@ -82,9 +85,35 @@ pub struct KeySlot {
     pub salt: String,
     /// The sealed master key, hex: nonce (24) || ciphertext (32) || tag (16).
     pub wrapped: String,
+    /// Version 2: when the slot was made, Unix ms by its writer's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+    /// Version 2: the host name of the machine that made it ("" if it had
+    /// none), at most [`HOST_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
-const SLOT_VERSION: u32 = 1;
+/// The version new slots are written in; 1 is still read.
+const SLOT_VERSION: u32 = 2;
+
+/// The longest host name a slot records, in bytes.
+pub const HOST_MAX: usize = 255;
+
+/// This machine's host name (Linux's `/proc/sys/kernel/hostname`, else
+/// `/etc/hostname`), cut to [`HOST_MAX`] bytes at a character boundary; ""
+/// when neither says.
+pub fn this_host() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let name = read("/proc/sys/kernel/hostname")
+        .or_else(|| read("/etc/hostname"))
+        .unwrap_or_default();
+    let mut name = name.trim().to_string();
+    while name.len() > HOST_MAX {
+        name.pop();
+    }
+    name
+}
 
 fn kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
     params.validate()?;
@@ -114,15 +143,24 @@ fn kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u
     Ok(out)
 }
 
-fn identity(repo: &RepoId, slot: &SlotId) -> [u8; 32] {
-    let mut id = [0u8; 32];
-    id[..16].copy_from_slice(repo.as_bytes());
-    id[16..].copy_from_slice(slot.as_bytes());
+/// The associated identity of the sealed master key: repository id (16) ||
+/// slot id (16), and for version 2 || created (u64 BE) || host length (u8) ||
+/// host bytes.
+fn identity(repo: &RepoId, slot: &SlotId, origin: Option<(u64, &str)>) -> Vec<u8> {
+    let mut id = Vec::with_capacity(32 + 9 + HOST_MAX);
+    id.extend_from_slice(repo.as_bytes());
+    id.extend_from_slice(slot.as_bytes());
+    if let Some((created, host)) = origin {
+        id.extend_from_slice(&created.to_be_bytes());
+        let len = u8::try_from(host.len()).expect("host names are cut to 255 bytes");
+        id.push(len);
+        id.extend_from_slice(host.as_bytes());
+    }
     id
 }
 
 impl KeySlot {
-    /// Wraps `master` under `passphrase`.
+    /// Wraps `master` under `passphrase`, recording now and this host.
     pub fn create(
         master: &MasterKey,
         passphrase: &[u8],
@@ -130,19 +168,30 @@ impl KeySlot {
         repo: &RepoId,
         slot: &SlotId,
     ) -> Result<KeySlot> {
+        let now = crate::format::version::now_millis();
+        Self::create_at(master, passphrase, params, (repo, slot), (now, &this_host()))
+    }
+
+    /// [`KeySlot::create`] with the time (Unix ms) and host given.
+    pub fn create_at(
+        master: &MasterKey,
+        passphrase: &[u8],
+        params: KdfParams,
+        (repo, slot): (&RepoId, &SlotId),
+        (created, host): (u64, &str),
+    ) -> Result<KeySlot> {
         if passphrase.is_empty() {
             return Err(Error::Config("an empty passphrase is not allowed".into()));
+        }
+        if host.len() > HOST_MAX {
+            return Err(Error::Config(format!("a host name is at most {HOST_MAX} bytes")));
         }
         let mut salt = [0u8; 32];
         super::fill_random(&mut salt);
         let kek = kek(passphrase, &salt, params)?;
         let cipher = XChaCha20Poly1305::new(&kek);
-        let wrapped = seal_with(
-            &cipher,
-            Kind::KeySlot,
-            &identity(repo, slot),
-            master.as_bytes(),
-        );
+        let aad = identity(repo, slot, Some((created, host)));
+        let wrapped = seal_with(&cipher, Kind::KeySlot, &aad, master.as_bytes());
         Ok(KeySlot {
             version: SLOT_VERSION,
             kind: "passphrase".into(),
@@ -150,7 +199,36 @@ impl KeySlot {
             params,
             salt: hex::encode(salt),
             wrapped: hex::encode(wrapped),
+            created: Some(created),
+            host: Some(host.to_string()),
         })
+    }
+
+    /// When and where the slot was made (version 2), checked against its
+    /// version: version 1 has neither, version 2 both.
+    pub fn origin(&self, object: &str) -> Result<Option<(u64, &str)>> {
+        match (self.version, self.created, self.host.as_deref()) {
+            (1, None, None) => Ok(None),
+            (2, Some(created), Some(host)) if host.len() <= HOST_MAX => Ok(Some((created, host))),
+            (1 | 2, ..) => Err(Error::corrupt(
+                object,
+                "its created and host fields do not match its version",
+            )),
+            _ => self.check_supported(object).map(|()| None),
+        }
+    }
+
+    /// Refuses a slot of another version, kind or KDF than this build opens.
+    pub fn check_supported(&self, object: &str) -> Result<()> {
+        let known = matches!(self.version, 1..=SLOT_VERSION);
+        if !known || self.kind != "passphrase" || self.kdf != "argon2id" {
+            return Err(Error::UnsupportedVersion {
+                what: format!("key slot {object} ({} / {})", self.kind, self.kdf),
+                found: self.version,
+                supported: SLOT_VERSION,
+            });
+        }
+        Ok(())
     }
 
     /// Unwraps the master key. `Ok(None)` means the passphrase does not open this slot.
@@ -161,13 +239,8 @@ impl KeySlot {
         slot: &SlotId,
     ) -> Result<Option<MasterKey>> {
         let object = format!("keys/{slot}");
-        if self.version != SLOT_VERSION || self.kind != "passphrase" || self.kdf != "argon2id" {
-            return Err(Error::UnsupportedVersion {
-                what: format!("key slot {object} ({} / {})", self.kind, self.kdf),
-                found: self.version,
-                supported: SLOT_VERSION,
-            });
-        }
+        self.check_supported(&object)?;
+        let origin = self.origin(&object)?;
         let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(&object, "bad salt"))?;
         let wrapped = hex::decode(&self.wrapped).map_err(|_| Error::corrupt(&object, "bad hex"))?;
         if wrapped.len() != 32 + SEAL_OVERHEAD || salt.len() < 16 {
@@ -175,7 +248,7 @@ impl KeySlot {
         }
         let kek = kek(passphrase, &salt, self.params)?;
         let cipher = XChaCha20Poly1305::new(&kek);
-        match open_with(&cipher, Kind::KeySlot, &identity(repo, slot), &wrapped) {
+        match open_with(&cipher, Kind::KeySlot, &identity(repo, slot, origin), &wrapped) {
             Ok(plain) => {
                 let plain = Zeroizing::new(plain);
                 let mut k = [0u8; 32];
@@ -210,6 +283,48 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn version_2_records_origin_and_an_edited_record_does_not_open() {
+        let master = MasterKey::generate();
+        let (repo, slot) = (RepoId::random(), SlotId::random());
+        let ks = KeySlot::create_at(
+            &master,
+            b"pw",
+            KdfParams::MINIMUM,
+            (&repo, &slot),
+            (1_764_000_000_000, "vm-1"),
+        )
+        .unwrap();
+        assert_eq!(ks.version, 2);
+        assert_eq!(ks.origin("k").unwrap(), Some((1_764_000_000_000, "vm-1")));
+        assert_eq!(ks.open(b"pw", &repo, &slot).unwrap(), Some(master));
+        let mut moved = ks.clone();
+        moved.created = Some(1_764_000_000_001);
+        assert_eq!(moved.open(b"pw", &repo, &slot).unwrap(), None);
+        let mut renamed = ks.clone();
+        renamed.host = Some("vm-2".into());
+        assert_eq!(renamed.open(b"pw", &repo, &slot).unwrap(), None);
+        // Version 1 has no record; a record on it, or none on version 2, is damage.
+        let mut old = ks.clone();
+        old.version = 1;
+        let r = old.open(b"pw", &repo, &slot);
+        assert!(matches!(r, Err(Error::Corrupt { .. })));
+        let mut bare = ks;
+        bare.host = None;
+        let r = bare.open(b"pw", &repo, &slot);
+        assert!(matches!(r, Err(Error::Corrupt { .. })));
+        let long = "h".repeat(HOST_MAX + 1);
+        let r = KeySlot::create_at(
+            &MasterKey::generate(),
+            b"pw",
+            KdfParams::MINIMUM,
+            (&repo, &slot),
+            (0, &long),
+        );
+        assert!(matches!(r, Err(Error::Config(_))));
+        assert!(this_host().len() <= HOST_MAX);
     }
 
     #[test]

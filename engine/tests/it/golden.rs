@@ -1,4 +1,5 @@
-//! A repository written by format v1 (`fixtures/v1-repo/`, passphrase
+//! Golden fixtures: objects written by earlier versions that every later one
+//! must read. A repository written by format v1 (`fixtures/v1-repo/`, passphrase
 //! `coffer-v1-fixture`) must stay readable by every later version. It holds two
 //! commits of one device: `hello.txt` (rewritten), `dir/data.bin` (300,000 bytes of
 //! `(i * 7) % 251`), an empty `dir/empty`, a symlink `link -> hello.txt`, and
@@ -6,6 +7,8 @@
 
 use coffer_engine::check::check;
 use coffer_engine::crypto::keyring::Keyring;
+use coffer_engine::crypto::keyslot::KeySlot;
+use coffer_engine::crypto::{Keys, MasterKey};
 use coffer_engine::format::commit::Entry;
 use coffer_engine::format::path::RepoPath;
 use coffer_engine::progress::NoProgress;
@@ -164,4 +167,62 @@ async fn format_v1_config_edited_in_the_store_is_refused_by_a_folder_that_synced
         .unwrap_err()
         .to_string();
     assert!(err.contains("chunker parameters changed"), "{err}");
+}
+
+/// A version-2 key slot (`fixtures/slot-v2/`: a repository's `config` and its one
+/// slot, made by `coffer init` on host `vm` with the passphrase below). It must
+/// keep opening, its record must read back exactly, and its seal must be what
+/// `DESIGN.md` §4 says, byte for byte — computed here from that text alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_v2_opens_and_matches_the_design() {
+    const SLOT_V2_PASSPHRASE: &str = "coffer-slot-v2-fixture";
+    let root = super::fixture("slot-v2");
+    let store: DynStore = Arc::new(LocalStore::open(&root, false).unwrap());
+    let home = tempfile::tempdir().unwrap();
+    let mut ask = || Ok(Zeroizing::new(SLOT_V2_PASSPHRASE.to_string()));
+    let repo = Repository::open(store.clone(), &Keyring::new(home.path()), &mut ask)
+        .await
+        .unwrap();
+    let slots = Repository::list_slots(&store).await.unwrap();
+    assert_eq!(slots.len(), 1);
+    let slot = &slots[0];
+    assert_eq!(slot.id.to_hex(), "5ee6f35c33bd68c045037122c6884791");
+    assert_eq!(slot.created, Some(1_796_398_021_450));
+    assert_eq!(slot.host.as_deref(), Some("vm"));
+    assert!(slot.usable());
+
+    // DESIGN.md §4: Argon2id of the passphrase, then XChaCha20-Poly1305 with
+    // AAD = "coffer1" || 6 || repository id || slot id || created (u64 BE) ||
+    // host length (u8) || host.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("keys").join(slot.id.to_hex())).unwrap())
+            .unwrap();
+    let salt = hex::decode(json["salt"].as_str().unwrap()).unwrap();
+    let wrapped = hex::decode(json["wrapped"].as_str().unwrap()).unwrap();
+    let params = argon2::Params::new(19456, 2, 1, Some(32)).unwrap();
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut kek = [0u8; 32];
+    argon
+        .hash_password_into(SLOT_V2_PASSPHRASE.as_bytes(), &salt, &mut kek)
+        .unwrap();
+    let mut aad = b"coffer1".to_vec();
+    aad.push(6);
+    aad.extend_from_slice(repo.id().as_bytes());
+    aad.extend_from_slice(slot.id.as_bytes());
+    aad.extend_from_slice(&1_796_398_021_450u64.to_be_bytes());
+    aad.push(2);
+    aad.extend_from_slice(b"vm");
+    let master = coffer_engine::crypto::envelope_open(&kek, &aad, &wrapped).unwrap();
+    let master = MasterKey::from_bytes(master.try_into().unwrap());
+    assert_eq!(
+        Keys::derive(&master).chunker_seed(),
+        repo.keys().chunker_seed()
+    );
+
+    // The record is bound: the same slot claiming another host does not open.
+    let mut edited = json.clone();
+    edited["host"] = "elsewhere".into();
+    let edited: KeySlot = serde_json::from_value(edited).unwrap();
+    let opened = edited.open(SLOT_V2_PASSPHRASE.as_bytes(), &repo.id(), &slot.id);
+    assert_eq!(opened.unwrap(), None);
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bandwidth;
+mod keys_cli;
 mod local_cli;
 mod ops_cli;
 mod s3;

@@ -251,6 +251,32 @@ fn sse_c_objects_are_unreadable_without_their_key() {
         fs::read_to_string(dst.join("secret.txt")).unwrap(),
         "protected twice\n"
     );
+
+    // The same key from a command (a vault CLI), on a third machine.
+    let third = {
+        let mut m = e.machine("c");
+        s3.configure(&mut m, &s3.endpoint);
+        m
+    };
+    let dst = third.path("dst");
+    let cmd = format!("cat '{key_arg}'");
+    third.ok(&["--sse-c-key-command", &cmd, "pull", &bucket, &arg(&dst)]);
+    assert_eq!(
+        fs::read_to_string(dst.join("secret.txt")).unwrap(),
+        "protected twice\n"
+    );
+    let r = third.fails(&[
+        "--sse-c-key-command",
+        "echo 'sealed' >&2; exit 2",
+        "ls",
+        &bucket,
+    ]);
+    assert!(
+        r.stderr
+            .contains("--sse-c-key-command exited with code 2; its stderr ends with: sealed"),
+        "{}",
+        r.stderr
+    );
 }
 
 fn hex_key() -> String {

@@ -1,0 +1,220 @@
+//! `coffer key list|add|remove|passwd STORE`: the repository's passphrase key
+//! slots. `list` reads only the plaintext slot objects and needs no key (when
+//! and where a slot was made is shown as the slot records it: `unknown` for
+//! slots written before coffer recorded it); `add`
+//! and `remove` need the repository unlocked (this machine's keyring counts: who
+//! holds the master key can read everything already); `passwd` always asks for
+//! the old passphrase, since the slots it replaces are the ones that passphrase
+//! opens. A change writes the new slot first and deletes the old one after, so a
+//! crash between leaves both.
+
+use crate::args::KdfArgs;
+use crate::context::{Ctx, Locate};
+use crate::passphrase::Source;
+use anyhow::Context as _;
+use coffer_engine::{Repository, SlotInfo};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use zeroize::Zeroizing;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// List the key slots (no passphrase needed).
+    List(ListArgs),
+    /// Add a key slot for a new passphrase.
+    Add(ChangeArgs),
+    /// Remove a key slot (never the last usable one).
+    Remove(RemoveArgs),
+    /// Change a passphrase: a slot for the new one, then the old one's slots removed.
+    Passwd(ChangeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// The repository.
+    pub store: String,
+    /// One JSON object per slot and line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChangeArgs {
+    /// The repository.
+    pub store: String,
+    /// Read the new passphrase from the first line of FILE (else
+    /// --new-passphrase-command, else a prompt, twice, on the terminal).
+    #[arg(long, value_name = "FILE", conflicts_with = "new_passphrase_command")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Read the new passphrase from the first line that `sh -c CMD` prints.
+    #[arg(long, value_name = "CMD")]
+    pub new_passphrase_command: Option<String>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    /// The repository.
+    pub store: String,
+    /// The slot id, as `coffer key list` shows it (a unique prefix will do).
+    pub slot: String,
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    match a.command {
+        KeyCommand::List(a) => list(ctx, a).await,
+        KeyCommand::Add(a) => add(ctx, a).await,
+        KeyCommand::Remove(a) => remove(ctx, a).await,
+        KeyCommand::Passwd(a) => passwd(ctx, a).await,
+    }
+}
+
+async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
+    let opened = ctx.store(&a.store, Locate::Existing).await?;
+    Repository::read_config(&opened.store).await?;
+    let slots = Repository::list_slots(&opened.store).await?;
+    if !a.json {
+        println!(
+            "{:<32}  {:<10}  {:<24}  {:<20}  BY",
+            "SLOT", "KIND", "KDF", "CREATED"
+        );
+    }
+    for s in &slots {
+        if a.json {
+            println!("{}", json(s));
+        } else {
+            println!("{}", line(s));
+        }
+    }
+    ctx.say(format!("{} key slot(s)", slots.len()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Argon2id cost as `argon2id m=64MiB t=3 p=4`.
+fn kdf_text(s: &SlotInfo) -> String {
+    match s.kdf {
+        Some(k) => format!(
+            "argon2id m={}MiB t={} p={}",
+            k.m_cost_kib / 1024,
+            k.t_cost,
+            k.p_cost
+        ),
+        None => "-".into(),
+    }
+}
+
+/// RFC 3339 UTC seconds.
+fn stamp(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn line(s: &SlotInfo) -> String {
+    let kind = s.kind.as_deref().unwrap_or("?");
+    // Version-1 slots record neither when nor where they were made.
+    let created = s.created.map_or("unknown".into(), stamp);
+    let host = match s.host.as_deref() {
+        None => "unknown",
+        Some("") => "(no host name)",
+        Some(h) => h,
+    };
+    let mut l = format!(
+        "{}  {kind:<10}  {:<24}  {created:<20}  {host}",
+        s.id,
+        kdf_text(s)
+    );
+    if let Some(p) = &s.problem {
+        l.push_str(&format!("  (unusable: {p})"));
+    }
+    l
+}
+
+fn json(s: &SlotInfo) -> serde_json::Value {
+    serde_json::json!({
+        "slot": s.id.to_hex(),
+        "kind": s.kind,
+        "kdf": s.kdf.map(|k| serde_json::json!({
+            "algorithm": "argon2id",
+            "m_cost_kib": k.m_cost_kib,
+            "t_cost": k.t_cost,
+            "p_cost": k.p_cost,
+        })),
+        "created": s.created.map(stamp),
+        "created_ms": s.created,
+        "created_by": s.host,
+        "usable": s.usable(),
+        "problem": s.problem,
+    })
+}
+
+/// Where a new passphrase comes from (never `COFFER_PASSPHRASE`: that one
+/// unlocks).
+fn new_source(a: &ChangeArgs) -> Source<'_> {
+    Source {
+        file: a.new_passphrase_file.as_deref(),
+        command: a.new_passphrase_command.as_deref(),
+        flags: "new-passphrase",
+        env: false,
+    }
+}
+
+async fn add(ctx: &Ctx, a: ChangeArgs) -> anyhow::Result<ExitCode> {
+    let kdf = a.kdf.params()?;
+    let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
+    let new = new_source(&a).read(true)?;
+    let slot = repo
+        .add_passphrase(new.as_bytes(), kdf)
+        .await
+        .with_context(|| format!("cannot add a key slot to {}", opened.url))?;
+    println!("{slot}");
+    ctx.say(format!("added key slot {slot} to {}", opened.url));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove(ctx: &Ctx, a: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
+    let slot = repo.find_slot(&a.slot).await?;
+    let left = repo.remove_slot(&slot).await?;
+    let names: Vec<String> = left.iter().map(|s| s.id.to_hex()).collect();
+    ctx.say(format!(
+        "removed key slot {slot} from {}; key slots left: {}",
+        opened.url,
+        names.join(", ")
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn passwd(ctx: &Ctx, a: ChangeArgs) -> anyhow::Result<ExitCode> {
+    let kdf = a.kdf.params()?;
+    let opened = ctx.store(&a.store, Locate::Existing).await?;
+    // The old passphrase is read once: it unlocks (when the keyring cannot)
+    // and names the slots to replace.
+    let old = ctx.passphrase().read(false)?;
+    let mut give = || Ok(Zeroizing::new(old.to_string()));
+    let repo = Repository::open(opened.store.clone(), &ctx.keyring, &mut give)
+        .await
+        .with_context(|| format!("cannot open {}", opened.url))?;
+    let replaced = repo.slots_opened_by(old.as_bytes()).await?;
+    let new = new_source(&a).read(true)?;
+    let slot = repo.add_passphrase(new.as_bytes(), kdf).await?;
+    for s in &replaced {
+        repo.remove_slot(s)
+            .await
+            .with_context(|| format!("added key slot {slot}, but the old slot {s} stays"))?;
+    }
+    println!("{slot}");
+    let names: Vec<String> = replaced.iter().map(ToString::to_string).collect();
+    ctx.say(format!(
+        "added key slot {slot} and removed {} in {}",
+        names.join(", "),
+        opened.url
+    ));
+    Ok(ExitCode::SUCCESS)
+}
