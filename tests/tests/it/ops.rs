@@ -344,6 +344,7 @@ fn status_page_metrics_and_events_follow_two_daemons_through_an_outage() {
     assert_eq!(listed, [conflicts[0].as_str()]);
     let page = tools::page_check(&da.base, &conflicts[0], Some("#conflicts"), None, secs(20));
     assert!(page.ok, "{page:?}");
+    phone_page_matches_the_state(&da);
     let (ma, mb) = (da.metrics(), db.metrics());
     // The copy is written by each device that derives it in a pull (one or
     // both, as the pulls interleave); a device that gets it as a pushed file
@@ -390,6 +391,41 @@ fn status_page_metrics_and_events_follow_two_daemons_through_an_outage() {
         la.contains("stopped") && lb.contains("stopped"),
         "{la}\n{lb}"
     );
+}
+
+/// On a phone-sized viewport the page fits its width, logs no error, and
+/// shows the numbers of `/api/status`.
+fn phone_page_matches_the_state(d: &Daemon) {
+    let shot = tools::artifacts_dir().join("status-page-phone.png");
+    let eval = "({pending: document.getElementById('pending').textContent, \
+        devices: document.querySelectorAll('#devices tr').length, \
+        conflicts: document.querySelectorAll('#conflicts a').length, \
+        fits: document.documentElement.scrollWidth <= window.innerWidth})";
+    let page = tools::page_check_with(
+        &d.base,
+        "in sync",
+        &tools::PageOptions {
+            selector: Some("#state"),
+            screenshot: Some(&shot),
+            timeout: secs(30),
+            viewport: Some((390, 844)),
+            expect_no_console_errors: true,
+            eval: Some(eval),
+        },
+    );
+    assert!(page.ok, "{page:?}");
+    let shown = page.eval.unwrap();
+    let st = d.status();
+    let pending = format!("{} change(s)", st["pending_changes"]);
+    assert_eq!(shown["pending"], pending.as_str(), "{shown}");
+    let devices = st["devices"].as_array().unwrap().len();
+    assert_eq!(shown["devices"], devices, "{shown}");
+    assert!(devices >= 2, "both devices listed: {st}");
+    assert_eq!(
+        shown["conflicts"],
+        st["conflict_copies"].as_array().unwrap().len()
+    );
+    assert_eq!(shown["fits"], true, "no sideways scrolling on a phone");
 }
 
 fn secs(n: u64) -> Duration {
