@@ -75,14 +75,11 @@ pub const REQUEST_BUDGET_SECS: u64 = 60;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
-    let listen = match &a.listen {
-        Some(addr) => Some(Listen::new(
-            addr,
-            a.listen_allow_remote,
-            a.listen_token_file.as_deref(),
-        )?),
-        None => None,
-    };
+    let listen = a
+        .listen
+        .as_deref()
+        .map(|addr| Listen::new(addr, a.listen_allow_remote, a.listen_token_file.as_deref()))
+        .transpose()?;
     let store = match a.store {
         Some(s) => s,
         None => super::sync::bound_store(&a.dir)?,
@@ -139,21 +136,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        let error = match &outcome {
-            Err(e) => Some(crate::output::one_line(e)),
-            Ok(()) => halves.error().map(String::from),
-        };
-        if let Some(e) = &error {
-            ctx.ops.emit(Event::Error {
-                message: e.clone(),
-                fatal: outcome.is_err(),
-            });
-        }
-        ctx.ops
-            .step_ended("sync", began.elapsed().as_secs_f64(), error);
-        if let Some(st) = super::record_step(&folder, &halves) {
-            show_local(ctx, &folder, &st);
-        }
+        step_ended(ctx, &folder, &outcome, &halves, began);
         if stopping {
             break;
         }
@@ -170,6 +153,32 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     ctx.say("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells how a step ended: the live state, metrics and events, and the
+/// folder's status (`coffer status DIR`).
+fn step_ended(
+    ctx: &Ctx,
+    folder: &Folder,
+    outcome: &anyhow::Result<()>,
+    halves: &StepOutcome,
+    began: Instant,
+) {
+    let error = match outcome {
+        Err(e) => Some(crate::output::one_line(e)),
+        Ok(()) => halves.error().map(String::from),
+    };
+    if let Some(e) = &error {
+        ctx.ops.emit(Event::Error {
+            message: e.clone(),
+            fatal: outcome.is_err(),
+        });
+    }
+    ctx.ops
+        .step_ended("sync", began.elapsed().as_secs_f64(), error);
+    if let Some(st) = super::record_step(folder, halves) {
+        show_local(ctx, folder, &st);
+    }
 }
 
 /// When the next step runs: at once if changes settled during the last one,

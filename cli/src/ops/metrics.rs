@@ -105,6 +105,7 @@ impl Metrics {
         m
     }
 
+    /// The store's metrics, then the others.
     fn register(&mut self) {
         let r = &mut self.registry;
         r.register(
@@ -137,6 +138,12 @@ impl Metrics {
             "Transient store failures, each retried, by reason",
             self.retries.clone(),
         );
+        self.register_sync();
+    }
+
+    /// The metrics of pushes, pulls and steps.
+    fn register_sync(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "coffer_chunks",
             "Chunks cut from files read by pushes",
