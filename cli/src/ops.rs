@@ -177,8 +177,8 @@ impl Ops {
     /// A store request answered (`None`) or failed to reach the store.
     pub fn store_answered(&self, failure: Option<String>) {
         let reachable = failure.is_none();
-        self.metrics.store_reachable.set(i64::from(reachable));
         self.update(|l| {
+            self.metrics.store_reachable.set(i64::from(reachable));
             if reachable {
                 l.store_error = None;
             } else if let Some(f) = failure {
@@ -307,8 +307,10 @@ impl Ops {
     /// Changes the live state, recomputes the overall state and emits a
     /// `state` event when it changed.
     fn update(&self, f: impl FnOnce(&mut Live)) {
-        let told = {
-            let mut l = self.live();
+        // The state event goes out under the lock, so events follow the
+        // order of the changes (the lock order is live → events).
+        let mut l = self.live();
+        {
             f(&mut l);
             l.state = if l.last_step_failed || !l.store_reachable {
                 "failing"
@@ -323,17 +325,12 @@ impl Ops {
                 store_reachable: l.store_reachable,
                 last_error: l.last_error.as_ref().map(|e| e.value.message.clone()),
             };
-            if l.told.as_ref() == Some(&now) {
-                None
-            } else {
+            if l.told.as_ref() != Some(&now) {
                 l.told = Some(now.clone());
-                Some(now)
+                if self.events.has_bus() {
+                    self.events.emit(Event::State(now));
+                }
             }
-        };
-        if let Some(state) = told
-            && self.events.has_bus()
-        {
-            self.events.emit(Event::State(state));
         }
     }
 }

@@ -77,13 +77,11 @@ pub async fn write_out(
         ctx.progress.as_ref(),
     )
     .await?;
-    if r.errors.len() > 1 {
-        for e in &r.errors {
-            ctx.ops.emit(crate::ops::events::Event::Error {
-                message: e.clone(),
-                fatal: false,
-            });
-        }
+    for e in &r.errors {
+        ctx.ops.emit(crate::ops::events::Event::Error {
+            message: e.clone(),
+            fatal: false,
+        });
     }
     check_export(&r, &out)?;
     ctx.summary(crate::ops::events::Summary {

@@ -164,14 +164,14 @@ fn step_ended(
     halves: &StepOutcome,
     began: Instant,
 ) {
-    let error = match outcome {
-        Err(e) => Some(crate::output::one_line(e)),
-        Ok(()) => halves.error().map(String::from),
-    };
+    // Paths that could not be synced are told as their own error events and
+    // counted (`coffer_errors_total{kind="path"}`); the daemon is failing only
+    // when a step itself fails (`coffer status DIR` records both).
+    let error = outcome.as_ref().err().map(crate::output::one_line);
     if let Some(e) = &error {
         ctx.ops.emit(Event::Error {
             message: e.clone(),
-            fatal: outcome.is_err(),
+            fatal: true,
         });
     }
     ctx.ops
@@ -327,12 +327,13 @@ async fn step(
     let problems = pushed.as_ref().map(|r| r.problems.len());
     halves.push = Some(super::half_outcome(problems, "push"));
     let pushed = pushed?;
+    // Counted now: the pull may fail.
+    let push = super::push::tell(ctx, &pushed);
     let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await;
     let errors = pulled.as_ref().map(|r| r.errors.len());
     halves.pull = Some(super::half_outcome(errors, "pull"));
     let pulled = pulled?;
     report(ctx, &pushed, &pulled, told);
-    let push = super::push::tell(ctx, &pushed);
     let pull = super::pull::tell(ctx, &pulled);
     ctx.ops.emit(Event::Summary(Summary {
         ok: push.problems + push.damaged + pull.errors + pull.damaged == 0,

@@ -44,9 +44,7 @@ impl MeteredStore {
                         })
                         .inc();
                 }
-                // Refusals (denied, rejected) are answers too; the step's
-                // error tells about them.
-                if e.is_retryable() || matches!(e, StoreError::Io { .. }) {
+                if no_answer(e) {
                     self.ops.store_answered(Some(e.to_string()));
                 }
             }
@@ -62,6 +60,17 @@ impl MeteredStore {
             })
             .inc();
     }
+}
+
+/// The store did not answer: a reset, stall or timeout, or (local stores) an
+/// I/O error. A SlowDown, a 5xx or a refusal is an answer: the step's error
+/// tells about it.
+fn no_answer(e: &StoreError) -> bool {
+    use coffer_engine::Transient;
+    matches!(
+        e.transient_cause(),
+        Some(Transient::Reset | Transient::Stall | Transient::Timeout)
+    ) || matches!(e, StoreError::Io { .. })
 }
 
 #[async_trait]
@@ -118,6 +127,9 @@ impl ObjectStore for MeteredStore {
                             reason: cause.label(),
                         })
                         .inc();
+                }
+                if no_answer(e) {
+                    ops.store_answered(Some(e.to_string()));
                 }
             }
         })))

@@ -131,10 +131,24 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Refuses requests without the token, when there is one.
+/// Refuses requests without the token, when there is one; without one (a
+/// loopback address), refuses a `Host` other than a loopback name, so a web
+/// page cannot reach the server through DNS rebinding.
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let Some(token) = &app.token else {
-        return next.run(req).await;
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if loopback_host(host) {
+            return next.run(req).await;
+        }
+        return (
+            StatusCode::FORBIDDEN,
+            "this server answers loopback names only\n",
+        )
+            .into_response();
     };
     let bearer = req
         .headers()
@@ -142,9 +156,9 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(ToString::to_string)
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
     });
     let given = bearer.map(ToString::to_string).or(query);
     match given {
@@ -158,6 +172,18 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     }
 }
 
+/// `127.0.0.1[:port]`, `localhost[:port]`, `[::1][:port]`.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Equality in time independent of where the bytes differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -168,6 +194,13 @@ async fn page() -> impl IntoResponse {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'",
+            ),
         ],
         PAGE,
     )
@@ -192,7 +225,13 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
 async fn healthz(State(app): State<App>) -> impl IntoResponse {
     let l = app.ops.snapshot();
     let window = Duration::from_secs(l.poll_seconds.max(1) * HEALTHY_POLLS);
-    let fresh = app.ops.since_success().is_some_and(|age| age <= window);
+    // A long step (a first upload) that keeps reaching the store is no
+    // failure; one retrying an unreachable store is.
+    let busy = l.step_running && l.store_reachable;
+    let fresh = app
+        .ops
+        .since_success()
+        .is_some_and(|age| age <= window || busy);
     if l.last_error.is_none() && fresh {
         (StatusCode::OK, "ok\n".to_string())
     } else {
@@ -207,27 +246,32 @@ async fn healthz(State(app): State<App>) -> impl IntoResponse {
 /// The event stream, opened by the current state.
 async fn events(State(app): State<App>) -> impl IntoResponse {
     let rx = app.ops.events.subscribe();
-    let l = app.ops.snapshot();
-    let first = app.ops.events.line(&Event::State(StateEvent {
+    let first = state_line(&app.ops);
+    let opening = futures::stream::once(async move { sse(first) });
+    let ops = app.ops.clone();
+    let rest = futures::stream::unfold((rx, ops), |(rx, ops)| async move {
+        let mut rx = rx?;
+        let line = match rx.recv().await {
+            Ok(line) => line,
+            // A reader too slow for the bus missed events: it gets the state
+            // as it is now, then follows again.
+            Err(RecvError::Lagged(_)) => state_line(&ops),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((sse(line), (Some(rx), ops)))
+    });
+    Sse::new(futures::StreamExt::chain(opening, rest)).keep_alive(KeepAlive::default())
+}
+
+/// The current state as an event line.
+fn state_line(ops: &Ops) -> String {
+    let l = ops.snapshot();
+    ops.events.line(&Event::State(StateEvent {
         state: l.state,
         pending_changes: l.pending_changes,
         store_reachable: l.store_reachable,
         last_error: l.last_error.map(|e| e.value.message),
-    }));
-    let opening = futures::stream::once(async move { sse(first) });
-    let rest = futures::stream::unfold(rx, |rx| async move {
-        let mut rx = rx?;
-        loop {
-            match rx.recv().await {
-                Ok(line) => return Some((sse(line), Some(rx))),
-                // A slow reader misses events; the next state refetch
-                // catches it up.
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    });
-    Sse::new(futures::StreamExt::chain(opening, rest)).keep_alive(KeepAlive::default())
+    }))
 }
 
 fn sse(line: String) -> Result<SseEvent, Infallible> {
@@ -257,6 +301,28 @@ mod tests {
         let l = Listen::new("0.0.0.0:7878", true, Some(&f)).unwrap();
         assert_eq!(l.token.as_deref(), Some("0123456789abcdef0123"));
         assert!(Listen::new("localhost:80", false, None).is_err());
+    }
+
+    #[test]
+    fn only_loopback_names_pass_without_a_token() {
+        for ok in [
+            "127.0.0.1:7878",
+            "localhost:80",
+            "[::1]:9",
+            "LOCALHOST",
+            "127.0.0.2",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:7878",
+            "",
+            "10.0.0.1:7878",
+            "[::2]:1",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
     }
 
     #[test]

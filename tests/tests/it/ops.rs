@@ -543,7 +543,10 @@ fn watch_json_and_token(e: &Env) {
         remote.stderr
     );
     let token_file = e.path("token");
-    fs::write(&token_file, "s3cr3t-t0ken-0123456789\n").unwrap();
+    // As `openssl rand -base64` makes them: `+`, `/` and `=` travel
+    // percent-encoded in a query.
+    let token = "s3cr3t+t0ken/0123456789==";
+    fs::write(&token_file, format!("{token}\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).unwrap();
     let mut child = e
@@ -587,16 +590,15 @@ fn watch_json_and_token(e: &Env) {
             "{path}"
         );
     }
-    let ok = http::get(
-        &format!("{base}/api/status"),
-        Some("s3cr3t-t0ken-0123456789"),
-    );
+    let ok = http::get(&format!("{base}/api/status"), Some(token));
     assert_eq!(ok.status, 200);
-    let q = http::get(
-        &format!("{base}/metrics?token=s3cr3t-t0ken-0123456789"),
-        None,
+    let q = "?token=s3cr3t%2Bt0ken%2F0123456789%3D%3D";
+    assert_eq!(http::get(&format!("{base}/metrics{q}"), None).status, 200);
+    let wrong = "?token=s3cr3t%2Bt0ken%2F0123456789%3D";
+    assert_eq!(
+        http::get(&format!("{base}/metrics{wrong}"), None).status,
+        401
     );
-    assert_eq!(q.status, 200);
     fs::write(e.path("src/four.txt"), "4\n").unwrap();
     let deadline = Instant::now() + secs(30);
     let mut pushed_four = false;

@@ -98,7 +98,9 @@ pub async fn write_files(
     progress: &dyn Progress,
 ) -> Vec<Result<LocalEntry>> {
     let total: u64 = jobs.iter().map(|j| j.entry.size).sum();
-    progress.start(Phase::Download, Some(total), Some(jobs.len() as u64));
+    // Bytes are counted as ranges arrive; files complete out of order, so
+    // no item count is given.
+    progress.start(Phase::Download, Some(total), None);
     let jobs = Arc::new(jobs);
     let (states, packs) = plan(journal, &jobs, root, tmp);
     let out = Arc::new(Out {
