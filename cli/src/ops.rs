@@ -27,6 +27,8 @@ pub struct Ops {
     pub events: Events,
     pub metrics: Metrics,
     live: Mutex<Live>,
+    /// Warnings and path errors the daemon has told (see [`Ops::notice`]).
+    told: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The daemon's state as `/api/status` returns it and the page shows it.
@@ -139,6 +141,7 @@ impl Ops {
             events,
             metrics: Metrics::new(),
             live: Mutex::new(live),
+            told: Mutex::default(),
         };
         ops.metrics.store_reachable.set(1);
         ops
@@ -162,6 +165,26 @@ impl Ops {
 
     pub fn emit(&self, event: Event) {
         self.events.emit(event);
+    }
+
+    /// A warning or a path's error: the daemon (which repeats its steps)
+    /// tells each message once, as it does on stderr; a one-shot command
+    /// tells everything.
+    pub fn notice(&self, event: Event) {
+        if self.events.has_bus() {
+            let message = match &event {
+                Event::Warning { message } | Event::Error { message, .. } => message,
+                _ => return self.emit(event),
+            };
+            let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+            if told.len() >= 10_000 {
+                told.clear(); // bounded: an old message may be told again
+            }
+            if !told.insert(message.clone()) {
+                return;
+            }
+        }
+        self.emit(event);
     }
 
     /// Sets who the daemon is (once, at start).
@@ -387,6 +410,19 @@ mod tests {
                 "syncing", "in_sync", "failing", "in_sync", "syncing", "in_sync", "failing"
             ]
         );
+    }
+
+    #[test]
+    fn a_daemon_tells_a_notice_once() {
+        let ops = Ops::new("watch", false);
+        let mut rx = ops.events.subscribe().unwrap();
+        for _ in 0..3 {
+            ops.notice(Event::Warning {
+                message: "skipped 1 special file".into(),
+            });
+        }
+        let lines: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
     }
 
     #[test]

@@ -47,10 +47,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 /// Tells what a pull did as events, metrics and live state (prints nothing).
 pub fn tell(ctx: &Ctx, r: &PullReport) -> PullSummary {
     for k in &r.kept_local {
-        ctx.ops.emit(Event::Warning { message: k.clone() });
+        ctx.ops.notice(Event::Warning { message: k.clone() });
     }
     for e in r.errors.iter().chain(&r.damaged) {
-        ctx.ops.emit(Event::Error {
+        ctx.ops.notice(Event::Error {
             message: e.clone(),
             fatal: false,
         });

@@ -50,10 +50,10 @@ pub fn tell(ctx: &Ctx, r: &PushReport) -> PushSummary {
         .cloned()
         .chain(coffer_engine::special_notice(&r.skipped_special))
     {
-        ctx.ops.emit(Event::Warning { message: n });
+        ctx.ops.notice(Event::Warning { message: n });
     }
     for p in r.problems.iter().chain(&r.damaged) {
-        ctx.ops.emit(Event::Error {
+        ctx.ops.notice(Event::Error {
             message: p.clone(),
             fatal: false,
         });
