@@ -47,8 +47,13 @@ pub struct GlobalArgs {
     pub passphrase_command: Option<String>,
     /// Neither read nor save the master key in this machine's keyring: every
     /// command unlocks through KMS (or a passphrase) again. For VMs that should
-    /// ask KMS every time.
-    #[arg(long, global = true, env = "COFFER_NO_KEYRING")]
+    /// ask KMS every time. COFFER_NO_KEYRING=1 (or true, yes, on) does the same.
+    #[arg(
+        long,
+        global = true,
+        env = "COFFER_NO_KEYRING",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub no_keyring: bool,
     /// KMS endpoint URL for KMS key slots (default: AWS_ENDPOINT_URL_KMS, else
     /// AWS; never the S3 endpoint).
