@@ -8,7 +8,7 @@
 //! unwrapped once is remembered for the rest of the process (in memory only),
 //! so a process asks KMS at most once per slot.
 
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use coffer_engine::{KeyWrapper, KmsContext, KmsError};
 use std::sync::Mutex;
@@ -95,7 +95,7 @@ impl AwsKms {
     fn failure<E, R>(&self, action: &'static str, key_id: &str, err: SdkError<E, R>) -> KmsError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let (reason, denied) = match &err {
             SdkError::ServiceError(se) => {
@@ -112,14 +112,10 @@ impl AwsKms {
                 false,
             ),
             SdkError::DispatchFailure(_) => (
-                format!(
-                    "cannot reach KMS at {}: {}",
-                    self.where_(),
-                    DisplayErrorContext(&err)
-                ),
+                format!("cannot reach KMS at {}: {}", self.where_(), causes(&err)),
                 false,
             ),
-            _ => (DisplayErrorContext(&err).to_string(), false),
+            _ => (causes(&err), false),
         };
         KmsError {
             action,
@@ -128,6 +124,21 @@ impl AwsKms {
             denied,
         }
     }
+}
+
+/// An error and its sources, as `a: b: c` (a source its parent already says
+/// is left out).
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The context as the SDK takes it.

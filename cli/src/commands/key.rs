@@ -99,7 +99,7 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
     if !a.json {
         println!(
             "{:<32}  {:<10}  {:<24}  {:<20}  BY",
-            "SLOT", "KIND", "KDF", "CREATED"
+            "SLOT", "KIND", "KDF / KMS KEY", "CREATED"
         );
     }
     for s in &slots {
