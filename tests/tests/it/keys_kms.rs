@@ -295,3 +295,44 @@ fn a_kms_repository_on_garage_reaches_kms_at_its_own_endpoint() {
     m.ok(&["pull", &s3_store, &arg(&dst)]);
     assert_same_tree(&admin.path("src"), &dst);
 }
+
+/// Polls `cond` every 100 ms for up to 30 s.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: not within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_vm_watches_a_kms_only_repository_asking_kms_once_for_its_whole_run() {
+    let kms = KmsEnv::from_env();
+    let key = kms.create_key("watch");
+    let proxy = FaultProxy::start(&kms.endpoint, Faults::default(), 4);
+    let e = machine_at(&kms, &proxy.url());
+    let store = kms_repository(&e, &key);
+    let mut m = vm(&e, &kms, "vm", &proxy.url());
+    m.set("COFFER_NO_KEYRING", "1");
+    let dst = m.path("dst");
+    fs::create_dir_all(&dst).unwrap();
+
+    let child = crate::watch_cli::daemon_on(&m, &dst, &store, 1);
+    eventually("the daemon pulls a.txt", || dst.join("a.txt").exists());
+    fs::write(dst.join("w.txt"), "from the watcher\n").unwrap();
+    eventually("the daemon pushes w.txt", || {
+        e.ok(&["pull", &store, "src"]);
+        e.path("src/w.txt").exists()
+    });
+    let stderr = crate::watch_cli::stop(child);
+    assert!(!stderr.contains("passphrase"), "{stderr}");
+    assert_eq!(
+        requests(&proxy, "Decrypt"),
+        1,
+        "one KMS call for the daemon's run"
+    );
+    assert_eq!(keyring_files(&m), 0, "--no-keyring saved a key");
+}
