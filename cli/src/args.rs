@@ -45,6 +45,20 @@ pub struct GlobalArgs {
         env = "COFFER_PASSPHRASE_COMMAND"
     )]
     pub passphrase_command: Option<String>,
+    /// Neither read nor save the master key in this machine's keyring: every
+    /// command unlocks through KMS (or a passphrase) again. For VMs that should
+    /// ask KMS every time. COFFER_NO_KEYRING=1 (or true, yes, on) does the same.
+    #[arg(
+        long,
+        global = true,
+        env = "COFFER_NO_KEYRING",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub no_keyring: bool,
+    /// KMS endpoint URL for KMS key slots (default: AWS_ENDPOINT_URL_KMS, else
+    /// AWS; never the S3 endpoint).
+    #[arg(long, global = true, value_name = "URL", help_heading = "KMS")]
+    pub kms_endpoint: Option<String>,
     /// No progress bars or summaries; errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -197,7 +211,7 @@ pub enum Command {
     Distrust(commands::distrust::Args),
     /// Verify the repository; with --read-data, every byte of every pack.
     Check(commands::check::Args),
-    /// Manage the repository's passphrase key slots: list, add, remove, passwd.
+    /// Manage the repository's key slots (passphrase, KMS): list, add, remove, passwd.
     Key(commands::key::Args),
     /// hcs3: create a bucket with a repository and its key.
     Create(commands::create::Args),

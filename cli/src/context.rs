@@ -13,7 +13,7 @@ use coffer_engine::store::{
     SseCustomerKey, StoreLocation, ThrottledStore, validate_bucket,
 };
 use coffer_engine::{Keyring, keyring};
-use coffer_engine::{Repository, UploadOptions, UploadWindow};
+use coffer_engine::{Repository, Unlock, UploadOptions, UploadWindow};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,8 @@ pub struct Ctx {
     pub bandwidth: Bandwidth,
     /// When the command began.
     pub started: std::time::Instant,
+    /// AWS KMS, for KMS key slots (no request until one is used).
+    pub kms: crate::kms::AwsKms,
 }
 
 /// How a bare STORE word is read.
@@ -62,7 +64,13 @@ impl Ctx {
     pub fn new(global: GlobalArgs, ops: Arc<Ops>) -> anyhow::Result<Ctx> {
         let home = keyring::default_home()?;
         let bandwidth = limits(&global)?;
+        let budget = global
+            .request_budget
+            .unwrap_or(DEFAULT_REQUEST_BUDGET_SECS)
+            .max(1);
+        let kms = crate::kms::AwsKms::new(global.kms_endpoint.clone(), Duration::from_secs(budget));
         Ok(Ctx {
+            kms,
             bandwidth,
             keyring: Keyring::new(&home),
             settings: Settings::load(&home)?,
@@ -202,7 +210,13 @@ impl Ctx {
         Ok((repo, opened))
     }
 
-    /// Unlocks the repository of an opened store (keyring, else passphrase).
+    /// The keyring, unless `--no-keyring`.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        (!self.global.no_keyring).then_some(&self.keyring)
+    }
+
+    /// Unlocks the repository of an opened store (keyring, else KMS slots,
+    /// else passphrase).
     pub async fn unlock(
         &self,
         opened: &OpenStore,
@@ -213,7 +227,27 @@ impl Ctx {
                 .read(false)
                 .map_err(|e| coffer_engine::Error::KeyRequired(crate::output::one_line(&e)))
         };
-        Repository::open(opened.store.clone(), &self.keyring, &mut ask)
+        self.unlock_with(opened, &mut ask).await
+    }
+
+    /// [`Ctx::unlock`] with the passphrase from `ask`.
+    pub async fn unlock_with(
+        &self,
+        opened: &OpenStore,
+        ask: coffer_engine::PassphraseSource<'_>,
+    ) -> anyhow::Result<Repository> {
+        // A KMS failure is told before the passphrase slots are tried (the
+        // passphrase may be asked for on the terminal).
+        let warn = |e: &coffer_engine::Error| {
+            eprintln!("coffer: {e}; trying the passphrase key slots");
+        };
+        let how = Unlock {
+            keyring: self.keyring(),
+            kms: Some(&self.kms),
+            ask,
+            warn: &warn,
+        };
+        Repository::open_with(opened.store.clone(), how)
             .await
             .with_context(|| format!("cannot open {}", opened.url))
     }

@@ -9,6 +9,7 @@ mod args;
 mod bandwidth;
 mod commands;
 mod context;
+mod kms;
 mod memory;
 mod ops;
 mod output;

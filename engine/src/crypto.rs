@@ -10,6 +10,7 @@
 mod aead;
 pub mod keyring;
 pub mod keyslot;
+pub mod kms;
 
 pub use aead::{NONCE_LEN, OpenError, TAG_LEN};
 

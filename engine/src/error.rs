@@ -146,6 +146,9 @@ pub enum Error {
     /// The repository needs a passphrase (or another key) and none was given.
     #[error("{0}")]
     KeyRequired(String),
+    /// A key-management service (KMS) refused or failed to wrap or unwrap a key.
+    #[error(transparent)]
+    Kms(#[from] crate::crypto::kms::KmsError),
     /// The store holds no coffer repository at this location.
     #[error("no coffer repository at {0} (run `coffer init` first)")]
     NotARepository(String),

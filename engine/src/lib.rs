@@ -22,8 +22,10 @@
 //!   [`device::Device`], [`check`], [`status`], [`clock`], [`error`], [`progress`].
 //!
 //! # The API (what the CLI and the watcher use; the modules are private)
-//! - [`Repository`] — open, create, unlock a repository; its key slots ([`SlotInfo`],
-//!   [`SlotId`]: list, add, remove); [`KdfParams`], [`Keyring`] / [`keyring`].
+//! - [`Repository`] — open, create, unlock a repository ([`Unlock`], [`FirstSlot`]);
+//!   its key slots ([`SlotInfo`], [`SlotId`]: list, add, remove); [`KdfParams`],
+//!   [`Keyring`] / [`keyring`]; KMS slots through a [`KeyWrapper`] the program
+//!   supplies ([`KmsContext`], [`KmsError`]).
 //! - [`Folder`] — a directory bound as one device; [`Device`] — a device (also the loose one).
 //! - [`push`] / [`PushReport`], [`pull`] / [`PullReport`] — the two directions;
 //!   [`UploadOptions`], [`UploadWindow`], [`IgnoreRules`].
@@ -89,7 +91,7 @@ macro_rules! internal {
 // pull), and the entry points.
 internal!(
     chunk, crypto, format, journal, sync, check, clock, device, folder, progress, repo, slots,
-    status
+    status, unlock
 );
 pub mod error;
 pub mod store; // object stores are an extension point: the trait and its back-ends
@@ -98,6 +100,7 @@ pub mod store; // object stores are an extension point: the trait and its back-e
 pub use check::{CheckReport, check};
 pub use crypto::keyring::{self, Keyring};
 pub use crypto::keyslot::KdfParams;
+pub use crypto::kms::{Context as KmsContext, KeyWrapper, KmsError};
 pub use device::Device;
 pub use folder::Folder;
 pub use format::commit::Entry;
@@ -105,7 +108,7 @@ pub use format::id::{DeviceId, RepoId, SlotId};
 pub use format::path::{RepoPath, STATE_DIR};
 pub use format::version::now_millis;
 pub use progress::{NoProgress, Phase, Progress};
-pub use repo::{REPO_FORMAT, Repository};
+pub use repo::{FirstSlot, PassphraseSource, REPO_FORMAT, Repository, Unlock};
 pub use slots::SlotInfo;
 pub use status::{FolderStatus, LastStep, StepOutcome};
 pub use sync::pull::export::{ExportReport, export_tree};

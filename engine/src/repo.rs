@@ -1,36 +1,26 @@
 //! A repository: a store plus its config and unlocked keys.
 //!
 //! `config` is plaintext JSON (format version, repository id, chunker parameters, a
-//! key check and a MAC: [`crate::format::config`]); `keys/<slot>` hold the master key wrapped by passphrases. Opening a
-//! repository reads the config, then takes the master key from the local
-//! [`Keyring`] or, failing that, from a passphrase that must open one of the slots.
+//! key check and a MAC: [`crate::format::config`]); `keys/<slot>` hold the master
+//! key wrapped by passphrases or by a KMS key. Opening a repository
+//! ([`crate::unlock`]) reads the config, then takes the master key from the local
+//! [`Keyring`], else from a KMS slot, else from a passphrase that must open one of
+//! the slots.
 
 use crate::chunk::chunker::{Chunker, ChunkerParams};
 use crate::crypto::keyring::Keyring;
 use crate::crypto::keyslot::{KdfParams, KeySlot};
+use crate::crypto::kms::KmsSlot;
 use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result, StoreError};
-use crate::format::config::Mismatch;
 use crate::format::id::{RepoId, SlotId};
 use crate::store::{self, DynStore, layout};
 use bytes::Bytes;
 use std::sync::Arc;
-use zeroize::Zeroizing;
+
+pub use crate::unlock::{FirstSlot, PassphraseSource, Unlock};
 
 pub use crate::format::config::{REPO_FORMAT, RepoConfig};
-
-fn warn_skipped(skipped: &[(String, Error)]) {
-    for (key, e) in skipped {
-        tracing::warn!("key slot {key} skipped: {e}");
-    }
-}
-
-fn tampered() -> Error {
-    Error::corrupt(
-        layout::CONFIG,
-        "not authentic: its fields were changed by someone without the repository key",
-    )
-}
 
 /// Refuses to create a repository where coffer objects already are (a store
 /// whose `config` was lost): a new master key would make them unreadable.
@@ -70,20 +60,31 @@ pub struct Repository {
     clock_offset: Arc<tokio::sync::Mutex<Option<(i64, std::time::Instant)>>>,
 }
 
-/// Where a passphrase comes from when the keyring has no key; called at most once.
-pub type PassphraseSource<'a> = &'a mut dyn FnMut() -> Result<Zeroizing<String>>;
-
 impl Repository {
-    /// Creates a repository in an empty store location.
+    /// Creates a repository in an empty store location, with one passphrase
+    /// key slot.
     pub async fn init(
         store: DynStore,
         passphrase: &[u8],
         kdf: KdfParams,
         keyring: Option<&Keyring>,
     ) -> Result<Repository> {
-        kdf.validate()?;
-        if passphrase.is_empty() {
-            return Err(Error::Config("an empty passphrase is not allowed".into()));
+        let first = FirstSlot::Passphrase { passphrase, kdf };
+        Self::init_with(store, first, keyring).await
+    }
+
+    /// Creates a repository in an empty store location whose one key slot is
+    /// `first`; keeps the master key in `keyring` if given.
+    pub async fn init_with(
+        store: DynStore,
+        first: FirstSlot<'_>,
+        keyring: Option<&Keyring>,
+    ) -> Result<Repository> {
+        if let FirstSlot::Passphrase { passphrase, kdf } = &first {
+            kdf.validate()?;
+            if passphrase.is_empty() {
+                return Err(Error::Config("an empty passphrase is not allowed".into()));
+            }
         }
         match store.get(layout::CONFIG).await {
             Ok(_) => return Err(Error::AlreadyExists(store.describe())),
@@ -94,10 +95,19 @@ impl Repository {
         let master = MasterKey::generate();
         let id = RepoId::random();
         let slot = SlotId::random();
-        let ks = KeySlot::create(&master, passphrase, kdf, &id, &slot)?;
+        let slot_json = match first {
+            FirstSlot::Passphrase { passphrase, kdf } => {
+                let ks = KeySlot::create(&master, passphrase, kdf, &id, &slot)?;
+                serde_json::to_vec_pretty(&ks)
+            }
+            FirstSlot::Kms { wrapper, key_id } => {
+                let ks = KmsSlot::create(wrapper, key_id, &master, (&id, &slot)).await?;
+                serde_json::to_vec_pretty(&ks)
+            }
+        }
+        .expect("key slot serializes");
         let config = RepoConfig::new(&id, ChunkerParams::DEFAULT, &master);
         // The slot first: a config without a usable slot would be a dead repository.
-        let slot_json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
         store
             .put(&layout::key_slot(&slot), Bytes::from(slot_json))
             .await?;
@@ -123,115 +133,12 @@ impl Repository {
         RepoConfig::parse(&bytes, &store.describe())
     }
 
-    /// Opens the repository with the keyring's key, or a passphrase from `ask`
-    /// (stored in the keyring when it opens a slot).
-    pub async fn open(
+    pub(crate) fn assemble(
         store: DynStore,
-        keyring: &Keyring,
-        ask: PassphraseSource<'_>,
-    ) -> Result<Repository> {
-        let config = Self::read_config(&store).await?;
-        let id = config.repo_id()?;
-        if let Some(master) = keyring.load(&id)? {
-            match config.verify(&master) {
-                Ok(()) => return Ok(Self::assemble(store, config, id, &master)),
-                Err(Mismatch::Tampered) => return Err(tampered()),
-                Err(Mismatch::WrongKey) => tracing::warn!(
-                    "the keyring's key for {id} does not match the repository; asking for the passphrase"
-                ),
-            }
-        }
-        let passphrase = ask()?;
-        let master = Self::unlock(&store, &config, passphrase.as_bytes()).await?;
-        keyring.store(&id, &master)?;
-        Ok(Self::assemble(store, config, id, &master))
-    }
-
-    /// Tries every key slot with `passphrase`.
-    pub async fn unlock(
-        store: &DynStore,
-        config: &RepoConfig,
-        passphrase: &[u8],
-    ) -> Result<MasterKey> {
-        let opened = Self::open_slots(store, config, passphrase, true).await?;
-        Ok(opened.into_iter().next().map(|(m, _)| m).expect("at least one"))
-    }
-
-    /// The slots `passphrase` opens, with the master key each holds (checked
-    /// against the config): only the first when `first_only`. Errors with
-    /// [`Error::WrongPassphrase`] when it opens none.
-    pub(crate) async fn open_slots(
-        store: &DynStore,
-        config: &RepoConfig,
-        passphrase: &[u8],
-        first_only: bool,
-    ) -> Result<Vec<(MasterKey, SlotId)>> {
-        let id = config.repo_id()?;
-        let slots = store.list(layout::KEYS_PREFIX).await?;
-        if slots.is_empty() {
-            return Err(Error::corrupt(
-                layout::KEYS_PREFIX,
-                "the repository has no key slot",
-            ));
-        }
-        // A slot that cannot be tried (damaged, unknown kind, or asking for more
-        // memory than this machine gives) is skipped, so one bad object in the
-        // store cannot lock everybody out; its error is reported only if no
-        // other slot could be tried.
-        let mut tried = false;
-        let mut skipped: Vec<(String, Error)> = Vec::new();
-        let mut opened = Vec::new();
-        for meta in slots {
-            let Some(slot_id) = layout::parse_slot(&meta.key) else {
-                continue;
-            };
-            match Self::try_slot(store, &meta.key, &slot_id, &id, passphrase).await {
-                Ok(Some(master)) => {
-                    match config.verify(&master) {
-                        Ok(()) => {}
-                        Err(Mismatch::Tampered) => return Err(tampered()),
-                        Err(Mismatch::WrongKey) => {
-                            return Err(Error::corrupt(
-                                layout::CONFIG,
-                                "key check does not match the key slots",
-                            ));
-                        }
-                    }
-                    opened.push((master, slot_id));
-                    if first_only {
-                        break;
-                    }
-                }
-                Ok(None) => tried = true,
-                Err(e) if e.is_retryable() => return Err(e),
-                Err(e) => skipped.push((meta.key, e)),
-            }
-        }
-        if opened.is_empty() && !tried && !skipped.is_empty() {
-            // No slot could be tried: the (first) reason is the error, on its own.
-            return Err(skipped.swap_remove(0).1);
-        }
-        warn_skipped(&skipped);
-        if opened.is_empty() {
-            return Err(Error::WrongPassphrase);
-        }
-        Ok(opened)
-    }
-
-    pub(crate) async fn try_slot(
-        store: &DynStore,
-        key: &str,
-        slot_id: &SlotId,
-        id: &RepoId,
-        passphrase: &[u8],
-    ) -> Result<Option<MasterKey>> {
-        let bytes = store::get_at_most(&**store, key, layout::SLOT_MAX, "key slot").await?;
-        let slot: KeySlot =
-            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(key, e.to_string()))?;
-        slot.open(passphrase, id, slot_id)
-    }
-
-    fn assemble(store: DynStore, config: RepoConfig, id: RepoId, master: &MasterKey) -> Repository {
+        config: RepoConfig,
+        id: RepoId,
+        master: &MasterKey,
+    ) -> Repository {
         let keys = Keys::derive(master);
         let chunker = Chunker::new(config.chunker, keys.chunker_seed());
         Repository {
@@ -302,6 +209,7 @@ impl Repository {
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
+    use zeroize::Zeroizing;
 
     #[tokio::test]
     async fn init_then_open_with_passphrase_then_keyring() {

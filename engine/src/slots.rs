@@ -1,12 +1,13 @@
-//! Managing a repository's key slots (`coffer key ...`): list, add, find the
-//! slots a passphrase opens, remove.
+//! Managing a repository's key slots (`coffer key ...`): list, add (a
+//! passphrase or a KMS key), find the slots a passphrase opens, remove.
 //!
 //! Slot objects are immutable: a change is a new object, then the deletion of
 //! the old one, in that order, so a crash between the two leaves both slots and
 //! never none (`DESIGN.md` §4). Removal refuses to leave the repository without
 //! a usable slot.
 
-use crate::crypto::keyslot::{KdfParams, KeySlot};
+use crate::crypto::keyslot::{KdfParams, KeySlot, StoredSlot};
+use crate::crypto::kms::{KeyWrapper, KmsSlot};
 use crate::error::{Error, Result};
 use crate::format::id::SlotId;
 use crate::repo::Repository;
@@ -18,10 +19,12 @@ use bytes::Bytes;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotInfo {
     pub id: SlotId,
-    /// `"passphrase"`, or what an unsupported slot says it is.
+    /// `"passphrase"`, `"kms"`, or what an unsupported slot says it is.
     pub kind: Option<String>,
     /// The Argon2id cost of a passphrase slot.
     pub kdf: Option<KdfParams>,
+    /// The KMS key (key id, ARN or alias) of a KMS slot.
+    pub key_id: Option<String>,
     /// When it was made (Unix ms, by its writer's clock), if it records it.
     /// Bound into the seal: a slot whose record was edited no longer opens.
     pub created: Option<u64>,
@@ -33,7 +36,8 @@ pub struct SlotInfo {
 }
 
 impl SlotInfo {
-    /// Whether a passphrase could open the repository through this slot.
+    /// Whether the slot could open the repository (with its passphrase, or
+    /// through KMS).
     pub fn usable(&self) -> bool {
         self.problem.is_none()
     }
@@ -46,10 +50,28 @@ async fn describe(store: &DynStore, key: &str, id: SlotId) -> Result<SlotInfo> {
         Err(e) if e.is_retryable() => return Err(e),
         Err(e) => return Ok(unusable(id, e.to_string())),
     };
-    let slot: KeySlot = match serde_json::from_slice(&bytes) {
+    let slot = match StoredSlot::parse(&bytes, key) {
         Ok(s) => s,
-        Err(e) => return Ok(unusable(id, format!("damaged: {e}"))),
+        Err(Error::Corrupt { reason, .. }) => {
+            return Ok(unusable(id, format!("damaged: {reason}")));
+        }
+        Err(e) => return Ok(unusable(id, e.to_string())),
     };
+    Ok(match slot {
+        StoredSlot::Passphrase(slot) => describe_passphrase(id, key, slot),
+        StoredSlot::Kms(slot) => SlotInfo {
+            id,
+            kind: Some(slot.kind.clone()),
+            kdf: None,
+            key_id: Some(slot.key_id.clone()),
+            created: Some(slot.created),
+            host: Some(slot.host.clone()),
+            problem: slot.check(key).err().map(|e| e.to_string()),
+        },
+    })
+}
+
+fn describe_passphrase(id: SlotId, key: &str, slot: KeySlot) -> SlotInfo {
     let checked = slot
         .check_supported(key)
         .and_then(|()| slot.params.validate())
@@ -58,14 +80,15 @@ async fn describe(store: &DynStore, key: &str, id: SlotId) -> Result<SlotInfo> {
         Ok(origin) => (origin, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    Ok(SlotInfo {
+    SlotInfo {
         id,
         kind: Some(slot.kind),
         kdf: Some(slot.params),
+        key_id: None,
         created: origin.as_ref().map(|(t, _)| *t),
         host: origin.map(|(_, h)| h),
         problem,
-    })
+    }
 }
 
 fn unusable(id: SlotId, problem: String) -> SlotInfo {
@@ -73,6 +96,7 @@ fn unusable(id: SlotId, problem: String) -> SlotInfo {
         id,
         kind: None,
         kdf: None,
+        key_id: None,
         created: None,
         host: None,
         problem: Some(problem),
@@ -138,10 +162,16 @@ impl Repository {
         Ok(slot)
     }
 
-    /// Every slot `passphrase` opens ([`Error::WrongPassphrase`] if none).
-    pub async fn slots_opened_by(&self, passphrase: &[u8]) -> Result<Vec<SlotId>> {
-        let opened = Self::open_slots(self.store(), self.config(), passphrase, false).await?;
-        Ok(opened.into_iter().map(|(_, slot)| slot).collect())
+    /// Adds a KMS key slot: the master key encrypted by `wrapper` under
+    /// `key_id` (one `Encrypt` request); the other slots stay as they are.
+    pub async fn add_kms(&self, wrapper: &dyn KeyWrapper, key_id: &str) -> Result<SlotId> {
+        let slot = SlotId::random();
+        let ks = KmsSlot::create(wrapper, key_id, self.master(), (&self.id(), &slot)).await?;
+        let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
+        self.store()
+            .put(&layout::key_slot(&slot), Bytes::from(json))
+            .await?;
+        Ok(slot)
     }
 
     /// Deletes key slot `slot`, unless no other usable slot would remain
@@ -186,7 +216,10 @@ mod tests {
         let first = listed[0].id;
         assert_eq!(listed[0].host.as_deref(), Some(this_host().as_str()));
         assert!(listed[0].created.is_some_and(|t| t > 1_764_000_000_000));
-        let second = repo.add_passphrase(b"two", KdfParams::MINIMUM).await.unwrap();
+        let second = repo
+            .add_passphrase(b"two", KdfParams::MINIMUM)
+            .await
+            .unwrap();
         assert_eq!(repo.slots_opened_by(b"two").await.unwrap(), [second]);
         assert!(matches!(
             repo.slots_opened_by(b"three").await,

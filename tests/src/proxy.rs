@@ -7,7 +7,9 @@
 //! - drop the connection without an answer ("reset");
 //! - stall: stop reading a PUT's body half-way, or send half a GET's body and stop;
 //! - forward a PUT, let the server store it, then drop the answer;
-//! - answer `403 AccessDenied` to everything.
+//! - answer `403 AccessDenied` to everything;
+//! - answer everything with a given status and JSON body (an AWS JSON-protocol
+//!   error, as KMS gives: `{"__type":"AccessDeniedException","message":"..."}`).
 //!
 //! Every request is logged (method, path, headers) so tests can check what a client
 //! sent, and every injected fault is counted.
@@ -39,6 +41,8 @@ pub struct Faults {
     pub drop_put_response: f64,
     /// Answer 403 to every request.
     pub deny_all: bool,
+    /// Answer every request with this status and JSON body (wins over the rest).
+    pub answer: Option<(u16, String)>,
 }
 
 /// One request as received.
@@ -77,6 +81,7 @@ enum Decision {
     Stall,
     DropResponse,
     Deny,
+    Answer(u16, String),
 }
 
 impl FaultProxy {
@@ -152,6 +157,9 @@ impl Drop for FaultProxy {
 
 fn decide(state: &State, method: &str) -> Decision {
     let f = state.faults.lock().expect("faults lock").clone();
+    if let Some((status, body)) = f.answer {
+        return Decision::Answer(status, body);
+    }
     if f.deny_all {
         return Decision::Deny;
     }
@@ -200,6 +208,19 @@ fn xml_error(status: StatusCode, code: &str, message: &str, head: bool) -> Respo
         .expect("valid response")
 }
 
+fn json_answer(status: u16, body: String) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).expect("a valid status"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", "fault-proxy")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("valid response")
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
@@ -226,6 +247,11 @@ async fn handle(
     });
     let head = method == "HEAD";
     match decide(&state, &method) {
+        Decision::Answer(status, body) => {
+            count(&state, "answer");
+            drain(req).await;
+            Ok(json_answer(status, body))
+        }
         Decision::Deny => {
             count(&state, "403");
             Ok(xml_error(

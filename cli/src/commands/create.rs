@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         ctx.say(format!("note: {note}"));
     }
     let pass = ctx.passphrase().read(true)?;
-    let repo = Repository::init(opened.store, pass.as_bytes(), kdf, Some(&ctx.keyring)).await?;
+    let repo = Repository::init(opened.store, pass.as_bytes(), kdf, ctx.keyring()).await?;
     ctx.say(format!(
         "created repository {} in {}",
         repo.id(),

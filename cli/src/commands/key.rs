@@ -1,7 +1,8 @@
-//! `coffer key list|add|remove|passwd STORE`: the repository's passphrase key
-//! slots. `list` reads only the plaintext slot objects and needs no key (when
-//! and where a slot was made is shown as the slot records it: `unknown` for
-//! slots written before coffer recorded it); `add`
+//! `coffer key list|add|remove|passwd STORE`: the repository's key slots,
+//! passphrase and KMS. `list` reads only the plaintext slot objects and needs
+//! no key (when and where a slot was made is shown as the slot records it:
+//! `unknown` for slots written before coffer recorded it); `add` (a passphrase,
+//! or with `--kms KEY_ID` a KMS key)
 //! and `remove` need the repository unlocked (this machine's keyring counts: who
 //! holds the master key can read everything already); `passwd` always asks for
 //! the old passphrase, since the slots it replaces are the ones that passphrase
@@ -27,8 +28,8 @@ pub struct Args {
 pub enum KeyCommand {
     /// List the key slots (no passphrase needed).
     List(ListArgs),
-    /// Add a key slot for a new passphrase.
-    Add(ChangeArgs),
+    /// Add a key slot for a new passphrase, or with --kms for a KMS key.
+    Add(AddArgs),
     /// Remove a key slot (never the last usable one).
     Remove(RemoveArgs),
     /// Change a passphrase: a slot for the new one, then the old one's slots removed.
@@ -60,6 +61,21 @@ pub struct ChangeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    pub change: ChangeArgs,
+    /// Encrypt the master key with AWS KMS under KEY_ID (key id, ARN or alias)
+    /// instead of a passphrase: machines allowed kms:Decrypt on it unlock
+    /// with no passphrase.
+    #[arg(
+        long,
+        value_name = "KEY_ID",
+        conflicts_with_all = ["new_passphrase_file", "new_passphrase_command"]
+    )]
+    pub kms: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RemoveArgs {
     /// The repository.
     pub store: String,
@@ -83,7 +99,7 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
     if !a.json {
         println!(
             "{:<32}  {:<10}  {:<24}  {:<20}  BY",
-            "SLOT", "KIND", "KDF", "CREATED"
+            "SLOT", "KIND", "KDF / KMS KEY", "CREATED"
         );
     }
     for s in &slots {
@@ -97,8 +113,11 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The Argon2id cost as `argon2id m=64MiB t=3 p=4`.
+/// The Argon2id cost as `argon2id m=64MiB t=3 p=4`, or a KMS slot's key.
 fn kdf_text(s: &SlotInfo) -> String {
+    if let Some(key) = &s.key_id {
+        return key.clone();
+    }
     match s.kdf {
         Some(k) => format!(
             "argon2id m={}MiB t={} p={}",
@@ -146,6 +165,7 @@ fn json(s: &SlotInfo) -> serde_json::Value {
             "t_cost": k.t_cost,
             "p_cost": k.p_cost,
         })),
+        "key_id": s.key_id,
         "created": s.created.map(stamp),
         "created_ms": s.created,
         "created_by": s.host,
@@ -165,14 +185,17 @@ fn new_source(a: &ChangeArgs) -> Source<'_> {
     }
 }
 
-async fn add(ctx: &Ctx, a: ChangeArgs) -> anyhow::Result<ExitCode> {
-    let kdf = a.kdf.params()?;
-    let (repo, opened) = ctx.repo(&a.store, Locate::Existing).await?;
-    let new = new_source(&a).read(true)?;
-    let slot = repo
-        .add_passphrase(new.as_bytes(), kdf)
-        .await
-        .with_context(|| format!("cannot add a key slot to {}", opened.url))?;
+async fn add(ctx: &Ctx, a: AddArgs) -> anyhow::Result<ExitCode> {
+    let kdf = a.change.kdf.params()?;
+    let (repo, opened) = ctx.repo(&a.change.store, Locate::Existing).await?;
+    let added = match &a.kms {
+        Some(key_id) => repo.add_kms(&ctx.kms, key_id).await,
+        None => {
+            let new = new_source(&a.change).read(true)?;
+            repo.add_passphrase(new.as_bytes(), kdf).await
+        }
+    };
+    let slot = added.with_context(|| format!("cannot add a key slot to {}", opened.url))?;
     println!("{slot}");
     ctx.say(format!("added key slot {slot} to {}", opened.url));
     Ok(ExitCode::SUCCESS)
@@ -198,9 +221,7 @@ async fn passwd(ctx: &Ctx, a: ChangeArgs) -> anyhow::Result<ExitCode> {
     // and names the slots to replace.
     let old = ctx.passphrase().read(false)?;
     let mut give = || Ok(Zeroizing::new(old.to_string()));
-    let repo = Repository::open(opened.store.clone(), &ctx.keyring, &mut give)
-        .await
-        .with_context(|| format!("cannot open {}", opened.url))?;
+    let repo = ctx.unlock_with(&opened, &mut give).await?;
     let replaced = repo.slots_opened_by(old.as_bytes()).await?;
     let new = new_source(&a).read(true)?;
     let slot = repo.add_passphrase(new.as_bytes(), kdf).await?;

@@ -94,6 +94,31 @@ pub struct KeySlot {
     pub host: Option<String>,
 }
 
+/// A key slot object of either kind, told apart by its `kind` field.
+#[derive(Debug, Clone)]
+pub enum StoredSlot {
+    Passphrase(KeySlot),
+    Kms(super::kms::KmsSlot),
+}
+
+impl StoredSlot {
+    /// Parses a slot object (`object` names it in errors). A kind other than
+    /// `"kms"` is read as a passphrase slot, whose check refuses unknown kinds.
+    pub fn parse(bytes: &[u8], object: &str) -> Result<StoredSlot> {
+        #[derive(Deserialize)]
+        struct Probe {
+            kind: String,
+        }
+        let bad = |e: serde_json::Error| Error::corrupt(object, e.to_string());
+        let probe: Probe = serde_json::from_slice(bytes).map_err(bad)?;
+        match probe.kind.as_str() {
+            "kms" => serde_json::from_slice(bytes).map(StoredSlot::Kms),
+            _ => serde_json::from_slice(bytes).map(StoredSlot::Passphrase),
+        }
+        .map_err(bad)
+    }
+}
+
 /// The version new slots are written in; 1 is still read.
 const SLOT_VERSION: u32 = 2;
 
@@ -169,7 +194,13 @@ impl KeySlot {
         slot: &SlotId,
     ) -> Result<KeySlot> {
         let now = crate::format::version::now_millis();
-        Self::create_at(master, passphrase, params, (repo, slot), (now, &this_host()))
+        Self::create_at(
+            master,
+            passphrase,
+            params,
+            (repo, slot),
+            (now, &this_host()),
+        )
     }
 
     /// [`KeySlot::create`] with the time (Unix ms) and host given.
@@ -184,7 +215,9 @@ impl KeySlot {
             return Err(Error::Config("an empty passphrase is not allowed".into()));
         }
         if host.len() > HOST_MAX {
-            return Err(Error::Config(format!("a host name is at most {HOST_MAX} bytes")));
+            return Err(Error::Config(format!(
+                "a host name is at most {HOST_MAX} bytes"
+            )));
         }
         let mut salt = [0u8; 32];
         super::fill_random(&mut salt);
@@ -248,7 +281,12 @@ impl KeySlot {
         }
         let kek = kek(passphrase, &salt, self.params)?;
         let cipher = XChaCha20Poly1305::new(&kek);
-        match open_with(&cipher, Kind::KeySlot, &identity(repo, slot, origin), &wrapped) {
+        match open_with(
+            &cipher,
+            Kind::KeySlot,
+            &identity(repo, slot, origin),
+            &wrapped,
+        ) {
             Ok(plain) => {
                 let plain = Zeroizing::new(plain);
                 let mut k = [0u8; 32];

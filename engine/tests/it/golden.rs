@@ -1,5 +1,6 @@
 //! Golden fixtures: objects written by earlier versions that every later one
-//! must read. A repository written by format v1 (`fixtures/v1-repo/`, passphrase
+//! must read (and the KMS key slot of `fixtures/slot-kms/`, opened through a
+//! stand-in that answers only the request `DESIGN.md` §4 documents). A repository written by format v1 (`fixtures/v1-repo/`, passphrase
 //! `coffer-v1-fixture`) must stay readable by every later version. It holds two
 //! commits of one device: `hello.txt` (rewritten), `dir/data.bin` (300,000 bytes of
 //! `(i * 7) % 251`), an empty `dir/empty`, a symlink `link -> hello.txt`, and
@@ -8,6 +9,7 @@
 use coffer_engine::check::check;
 use coffer_engine::crypto::keyring::Keyring;
 use coffer_engine::crypto::keyslot::KeySlot;
+use coffer_engine::crypto::kms::KmsSlot;
 use coffer_engine::crypto::{Keys, MasterKey};
 use coffer_engine::format::commit::Entry;
 use coffer_engine::format::path::RepoPath;
@@ -16,10 +18,17 @@ use coffer_engine::repo::Repository;
 use coffer_engine::store::{DynStore, LocalStore};
 use coffer_engine::sync::pull::restore::stream_file;
 use coffer_engine::sync::pull::view::RepoView;
+use coffer_engine::{KeyWrapper, KmsContext, KmsError, Unlock};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
 const PASSPHRASE: &str = "coffer-v1-fixture";
+
+/// The KMS slot fixture (`fixtures/slot-kms/`): its slot id, when it was made,
+/// and the master key moto's `Decrypt` gave for it.
+const SLOT_KMS_ID: &str = "0be31accc3b1201aa762520a3a0ab224";
+const SLOT_KMS_CREATED: u64 = 1_796_400_172_812;
+const SLOT_KMS_MASTER: &str = "c5170cf304056c96b6d7285d2cf2a972d9f145bff869a100136cd395b214b142";
 
 async fn open() -> Repository {
     let store: DynStore = Arc::new(LocalStore::open(super::fixture("v1-repo"), false).unwrap());
@@ -225,4 +234,108 @@ async fn slot_v2_opens_and_matches_the_design() {
     let edited: KeySlot = serde_json::from_value(edited).unwrap();
     let opened = edited.open(SLOT_V2_PASSPHRASE.as_bytes(), &repo.id(), &slot.id);
     assert_eq!(opened.unwrap(), None);
+}
+
+/// Stands in for KMS with what moto's `Decrypt` gave for the fixture: it
+/// answers only the exact request `DESIGN.md` §4 describes.
+#[derive(Debug)]
+struct FixtureKms {
+    key_id: String,
+    blob: Vec<u8>,
+    context: Vec<(&'static str, String)>,
+    master: [u8; 32],
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl KeyWrapper for FixtureKms {
+    async fn wrap(&self, key_id: &str, _: &[u8], _: &KmsContext) -> Result<Vec<u8>, KmsError> {
+        panic!("opening the fixture encrypts nothing (asked for {key_id})")
+    }
+
+    async fn unwrap(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        context: &KmsContext,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if key_id != self.key_id || ciphertext != self.blob || *context != self.context {
+            return Err(KmsError {
+                action: "Decrypt",
+                key_id: key_id.into(),
+                reason: "InvalidCiphertextException: ".into(),
+                denied: true,
+            });
+        }
+        Ok(Zeroizing::new(self.master.to_vec()))
+    }
+}
+
+/// A KMS key slot (`fixtures/slot-kms/`: a repository's `config` and its one
+/// slot, made by `coffer init --kms alias/coffer-fixture` on host `vm` against
+/// moto). Its bytes must be what `DESIGN.md` §4 says (field order included),
+/// and opening it must ask KMS for exactly the documented `Decrypt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_kms_opens_with_the_documented_request() {
+    let root = super::fixture("slot-kms");
+    let store: DynStore = Arc::new(LocalStore::open(&root, false).unwrap());
+    let slots = Repository::list_slots(&store).await.unwrap();
+    assert_eq!(slots.len(), 1);
+    let slot = &slots[0];
+    assert_eq!(slot.id.to_hex(), SLOT_KMS_ID);
+    assert_eq!(slot.kind.as_deref(), Some("kms"));
+    assert_eq!(slot.key_id.as_deref(), Some("alias/coffer-fixture"));
+    assert_eq!(slot.created, Some(SLOT_KMS_CREATED));
+    assert_eq!(slot.host.as_deref(), Some("vm"));
+    assert!(slot.usable() && slot.kdf.is_none());
+
+    let bytes = std::fs::read(root.join("keys").join(SLOT_KMS_ID)).unwrap();
+    let parsed: KmsSlot = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(serde_json::to_vec_pretty(&parsed).unwrap(), bytes);
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let names: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    let config = Repository::read_config(&store).await.unwrap();
+    let kms = FixtureKms {
+        key_id: "alias/coffer-fixture".into(),
+        blob: hex::decode(json["wrapped"].as_str().unwrap()).unwrap(),
+        context: vec![
+            ("coffer-repository", config.repo_id().unwrap().to_hex()),
+            ("coffer-slot", SLOT_KMS_ID.into()),
+            ("coffer-origin", format!("{SLOT_KMS_CREATED} vm")),
+        ],
+        master: hex::decode(SLOT_KMS_MASTER).unwrap().try_into().unwrap(),
+        asked: Default::default(),
+    };
+    let warn = |e: &coffer_engine::Error| panic!("{e}");
+    let mut never = || -> coffer_engine::Result<Zeroizing<String>> { panic!("no passphrase") };
+    let how = Unlock {
+        keyring: None,
+        kms: Some(&kms),
+        ask: &mut never,
+        warn: &warn,
+    };
+    let repo = Repository::open_with(store.clone(), how).await.unwrap();
+    assert_eq!(kms.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let master = MasterKey::from_bytes(kms.master);
+    assert_eq!(
+        Keys::derive(&master).chunker_seed(),
+        repo.keys().chunker_seed()
+    );
+
+    // The record is bound through the context: an edited host asks KMS for
+    // another context, which it refuses.
+    let mut edited = parsed;
+    edited.host = "elsewhere".into();
+    let err = edited.open(&kms, &repo.id(), &slot.id).await.unwrap_err();
+    assert!(
+        err.to_string().contains("InvalidCiphertextException"),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@
 
 mod bandwidth;
 mod keys_cli;
+mod keys_kms;
 mod local_cli;
 mod ops_cli;
 mod s3;

@@ -131,6 +131,7 @@ fn a_slowdown_and_reset_storm_ends_in_an_identical_verified_tree() {
         drop_put_response: 0.05,
         stall: 0.02,
         deny_all: false,
+        answer: None,
     });
     e.ok(&["push", "--pack-mib", "8", "src", &bucket]);
     let other = {
