@@ -149,6 +149,16 @@ fn context_map(context: &KmsContext) -> std::collections::HashMap<String, String
         .collect()
 }
 
+/// A KMS answer that lacks its `what`.
+fn answered_without(action: &'static str, key_id: &str, what: &str) -> KmsError {
+    KmsError {
+        action,
+        key_id: key_id.to_string(),
+        reason: format!("KMS answered without {what}"),
+        denied: false,
+    }
+}
+
 #[async_trait::async_trait]
 impl KeyWrapper for AwsKms {
     async fn wrap(
@@ -167,12 +177,9 @@ impl KeyWrapper for AwsKms {
             .send()
             .await
             .map_err(|e| self.failure("Encrypt", key_id, e))?;
-        let blob = out.ciphertext_blob.ok_or_else(|| KmsError {
-            action: "Encrypt",
-            key_id: key_id.to_string(),
-            reason: "KMS answered without a ciphertext".into(),
-            denied: false,
-        })?;
+        let blob = out
+            .ciphertext_blob
+            .ok_or_else(|| answered_without("Encrypt", key_id, "a ciphertext"))?;
         Ok(blob.into_inner())
     }
 
@@ -199,12 +206,9 @@ impl KeyWrapper for AwsKms {
             .send()
             .await
             .map_err(|e| self.failure("Decrypt", key_id, e))?;
-        let plain = out.plaintext.ok_or_else(|| KmsError {
-            action: "Decrypt",
-            key_id: key_id.to_string(),
-            reason: "KMS answered without a plaintext".into(),
-            denied: false,
-        })?;
+        let plain = out
+            .plaintext
+            .ok_or_else(|| answered_without("Decrypt", key_id, "a plaintext"))?;
         let key = Zeroizing::new(plain.into_inner());
         let mut cache = self.unwrapped.lock().expect("KMS cache lock");
         cache.push((ciphertext.to_vec(), context.clone(), key.clone()));

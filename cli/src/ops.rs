@@ -17,6 +17,7 @@ use metrics::Metrics;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How many conflict copies and errors the live state remembers.
 const RECENT: usize = 50;
@@ -27,6 +28,8 @@ pub struct Ops {
     pub events: Events,
     pub metrics: Metrics,
     live: Mutex<Live>,
+    /// `Live::store_reachable`, readable without the lock.
+    reachable: AtomicBool,
     /// Warnings and path errors the daemon has told (see [`Ops::notice`]).
     told: Mutex<std::collections::HashSet<String>>,
 }
@@ -60,8 +63,9 @@ pub struct Live {
     pub conflict_copies: Vec<ConflictCopy>,
     /// Conflict copies this daemon wrote, newest last.
     pub conflicts: Vec<Stamped<ConflictSeen>>,
-    /// Devices whose commits this folder has read.
-    pub devices: Vec<DeviceSeen>,
+    /// Devices whose commits this folder has read (a list, by device id).
+    #[serde(serialize_with = "values")]
+    pub devices: BTreeMap<String, DeviceSeen>,
     pub store_reachable: bool,
     pub store_error: Option<Stamped<Message>>,
     pub steps_ok: u64,
@@ -72,11 +76,29 @@ pub struct Live {
     #[serde(skip)]
     last_step_failed: bool,
     #[serde(skip)]
-    device_map: BTreeMap<String, DeviceSeen>,
-    #[serde(skip)]
     told: Option<StateEvent>,
     #[serde(skip)]
     success_at: Option<std::time::Instant>,
+}
+
+impl Live {
+    /// The `state` event of this state.
+    pub fn state_event(&self) -> StateEvent {
+        StateEvent {
+            state: self.state,
+            pending_changes: self.pending_changes,
+            store_reachable: self.store_reachable,
+            last_error: self.last_error.as_ref().map(|e| e.value.message.clone()),
+        }
+    }
+}
+
+/// Serializes a map as the list of its values.
+fn values<S: serde::Serializer>(
+    map: &BTreeMap<String, DeviceSeen>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(map.values())
 }
 
 /// A value and when it happened.
@@ -142,6 +164,7 @@ impl Ops {
             metrics: Metrics::new(),
             live: Mutex::new(live),
             told: Mutex::default(),
+            reachable: AtomicBool::new(true),
         };
         ops.metrics.store_reachable.set(1);
         ops
@@ -153,9 +176,7 @@ impl Ops {
 
     /// A copy of the live state.
     pub fn snapshot(&self) -> Live {
-        let mut l = self.live().clone();
-        l.devices = l.device_map.values().cloned().collect();
-        l
+        self.live().clone()
     }
 
     /// How long ago a step last succeeded.
@@ -200,6 +221,12 @@ impl Ops {
     /// A store request answered (`None`) or failed to reach the store.
     pub fn store_answered(&self, failure: Option<String>) {
         let reachable = failure.is_none();
+        // Every request ends here: an answer from a store known to answer
+        // changes nothing.
+        if reachable && self.reachable.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.reachable.store(reachable, Ordering::Relaxed);
         self.update(|l| {
             self.metrics.store_reachable.set(i64::from(reachable));
             if reachable {
@@ -299,7 +326,7 @@ impl Ops {
         self.update(|l| {
             let this_device = device == l.device;
             let e = l
-                .device_map
+                .devices
                 .entry(device.clone())
                 .or_insert_with(|| DeviceSeen {
                     device,
@@ -342,12 +369,7 @@ impl Ops {
             } else {
                 "in_sync"
             };
-            let now = StateEvent {
-                state: l.state,
-                pending_changes: l.pending_changes,
-                store_reachable: l.store_reachable,
-                last_error: l.last_error.as_ref().map(|e| e.value.message.clone()),
-            };
+            let now = l.state_event();
             if l.told.as_ref() != Some(&now) {
                 l.told = Some(now.clone());
                 if self.events.has_bus() {

@@ -33,6 +33,16 @@ impl Run {
     }
 }
 
+/// The machine's HTTP proxy settings: loopback servers are reached directly.
+pub const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 impl Env {
     pub fn new(bin: &str) -> Env {
         let dir = tempfile::Builder::new()
@@ -104,23 +114,17 @@ impl Env {
     }
 
     fn sandboxed(&self, mut c: Command) -> Command {
-        for var in [
+        for var in PROXY_VARS.into_iter().chain([
             "AWS_CA_BUNDLE",
             "SSL_CERT_FILE",
             "SSL_CERT_DIR",
             "REQUESTS_CA_BUNDLE",
             "CURL_CA_BUNDLE",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "ALL_PROXY",
-            "all_proxy",
             "COFFER_PASSPHRASE_FILE",
             "COFFER_PASSPHRASE_COMMAND",
             "COFFER_SSE_C_KEY_FILE",
             "COFFER_SSE_C_KEY_COMMAND",
-        ] {
+        ]) {
             c.env_remove(var);
         }
         c.env("COFFER_HOME", &self.home)

@@ -167,14 +167,7 @@ pub fn page_check_with(url: &str, wait_text: &str, o: &PageOptions<'_>) -> PageC
     c.env("COFFER_TEST_CHROMIUM", chromium())
         .env("COFFER_TEST_BROWSER_DIR", browser_dir());
     // Loopback pages are reached directly.
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
+    for var in crate::env::PROXY_VARS {
         c.env_remove(var);
     }
     // Browser start-up and screenshot come on top of the wait.

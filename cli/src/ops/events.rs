@@ -4,7 +4,6 @@
 
 use serde::Serialize;
 use std::io::Write as _;
-use std::sync::Mutex;
 use tokio::sync::broadcast;
 
 /// One event. Serialized with its `type` tag next to the envelope's fields.
@@ -170,8 +169,6 @@ pub struct Events {
     command: &'static str,
     stdout: bool,
     bus: Option<broadcast::Sender<String>>,
-    /// Serializes writers so lines never interleave.
-    out: Mutex<()>,
 }
 
 impl Events {
@@ -180,7 +177,6 @@ impl Events {
             command,
             stdout,
             bus: None,
-            out: Mutex::new(()),
         }
     }
 
@@ -207,7 +203,7 @@ impl Events {
         }
         let line = self.line(&event);
         if self.stdout {
-            let _one_at_a_time = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            // The lock keeps each line whole among threads.
             let mut out = std::io::stdout().lock();
             // A closed stdout (`| head`) must not stop the work.
             let _ = writeln!(out, "{line}").and_then(|()| out.flush());

@@ -10,7 +10,7 @@
 //! headers).
 
 use super::Ops;
-use super::events::{Event, StateEvent};
+use super::events::Event;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -265,13 +265,7 @@ async fn events(State(app): State<App>) -> impl IntoResponse {
 
 /// The current state as an event line.
 fn state_line(ops: &Ops) -> String {
-    let l = ops.snapshot();
-    ops.events.line(&Event::State(StateEvent {
-        state: l.state,
-        pending_changes: l.pending_changes,
-        store_reachable: l.store_reachable,
-        last_error: l.last_error.map(|e| e.value.message),
-    }))
+    ops.events.line(&Event::State(ops.snapshot().state_event()))
 }
 
 fn sse(line: String) -> Result<SseEvent, Infallible> {
