@@ -8,6 +8,7 @@
 //! another key, or replayed as another kind, fails to open.
 
 mod aead;
+pub mod epoch;
 pub mod keyring;
 pub mod keyslot;
 pub mod kms;
@@ -39,6 +40,8 @@ pub enum Kind {
     Checkpoint = 5,
     /// A wrapped master key in a key slot; identity = repo id || slot id.
     KeySlot = 6,
+    /// The older epochs' keys in an epoch record (`DESIGN.md` §4a).
+    EpochKeys = 7,
 }
 
 /// The repository's root secret. Zeroized on drop; `Debug` is redacted.
@@ -68,9 +71,17 @@ impl fmt::Debug for MasterKey {
     }
 }
 
-/// The sub-keys derived from a [`MasterKey`].
+/// The sub-keys derived from a [`MasterKey`], or from a key chain
+/// ([`epoch::KeyChain`]): chunk ids, the chunker's seed and the pack padding
+/// always come from the root key; objects are sealed under the newest epoch's
+/// AEAD key and opened under the key their nonce tag names (the root's when
+/// none does).
 pub struct Keys {
     aead: XChaCha20Poly1305,
+    /// The epoch new objects are sealed under, when it is not the root.
+    current: Option<([u8; 8], usize)>,
+    /// Every epoch above 0: its nonce tag and AEAD key.
+    epochs: Vec<([u8; 8], XChaCha20Poly1305)>,
     chunk_id: Zeroizing<[u8; 32]>,
     padding: Zeroizing<[u8; 32]>,
     chunker_seed: u64,
@@ -102,10 +113,45 @@ impl Keys {
         let chunker_seed = u64::from_le_bytes(seed).max(1);
         Keys {
             aead: XChaCha20Poly1305::new(&aead_key),
+            current: None,
+            epochs: Vec::new(),
             chunk_id: Zeroizing::new(blake3::derive_key(context::CHUNK_ID, master.as_bytes())),
             padding: Zeroizing::new(blake3::derive_key(context::PADDING, master.as_bytes())),
             chunker_seed,
         }
+    }
+
+    /// The keys of a chain: the root's sub-keys, every epoch's AEAD key, and
+    /// the newest epoch's for sealing.
+    pub fn for_chain(chain: &epoch::KeyChain) -> Self {
+        let mut keys = Keys::derive(chain.root_key());
+        let (newest, _) = chain.newest();
+        for (name, key) in chain.iter().filter(|(n, _)| n.level > 0) {
+            let aead = Zeroizing::new(blake3::derive_key(context::AEAD, key.as_bytes()));
+            let tag = epoch::nonce_tag(key);
+            if *name == newest {
+                keys.current = Some((tag, keys.epochs.len()));
+            }
+            keys.epochs.push((tag, XChaCha20Poly1305::new(&aead)));
+        }
+        keys
+    }
+
+    /// The key new objects are sealed under, and the tag their nonce starts with.
+    fn sealing(&self) -> (&XChaCha20Poly1305, Option<&[u8; 8]>) {
+        match self.current {
+            Some((ref tag, i)) => (&self.epochs[i].1, Some(tag)),
+            None => (&self.aead, None),
+        }
+    }
+
+    /// The key that opens `sealed`: the epoch its nonce tag names, else the root's.
+    fn opening(&self, sealed: &[u8]) -> &XChaCha20Poly1305 {
+        let tag = sealed.first_chunk::<8>();
+        self.epochs
+            .iter()
+            .find(|(t, _)| Some(t) == tag)
+            .map_or(&self.aead, |(_, k)| k)
     }
 
     /// The keyed BLAKE3 id of a plaintext chunk.
@@ -127,7 +173,11 @@ impl Keys {
 
     /// Seals `plaintext` into a new vector: `nonce || ciphertext || tag`.
     pub fn seal(&self, kind: Kind, identity: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        seal_with(&self.aead, kind, identity, plaintext)
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(&[0u8; NONCE_LEN]);
+        out.extend_from_slice(plaintext);
+        self.seal_tail_in_place(kind, identity, &mut out, 0);
+        out
     }
 
     /// Seals in place the object that starts at `start` in `buf`: `buf[start..start+24]`
@@ -135,12 +185,18 @@ impl Keys {
     /// encrypted in place, and the tag is appended. This lets a pack builder seal
     /// blobs directly into its buffer, without a copy.
     pub fn seal_tail_in_place(&self, kind: Kind, identity: &[u8], buf: &mut Vec<u8>, start: usize) {
-        seal_tail_with(&self.aead, kind, identity, buf, start);
+        let (cipher, tag) = self.sealing();
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        if let Some(tag) = tag {
+            nonce[..8].copy_from_slice(tag);
+        }
+        seal_raw_in_place(cipher, &nonce, &aad(kind, identity), buf, start);
     }
 
     /// Opens a sealed object, returning its plaintext.
     pub fn open(&self, kind: Kind, identity: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        open_with(&self.aead, kind, identity, sealed)
+        open_with(self.opening(sealed), kind, identity, sealed)
     }
 
     /// Opens a sealed object where it lies: the plaintext replaces the ciphertext
@@ -152,7 +208,8 @@ impl Keys {
         identity: &[u8],
         sealed: &'a mut [u8],
     ) -> Result<&'a [u8], OpenError> {
-        open_raw_in_place(&self.aead, &aad(kind, identity), sealed)
+        let cipher = self.opening(sealed);
+        open_raw_in_place(cipher, &aad(kind, identity), sealed)
     }
 }
 

@@ -245,6 +245,8 @@ impl Device {
         repo: &Repository,
         progress: &dyn crate::progress::Progress,
     ) -> Result<logs::Fetched> {
+        // A rotation made since the last step: seal under its key from now on.
+        repo.refresh_keys().await?;
         self.flush_outbox(repo).await?;
         self.verify_own_log(repo).await?;
         let before = self.journal.head(&self.id())?.map(|h| h.seq).unwrap_or(0);
@@ -287,7 +289,7 @@ impl Device {
             if crate::format::commit::commit_hash(&stored) != expected {
                 return self.lost_commit(seq);
             }
-            match Commit::open(repo.keys(), &device, seq, &stored) {
+            match Commit::open(&repo.keys(), &device, seq, &stored) {
                 Ok(c) => expected = c.prev,
                 Err(_) => return self.lost_commit(seq),
             }
@@ -379,7 +381,7 @@ impl Device {
                 })
                 .collect(),
         };
-        let sealed = commit.seal(repo.keys())?;
+        let sealed = commit.seal(&repo.keys())?;
         journal.outbox_put(seq, &sealed.bytes)?;
         journal.flush_async().await?;
         if let Err(claimed) = write_once(repo, &device, seq, commit.prev, &sealed.bytes).await? {
@@ -456,7 +458,7 @@ impl Device {
         for (seq, bytes) in journal.outbox_all()? {
             let head = journal.head(&device)?.map(|h| h.seq).unwrap_or(0);
             if seq > head {
-                let commit = Commit::open(repo.keys(), &device, seq, &bytes)?;
+                let commit = Commit::open(&repo.keys(), &device, seq, &bytes)?;
                 match write_once(repo, &device, seq, commit.prev, &bytes).await? {
                     Ok(()) => {
                         logs::ingest(journal, &commit, crate::format::commit::commit_hash(&bytes))?
@@ -658,7 +660,7 @@ mod tests {
         let mine = stored(&store, new, 1)
             .await
             .expect("rewritten as the new device");
-        let c = Commit::open(repo.keys(), &new, 1, &mine).unwrap();
+        let c = Commit::open(&repo.keys(), &new, 1, &mine).unwrap();
         assert_eq!(c.changes[0].path.as_bytes(), b"a");
         assert!(d.journal().outbox_all().unwrap().is_empty());
     }

@@ -146,6 +146,10 @@ pub enum Error {
     /// The repository needs a passphrase (or another key) and none was given.
     #[error("{0}")]
     KeyRequired(String),
+    /// This machine's key cannot reach the repository's current key epoch: its
+    /// slot was removed by a rotation, or it predates key epochs (`DESIGN.md` §4a).
+    #[error("{0}")]
+    Revoked(String),
     /// A key-management service (KMS) refused or failed to wrap or unwrap a key.
     #[error(transparent)]
     Kms(#[from] crate::crypto::kms::KmsError),

@@ -25,7 +25,8 @@
 //! - [`Repository`] — open, create, unlock a repository ([`Unlock`], [`FirstSlot`]);
 //!   its key slots ([`SlotInfo`], [`SlotId`]: list, add, remove); [`KdfParams`],
 //!   [`Keyring`] / [`keyring`]; KMS slots through a [`KeyWrapper`] the program
-//!   supplies ([`KmsContext`], [`KmsError`]).
+//!   supplies ([`KmsContext`], [`KmsError`]); key epochs ([`Rotate`],
+//!   [`RotateReport`], [`EpochName`]).
 //! - [`Folder`] — a directory bound as one device; [`Device`] — a device (also the loose one).
 //! - [`push`] / [`PushReport`], [`pull`] / [`PullReport`] — the two directions;
 //!   [`UploadOptions`], [`UploadWindow`], [`IgnoreRules`].
@@ -90,18 +91,20 @@ macro_rules! internal {
 // (every object's bytes), journal (a device's sled journal), sync (push and
 // pull), and the entry points.
 internal!(
-    chunk, crypto, format, journal, sync, check, clock, device, folder, progress, repo, slots,
-    status, unlock
+    chunk, crypto, format, journal, sync, check, clock, device, epochs, folder, progress, repo,
+    slots, status, unlock
 );
 pub mod error;
 pub mod store; // object stores are an extension point: the trait and its back-ends
 
 // The API the CLI and the watcher use.
 pub use check::{CheckReport, check};
+pub use crypto::epoch::EpochName;
 pub use crypto::keyring::{self, Keyring};
 pub use crypto::keyslot::KdfParams;
 pub use crypto::kms::{Context as KmsContext, KeyWrapper, KmsError};
 pub use device::Device;
+pub use epochs::{Rotate, RotateReport};
 pub use folder::Folder;
 pub use format::commit::Entry;
 pub use format::id::{DeviceId, RepoId, SlotId};

@@ -8,10 +8,12 @@
 //! the slots.
 
 use crate::chunk::chunker::{Chunker, ChunkerParams};
+use crate::crypto::epoch::{EpochName, KeyChain, SlotIdentity};
 use crate::crypto::keyring::Keyring;
 use crate::crypto::keyslot::{KdfParams, KeySlot};
 use crate::crypto::kms::KmsSlot;
 use crate::crypto::{Keys, MasterKey};
+use crate::epochs::Holder;
 use crate::error::{Error, Result, StoreError};
 use crate::format::id::{RepoId, SlotId};
 use crate::store::{self, DynStore, layout};
@@ -30,6 +32,8 @@ async fn refuse_leftovers(store: &DynStore) -> Result<()> {
         layout::LOG_PREFIX,
         layout::CHECKPOINT_PREFIX,
         layout::DATA_PREFIX,
+        layout::EPOCHS_PREFIX,
+        layout::GRANTS_PREFIX,
     ] {
         if let Some(found) = store.list(prefix).await?.first() {
             return Err(Error::Config(format!(
@@ -49,15 +53,28 @@ pub struct Repository {
     store: DynStore,
     config: RepoConfig,
     id: RepoId,
-    keys: Arc<Keys>,
-    /// Kept to wrap it in new key slots ([`crate::slots`]); zeroized on drop.
-    master: Arc<MasterKey>,
+    /// The sealing and opening keys of the chain below; replaced (for every
+    /// clone) when a rotation is picked up.
+    keys: Arc<std::sync::RwLock<Arc<Keys>>>,
+    /// The key chain, the slot identity that climbs it, and the epochs listed.
+    chain: Arc<std::sync::Mutex<ChainState>>,
     chunker: Arc<Chunker>,
     /// Devices whose logs this machine no longer reads (`coffer distrust`).
     distrusted: std::collections::BTreeSet<crate::format::id::DeviceId>,
     /// The store's clock minus this machine's and when it was measured
     /// ([`crate::clock`]); measured again after [`crate::clock::REMEASURE`].
     clock_offset: Arc<tokio::sync::Mutex<Option<(i64, std::time::Instant)>>>,
+}
+
+/// What a repository holds of its key epochs (`crate::epochs`).
+#[derive(Debug)]
+pub(crate) struct ChainState {
+    pub chain: KeyChain,
+    /// The slot that opened the chain and its identity, if it was a version-3
+    /// slot (or a keyring that kept one): it opens the grants of new epochs.
+    pub holder: Option<Holder>,
+    /// The epoch records last listed.
+    pub listed: Vec<EpochName>,
 }
 
 impl Repository {
@@ -95,28 +112,36 @@ impl Repository {
         let master = MasterKey::generate();
         let id = RepoId::random();
         let slot = SlotId::random();
+        let identity = SlotIdentity::generate();
         let slot_json = match first {
             FirstSlot::Passphrase { passphrase, kdf } => {
-                let ks = KeySlot::create(&master, passphrase, kdf, &id, &slot)?;
+                let ks = KeySlot::create_v3(&identity, &master, passphrase, kdf, (&id, &slot))?;
                 serde_json::to_vec_pretty(&ks)
             }
             FirstSlot::Kms { wrapper, key_id } => {
-                let ks = KmsSlot::create(wrapper, key_id, &master, (&id, &slot)).await?;
+                let ks = KmsSlot::create(wrapper, key_id, (&identity, &master), (&id, &slot))
+                    .await?;
                 serde_json::to_vec_pretty(&ks)
             }
         }
         .expect("key slot serializes");
         let config = RepoConfig::new(&id, ChunkerParams::DEFAULT, &master);
-        // The slot first: a config without a usable slot would be a dead repository.
+        // The grant and the slot first: a config without a usable slot would be
+        // a dead repository.
+        let object = layout::grant(&EpochName::ROOT, &slot);
+        let grant = crate::crypto::epoch::grant(&identity.recipient(), &master, &object)?;
+        store.put(&object, Bytes::from(grant)).await?;
         store
             .put(&layout::key_slot(&slot), Bytes::from(slot_json))
             .await?;
         let config_json = serde_json::to_vec_pretty(&config).expect("config serializes");
         store.put(layout::CONFIG, Bytes::from(config_json)).await?;
+        let chain = KeyChain::root(&master);
+        let holder = Some((slot, identity));
         if let Some(kr) = keyring {
-            kr.store(&id, &master)?;
+            kr.store(&id, &chain, holder.as_ref())?;
         }
-        Ok(Self::assemble(store, config, id, &master))
+        Ok(Self::assemble(store, config, id, chain, holder, Vec::new()))
     }
 
     /// Reads and checks the plaintext config.
@@ -137,16 +162,23 @@ impl Repository {
         store: DynStore,
         config: RepoConfig,
         id: RepoId,
-        master: &MasterKey,
+        chain: KeyChain,
+        holder: Option<Holder>,
+        listed: Vec<EpochName>,
     ) -> Repository {
-        let keys = Keys::derive(master);
+        let keys = chain.keys();
         let chunker = Chunker::new(config.chunker, keys.chunker_seed());
+        let state = ChainState {
+            chain,
+            holder,
+            listed,
+        };
         Repository {
             store,
             config,
             id,
-            keys: Arc::new(keys),
-            master: Arc::new(master.clone()),
+            keys: Arc::new(std::sync::RwLock::new(Arc::new(keys))),
+            chain: Arc::new(std::sync::Mutex::new(state)),
             chunker: Arc::new(chunker),
             distrusted: Default::default(),
             clock_offset: Default::default(),
@@ -192,12 +224,48 @@ impl Repository {
         self.id
     }
 
-    pub(crate) fn master(&self) -> &MasterKey {
-        &self.master
+    /// The root key (epoch 0): wrapped by slots from before key epochs,
+    /// and the key of slot MACs.
+    pub(crate) fn master(&self) -> MasterKey {
+        self.chain_state().chain.root_key().clone()
     }
 
-    pub fn keys(&self) -> &Arc<Keys> {
-        &self.keys
+    /// The keys objects are sealed and opened with, as of the last
+    /// [`Repository::refresh_keys`].
+    pub fn keys(&self) -> Arc<Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn chain_state(&self) -> std::sync::MutexGuard<'_, ChainState> {
+        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the key chain (for every clone of this repository).
+    pub(crate) fn install_chain(
+        &self,
+        chain: KeyChain,
+        holder: Option<Holder>,
+        listed: Vec<EpochName>,
+    ) {
+        let keys = Arc::new(chain.keys());
+        *self.chain_state() = ChainState {
+            chain,
+            holder,
+            listed,
+        };
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    /// What the keyring keeps: the chain and the slot identity that climbs it.
+    pub fn key_chain(&self) -> (KeyChain, Option<Holder>) {
+        let s = self.chain_state();
+        (s.chain.clone(), s.holder.clone())
+    }
+
+    /// Saves the chain in `keyring`.
+    pub fn save_keys(&self, keyring: &Keyring) -> Result<()> {
+        let (chain, holder) = self.key_chain();
+        keyring.store(&self.id, &chain, holder.as_ref())
     }
 
     pub fn chunker(&self) -> &Arc<Chunker> {

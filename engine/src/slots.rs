@@ -6,6 +6,7 @@
 //! never none (`DESIGN.md` §4). Removal refuses to leave the repository without
 //! a usable slot.
 
+use crate::crypto::epoch::SlotIdentity;
 use crate::crypto::keyslot::{KdfParams, KeySlot, StoredSlot};
 use crate::crypto::kms::{KeyWrapper, KmsSlot};
 use crate::error::{Error, Result};
@@ -19,6 +20,9 @@ use bytes::Bytes;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotInfo {
     pub id: SlotId,
+    /// The slot's format version; below 3 it wraps the root key itself and
+    /// cannot follow a key rotation without its passphrase (or KMS).
+    pub version: Option<u32>,
     /// `"passphrase"`, `"kms"`, or what an unsupported slot says it is.
     pub kind: Option<String>,
     /// The Argon2id cost of a passphrase slot.
@@ -61,6 +65,7 @@ async fn describe(store: &DynStore, key: &str, id: SlotId) -> Result<SlotInfo> {
         StoredSlot::Passphrase(slot) => describe_passphrase(id, key, slot),
         StoredSlot::Kms(slot) => SlotInfo {
             id,
+            version: Some(slot.version),
             kind: Some(slot.kind.clone()),
             kdf: None,
             key_id: Some(slot.key_id.clone()),
@@ -82,6 +87,7 @@ fn describe_passphrase(id: SlotId, key: &str, slot: KeySlot) -> SlotInfo {
     };
     SlotInfo {
         id,
+        version: Some(slot.version),
         kind: Some(slot.kind),
         kdf: Some(slot.params),
         key_id: None,
@@ -94,6 +100,7 @@ fn describe_passphrase(id: SlotId, key: &str, slot: KeySlot) -> SlotInfo {
 fn unusable(id: SlotId, problem: String) -> SlotInfo {
     SlotInfo {
         id,
+        version: None,
         kind: None,
         kdf: None,
         key_id: None,
@@ -153,24 +160,32 @@ impl Repository {
     /// Adds a key slot that `passphrase` opens; the repository's other slots
     /// stay as they are.
     pub async fn add_passphrase(&self, passphrase: &[u8], kdf: KdfParams) -> Result<SlotId> {
-        let slot = SlotId::random();
-        let ks = KeySlot::create(self.master(), passphrase, kdf, &self.id(), &slot)?;
+        let (slot, identity) = (SlotId::random(), SlotIdentity::generate());
+        let ks = KeySlot::create_v3(&identity, &self.master(), passphrase, kdf, (&self.id(), &slot))?;
         let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
+        self.put_slot(slot, &identity, json).await?;
+        Ok(slot)
+    }
+
+    /// Writes a version-3 slot: its grants of the current epochs first (a
+    /// grant without its slot is never read), then the slot object.
+    async fn put_slot(&self, slot: SlotId, identity: &SlotIdentity, json: Vec<u8>) -> Result<()> {
+        self.refresh_keys().await?;
+        self.grant_current(&slot, &identity.recipient()).await?;
         self.store()
             .put(&layout::key_slot(&slot), Bytes::from(json))
             .await?;
-        Ok(slot)
+        Ok(())
     }
 
     /// Adds a KMS key slot: the master key encrypted by `wrapper` under
     /// `key_id` (one `Encrypt` request); the other slots stay as they are.
     pub async fn add_kms(&self, wrapper: &dyn KeyWrapper, key_id: &str) -> Result<SlotId> {
-        let slot = SlotId::random();
-        let ks = KmsSlot::create(wrapper, key_id, self.master(), (&self.id(), &slot)).await?;
-        let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
-        self.store()
-            .put(&layout::key_slot(&slot), Bytes::from(json))
+        let (slot, identity) = (SlotId::random(), SlotIdentity::generate());
+        let ks = KmsSlot::create(wrapper, key_id, (&identity, &self.master()), (&self.id(), &slot))
             .await?;
+        let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
+        self.put_slot(slot, &identity, json).await?;
         Ok(slot)
     }
 

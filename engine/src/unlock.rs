@@ -7,12 +7,14 @@
 //! passphrase is asked for only when a passphrase slot is to be tried.
 
 use crate::crypto::MasterKey;
+use crate::crypto::epoch::{EpochName, KeyChain};
 use crate::crypto::keyring::Keyring;
-use crate::crypto::keyslot::{KdfParams, StoredSlot};
+use crate::crypto::keyslot::{KdfParams, SlotSecret, StoredSlot};
+use crate::epochs::{Holder, climb};
 use crate::crypto::kms::KeyWrapper;
 use crate::error::{Error, Result};
 use crate::format::config::{Mismatch, RepoConfig};
-use crate::format::id::{RepoId, SlotId};
+use crate::format::id::SlotId;
 use crate::repo::Repository;
 use crate::store::{self, DynStore, layout};
 use zeroize::Zeroizing;
@@ -81,8 +83,8 @@ pub(crate) fn tampered() -> Error {
     )
 }
 
-/// Checks an unwrapped key against the config.
-fn verify(config: &RepoConfig, master: &MasterKey) -> Result<()> {
+/// Checks an unwrapped root key against the config.
+pub(crate) fn verify(config: &RepoConfig, master: &MasterKey) -> Result<()> {
     match config.verify(master) {
         Ok(()) => Ok(()),
         Err(Mismatch::Tampered) => Err(tampered()),
@@ -111,93 +113,124 @@ impl Repository {
         Self::open_with(store, how).await
     }
 
-    /// Opens the repository: with the keyring's key if it has one, else
-    /// through a KMS slot, else with a passphrase (see the module doc). The key
-    /// is saved in the keyring, if there is one, when a slot opened.
+    /// Opens the repository: with the keyring's keys if it has them and they
+    /// reach the current key epoch, else through a KMS slot, else with a
+    /// passphrase (see the module doc). The keys are saved in the keyring, if
+    /// there is one.
     pub async fn open_with(store: DynStore, how: Unlock<'_>) -> Result<Repository> {
         let config = Self::read_config(&store).await?;
         let id = config.repo_id()?;
+        let names = crate::epochs::list_epochs(&store).await?;
+        let mut revoked = None;
         if let Some(keyring) = how.keyring
-            && let Some(master) = keyring.load(&id)?
+            && let Some(saved) = keyring.load(&id)?
         {
-            match config.verify(&master) {
-                Ok(()) => return Ok(Self::assemble(store, config, id, &master)),
+            match config.verify(saved.chain.root_key()) {
+                Ok(()) => {
+                    let holder = saved.identity;
+                    match climb(&store, &config, Some(saved.chain), holder.as_ref(), &names).await {
+                        Ok(chain) => {
+                            let repo = Self::assemble(store, config, id, chain, holder, names);
+                            repo.save_keys(keyring)?;
+                            return Ok(repo);
+                        }
+                        Err(e @ Error::Revoked(_)) => {
+                            tracing::warn!("the keyring's key for {id}: {e}; trying its key slots");
+                            revoked = Some(e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 Err(Mismatch::Tampered) => return Err(tampered()),
                 Err(Mismatch::WrongKey) => tracing::warn!(
                     "the keyring's key for {id} does not match the repository; trying its key slots"
                 ),
             }
         }
-        let slots = read_slots(&store).await?;
-        let master = match Self::unlock_kms(&config, &id, &slots, how.kms).await? {
-            Ok(master) => master,
-            Err(failures) => {
-                let passphrase_slots = slots
-                    .iter()
-                    .any(|(_, _, s)| !matches!(s, Ok(StoredSlot::Kms(_))));
-                if !passphrase_slots {
-                    return Err(failures.into_iter().next().unwrap_or_else(|| {
-                        Error::KeyRequired(
-                            "the repository has only KMS key slots, and KMS was not asked".into(),
-                        )
-                    }));
-                }
-                failures.iter().for_each(|e| (how.warn)(e));
-                let passphrase = (how.ask)()?;
-                let opened = open_slots(&config, &slots, passphrase.as_bytes(), true)?;
-                opened
-                    .into_iter()
-                    .next()
-                    .map(|(m, _)| m)
-                    .expect("at least one")
+        let Unlock {
+            keyring, kms, ask, warn,
+        } = how;
+        let (chain, holder) = match Self::unlock_slots(&store, &config, &names, kms, (ask, warn)).await
+        {
+            Ok(opened) => opened,
+            // A revoked keyring says more than "no passphrase" or "wrong passphrase".
+            Err(Error::KeyRequired(_) | Error::WrongPassphrase) if revoked.is_some() => {
+                return Err(revoked.expect("checked"));
             }
+            Err(e) => return Err(e),
         };
-        if let Some(keyring) = how.keyring {
-            keyring.store(&id, &master)?;
+        let repo = Self::assemble(store, config, id, chain, holder, names);
+        if let Some(keyring) = keyring {
+            repo.save_keys(keyring)?;
         }
-        Ok(Self::assemble(store, config, id, &master))
+        Ok(repo)
     }
 
-    /// Tries the KMS slots, one request each, until one opens: the key, or
+    /// The chain a key slot reaches: the KMS slots first, then the passphrase
+    /// slots (the passphrase is asked for only then).
+    async fn unlock_slots(
+        store: &DynStore,
+        config: &RepoConfig,
+        names: &[EpochName],
+        kms: Option<&dyn KeyWrapper>,
+        (ask, warn): (PassphraseSource<'_>, &dyn Fn(&Error)),
+    ) -> Result<(KeyChain, Option<Holder>)> {
+        let slots = read_slots(store).await?;
+        let failures = match Self::unlock_kms(store, config, names, &slots, kms).await? {
+            Ok(opened) => return Ok(opened),
+            Err(failures) => failures,
+        };
+        let passphrase_slots = slots
+            .iter()
+            .any(|(_, _, s)| !matches!(s, Ok(StoredSlot::Kms(_))));
+        if !passphrase_slots {
+            return Err(failures.into_iter().next().unwrap_or_else(|| {
+                Error::KeyRequired(
+                    "the repository has only KMS key slots, and KMS was not asked".into(),
+                )
+            }));
+        }
+        failures.iter().for_each(warn);
+        let passphrase = ask()?;
+        let mut last = Error::WrongPassphrase;
+        for (secret, slot) in open_slots(config, &slots, passphrase.as_bytes(), false)? {
+            match to_chain(store, config, names, secret, slot).await {
+                Ok(opened) => return Ok(opened),
+                Err(e @ Error::Revoked(_)) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Tries the KMS slots, one request each, until one opens: the chain, or
     /// every failure (none when there is no KMS slot or no `wrapper`).
     async fn unlock_kms(
+        store: &DynStore,
         config: &RepoConfig,
-        id: &RepoId,
+        names: &[EpochName],
         slots: &[ReadSlot],
         wrapper: Option<&dyn KeyWrapper>,
-    ) -> Result<std::result::Result<MasterKey, Vec<Error>>> {
+    ) -> Result<std::result::Result<(KeyChain, Option<Holder>), Vec<Error>>> {
         let mut failures = Vec::new();
         let Some(wrapper) = wrapper else {
             return Ok(Err(failures));
         };
+        let id = config.repo_id()?;
         for (_, slot_id, slot) in slots {
             let Ok(StoredSlot::Kms(slot)) = slot else {
                 continue;
             };
-            match slot.open(wrapper, id, slot_id).await {
-                Ok(master) => {
-                    verify(config, &master)?;
-                    return Ok(Ok(master));
-                }
+            match slot.open(wrapper, &id, slot_id).await {
+                Ok(secret) => match to_chain(store, config, names, secret, *slot_id).await {
+                    Ok(opened) => return Ok(Ok(opened)),
+                    Err(e @ Error::Revoked(_)) => failures.push(e),
+                    Err(e) => return Err(e),
+                },
                 Err(e) => failures.push(e),
             }
         }
         Ok(Err(failures))
-    }
-
-    /// Tries every passphrase slot with `passphrase`.
-    pub async fn unlock(
-        store: &DynStore,
-        config: &RepoConfig,
-        passphrase: &[u8],
-    ) -> Result<MasterKey> {
-        let slots = read_slots(store).await?;
-        let opened = open_slots(config, &slots, passphrase, true)?;
-        Ok(opened
-            .into_iter()
-            .next()
-            .map(|(m, _)| m)
-            .expect("at least one"))
     }
 
     /// Every passphrase slot `passphrase` opens ([`Error::WrongPassphrase`] if none).
@@ -208,9 +241,31 @@ impl Repository {
     }
 }
 
+/// The chain a slot's secret reaches among the epochs `names`.
+async fn to_chain(
+    store: &DynStore,
+    config: &RepoConfig,
+    names: &[EpochName],
+    secret: SlotSecret,
+    slot: SlotId,
+) -> Result<(KeyChain, Option<Holder>)> {
+    match secret {
+        SlotSecret::Root(root) => {
+            verify(config, &root)?;
+            let chain = climb(store, config, Some(KeyChain::root(&root)), None, names).await?;
+            Ok((chain, None))
+        }
+        SlotSecret::Identity(identity) => {
+            let holder = (slot, identity);
+            let chain = climb(store, config, None, Some(&holder), names).await?;
+            Ok((chain, Some(holder)))
+        }
+    }
+}
+
 /// Reads every key slot object (a store failure that may pass is the error;
 /// any other failure is kept as that slot's content).
-async fn read_slots(store: &DynStore) -> Result<Vec<ReadSlot>> {
+pub(crate) async fn read_slots(store: &DynStore) -> Result<Vec<ReadSlot>> {
     let listed = store.list(layout::KEYS_PREFIX).await?;
     let mut out = Vec::new();
     for meta in listed {
@@ -242,7 +297,7 @@ fn open_slots(
     slots: &[ReadSlot],
     passphrase: &[u8],
     first_only: bool,
-) -> Result<Vec<(MasterKey, SlotId)>> {
+) -> Result<Vec<(SlotSecret, SlotId)>> {
     let id = config.repo_id()?;
     // A slot that cannot be tried (damaged, unknown kind, or asking for more
     // memory than this machine gives) is skipped, so one bad object in the
@@ -251,16 +306,18 @@ fn open_slots(
     let mut tried = false;
     let mut skipped: Vec<(String, Error)> = Vec::new();
     let mut opened = Vec::new();
-    for (key, slot_id, slot) in slots {
+    // Version-3 slots first: they reach every epoch, older ones only the root.
+    let mut order: Vec<&ReadSlot> = slots.iter().collect();
+    order.sort_by_key(|(_, _, s)| !matches!(s, Ok(StoredSlot::Passphrase(k)) if k.version >= 3));
+    for (key, slot_id, slot) in order {
         let result = match slot {
             Ok(StoredSlot::Kms(_)) => continue,
             Ok(StoredSlot::Passphrase(ks)) => ks.open(passphrase, &id, slot_id),
             Err(e) => Err(e.clone()),
         };
         match result {
-            Ok(Some(master)) => {
-                verify(config, &master)?;
-                opened.push((master, *slot_id));
+            Ok(Some(secret)) => {
+                opened.push((secret, *slot_id));
                 if first_only {
                     break;
                 }

@@ -1,5 +1,5 @@
-//! `coffer key list|add|remove|passwd STORE`: the repository's key slots,
-//! passphrase and KMS. `list` reads only the plaintext slot objects and needs
+//! `coffer key list|add|remove|passwd|rotate STORE`: the repository's key
+//! slots, passphrase and KMS, and key rotation (`DESIGN.md` §4a). `list` reads only the plaintext slot objects and needs
 //! no key (when and where a slot was made is shown as the slot records it:
 //! `unknown` for slots written before coffer recorded it); `add` (a passphrase,
 //! or with `--kms KEY_ID` a KMS key)
@@ -13,7 +13,7 @@ use crate::args::KdfArgs;
 use crate::context::{Ctx, Locate};
 use crate::passphrase::Source;
 use anyhow::Context as _;
-use coffer_engine::{Repository, SlotInfo};
+use coffer_engine::{Repository, Rotate, RotateReport, SlotId, SlotInfo};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zeroize::Zeroizing;
@@ -34,6 +34,22 @@ pub enum KeyCommand {
     Remove(RemoveArgs),
     /// Change a passphrase: a slot for the new one, then the old one's slots removed.
     Passwd(ChangeArgs),
+    /// Rotate the key: everything written from now on is sealed under a new
+    /// key epoch that only the slots kept can open (--remove revokes slots).
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The repository.
+    pub store: String,
+    /// Remove this key slot in the same step (repeatable): its holder, and
+    /// anyone who saved a key it gave, reads nothing written after the rotation.
+    #[arg(long, value_name = "SLOT")]
+    pub remove: Vec<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,7 +105,98 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         KeyCommand::Add(a) => add(ctx, a).await,
         KeyCommand::Remove(a) => remove(ctx, a).await,
         KeyCommand::Passwd(a) => passwd(ctx, a).await,
+        KeyCommand::Rotate(a) => rotate(ctx, a).await,
     }
+}
+
+/// The slot `name` names among `slots` (an id or a unique prefix).
+fn pick(slots: &[SlotInfo], name: &str) -> anyhow::Result<SlotId> {
+    let name = name.to_ascii_lowercase();
+    let found: Vec<&SlotInfo> = slots
+        .iter()
+        .filter(|s| !name.is_empty() && s.id.to_hex().starts_with(&name))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.id),
+        [] => anyhow::bail!("no key slot {name}"),
+        _ => anyhow::bail!("{name} names several key slots"),
+    }
+}
+
+async fn rotate(ctx: &Ctx, a: RotateArgs) -> anyhow::Result<ExitCode> {
+    let opened = ctx.store(&a.store, Locate::Existing).await?;
+    let slots = Repository::list_slots(&opened.store).await?;
+    let remove = a
+        .remove
+        .iter()
+        .map(|n| pick(&slots, n))
+        .collect::<anyhow::Result<Vec<SlotId>>>()?;
+    // Passphrase slots from before key epochs wrap the root key itself: only
+    // their passphrase can carry them into the new epoch. It is read once, to
+    // unlock as well.
+    let old = |s: &&SlotInfo| {
+        s.kind.as_deref() == Some("passphrase") && s.version < Some(3) && !remove.contains(&s.id)
+    };
+    let passphrase = match slots.iter().any(|s| old(&s) && s.usable()) {
+        true => Some(ctx.passphrase().read(false)?),
+        false => None,
+    };
+    let repo = match &passphrase {
+        Some(p) => {
+            let mut give = || Ok(Zeroizing::new(p.to_string()));
+            ctx.unlock_with(&opened, &mut give).await?
+        }
+        None => ctx.unlock(&opened, ctx.passphrase()).await?,
+    };
+    let how = Rotate {
+        remove,
+        passphrase: passphrase.as_ref().map(|p| p.as_bytes()),
+        kms: Some(&ctx.kms),
+    };
+    let report = repo
+        .rotate(how)
+        .await
+        .with_context(|| format!("cannot rotate the key of {}", opened.url))?;
+    if let Some(keyring) = ctx.keyring() {
+        repo.save_keys(keyring)?;
+    }
+    tell_rotation(ctx, &a, &report, &opened.url);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tell_rotation(ctx: &Ctx, a: &RotateArgs, r: &RotateReport, url: &str) {
+    let epoch = r.epoch.map(|e| e.level).unwrap_or(0);
+    let hex = |v: &[SlotId]| v.iter().map(SlotId::to_hex).collect::<Vec<_>>();
+    if a.json {
+        let v = serde_json::json!({
+            "epoch": epoch,
+            "epoch_id": r.epoch.map(|e| e.to_string()),
+            "kept": hex(&r.kept),
+            "removed": hex(&r.removed),
+            "upgraded": r.upgraded.iter().map(|(o, n)| serde_json::json!({"old": o.to_hex(), "new": n.to_hex()})).collect::<Vec<_>>(),
+            "left_out": r.left_out.iter().map(|(s, why)| serde_json::json!({"slot": s.to_hex(), "why": why})).collect::<Vec<_>>(),
+            "rounds": r.rounds,
+        });
+        println!("{v}");
+    } else {
+        println!("{epoch}");
+    }
+    for (old, new) in &r.upgraded {
+        ctx.say(format!("key slot {old} carried over as {new}"));
+    }
+    for (slot, why) in &r.left_out {
+        ctx.say(format!(
+            "key slot {slot} gets no key for the new epoch: {why}"
+        ));
+    }
+    let removed = match r.removed.is_empty() {
+        true => String::new(),
+        false => format!("; removed {}", hex(&r.removed).join(", ")),
+    };
+    ctx.say(format!(
+        "rotated the key of {url} to epoch {epoch}: {} key slot(s) hold it{removed}",
+        r.kept.len()
+    ));
 }
 
 async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
@@ -166,6 +273,7 @@ fn json(s: &SlotInfo) -> serde_json::Value {
             "p_cost": k.p_cost,
         })),
         "key_id": s.key_id,
+        "version": s.version,
         "created": s.created.map(stamp),
         "created_ms": s.created,
         "created_by": s.host,
@@ -207,7 +315,8 @@ async fn remove(ctx: &Ctx, a: RemoveArgs) -> anyhow::Result<ExitCode> {
     let left = repo.remove_slot(&slot).await?;
     let names: Vec<String> = left.iter().map(|s| s.id.to_hex()).collect();
     ctx.say(format!(
-        "removed key slot {slot} from {}; key slots left: {}",
+        "removed key slot {slot} from {}; key slots left: {}; its holder still reads what is \
+         written until `coffer key rotate`",
         opened.url,
         names.join(", ")
     ));

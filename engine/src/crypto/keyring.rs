@@ -1,8 +1,12 @@
-//! The local keyring: master keys this machine has unlocked, so later commands need
+//! The local keyring: keys this machine has unlocked, so later commands need
 //! no passphrase. One file per repository, `<home>/keyring/<repo id>.json`, mode
-//! 0600 in a 0700 directory, written atomically.
+//! 0600 in a 0700 directory, written atomically. Version 2 keeps the key chain
+//! (every epoch key, `DESIGN.md` §4a) and the identity of the slot that opened
+//! it, so it follows later rotations that keep that slot, and only those.
 
 use crate::crypto::MasterKey;
+use crate::crypto::epoch::{EpochName, KeyChain, SlotIdentity};
+use crate::format::id::SlotId;
 use crate::error::{Error, Result};
 use crate::format::id::RepoId;
 use serde::{Deserialize, Serialize};
@@ -23,7 +27,52 @@ pub struct Keyring {
 struct KeyFile {
     version: u32,
     repository: String,
+    /// The root key (epoch 0), hex.
     master_key: String,
+    /// Version 2: the slot whose identity is kept, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slot: Option<String>,
+    /// Version 2: that slot's age identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<String>,
+    /// Version 2: every epoch key above 0, as (epoch name, key hex).
+    #[serde(default)]
+    epochs: Vec<(String, String)>,
+}
+
+/// What the keyring holds for a repository.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    pub chain: KeyChain,
+    /// The slot that opened the chain and its identity (none for a key saved
+    /// by a version-1 keyring or through a slot from before key epochs).
+    pub identity: Option<(SlotId, SlotIdentity)>,
+}
+
+fn key_from_hex(text: &str) -> Option<MasterKey> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text, bytes.as_mut()).ok()?;
+    Some(MasterKey::from_bytes(*bytes))
+}
+
+fn parse(kf: KeyFile, repo: &RepoId) -> Option<Saved> {
+    if !matches!(kf.version, 1 | 2) || kf.repository != repo.to_hex() {
+        return None;
+    }
+    let mut chain = KeyChain::root(&key_from_hex(&Zeroizing::new(kf.master_key))?);
+    for (name, key) in kf.epochs {
+        let key = Zeroizing::new(key);
+        chain.insert(EpochName::parse(&name)?, key_from_hex(&key)?);
+    }
+    let identity = match (kf.slot, kf.identity) {
+        (Some(slot), Some(identity)) => {
+            let identity = Zeroizing::new(identity);
+            Some((SlotId::from_hex(&slot)?, SlotIdentity::parse(&identity)?))
+        }
+        (None, None) => None,
+        _ => return None,
+    };
+    Some(Saved { chain, identity })
 }
 
 impl Keyring {
@@ -38,8 +87,8 @@ impl Keyring {
         self.dir.join(format!("{repo}.json"))
     }
 
-    /// The stored key of `repo`, if any.
-    pub fn load(&self, repo: &RepoId) -> Result<Option<MasterKey>> {
+    /// The stored keys of `repo`, if any.
+    pub fn load(&self, repo: &RepoId) -> Result<Option<Saved>> {
         let path = self.file(repo);
         let text = match fs::read(&path) {
             Ok(t) => Zeroizing::new(t),
@@ -48,27 +97,35 @@ impl Keyring {
         };
         let bad = || Error::Config(format!("{}: unreadable keyring entry", path.display()));
         let kf: KeyFile = serde_json::from_slice(&text).map_err(|_| bad())?;
-        let key = Zeroizing::new(kf.master_key);
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(key.as_bytes(), bytes.as_mut()).map_err(|_| bad())?;
-        if kf.version != 1 || kf.repository != repo.to_hex() {
-            return Err(bad());
-        }
-        Ok(Some(MasterKey::from_bytes(*bytes)))
+        parse(kf, repo).map(Some).ok_or_else(bad)
     }
 
-    /// Stores `key` for `repo` (mode 0600).
-    pub fn store(&self, repo: &RepoId, key: &MasterKey) -> Result<()> {
+    /// Stores the key chain of `repo` and the identity that opened it (mode 0600).
+    pub fn store(
+        &self,
+        repo: &RepoId,
+        chain: &KeyChain,
+        identity: Option<&(SlotId, SlotIdentity)>,
+    ) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(&self.dir, e))?;
         let kf = KeyFile {
-            version: 1,
+            version: 2,
             repository: repo.to_hex(),
-            master_key: hex::encode(key.as_bytes()),
+            master_key: hex::encode(chain.root_key().as_bytes()),
+            slot: identity.map(|(s, _)| s.to_hex()),
+            identity: identity.map(|(_, i)| i.secret().to_string()),
+            epochs: chain
+                .iter()
+                .filter(|(n, _)| n.level > 0)
+                .map(|(n, k)| (n.to_string(), hex::encode(k.as_bytes())))
+                .collect(),
         };
         let text = Zeroizing::new(serde_json::to_vec(&kf).expect("plain struct serializes"));
         drop(Zeroizing::new(kf.master_key));
+        drop(kf.identity.map(Zeroizing::new));
+        kf.epochs.into_iter().for_each(|(_, k)| drop(Zeroizing::new(k)));
         let path = self.file(repo);
         let tmp = self.dir.join(format!(".{repo}.tmp"));
         let write = || -> std::io::Result<()> {
@@ -124,11 +181,35 @@ mod tests {
         let repo = RepoId::random();
         assert!(kr.load(&repo).unwrap().is_none());
         let key = MasterKey::generate();
-        kr.store(&repo, &key).unwrap();
-        assert_eq!(kr.load(&repo).unwrap(), Some(key));
+        let mut chain = KeyChain::root(&key);
+        chain.insert(EpochName::random(1), MasterKey::generate());
+        let id = (SlotId::random(), SlotIdentity::generate());
+        kr.store(&repo, &chain, Some(&id)).unwrap();
+        let saved = kr.load(&repo).unwrap().unwrap();
+        assert!(*saved.chain.root_key() == key);
+        assert_eq!(saved.chain.newest().0, chain.newest().0);
+        assert!(saved.chain.newest().1 == chain.newest().1);
+        let (slot, identity) = saved.identity.unwrap();
+        assert_eq!((slot, identity.recipient()), (id.0, id.1.recipient()));
         let mode = fs::metadata(kr.file(&repo)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(kr.remove(&repo).unwrap());
         assert!(kr.load(&repo).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_version_1_entry_still_reads() {
+        let home = tempfile::tempdir().unwrap();
+        let kr = Keyring::new(home.path());
+        let repo = RepoId::random();
+        fs::create_dir_all(&kr.dir).unwrap();
+        let text = format!(
+            r#"{{"version": 1, "repository": "{repo}", "master_key": "{}"}}"#,
+            "ab".repeat(32)
+        );
+        fs::write(kr.file(&repo), text).unwrap();
+        let saved = kr.load(&repo).unwrap().unwrap();
+        assert_eq!(saved.chain.root_key().as_bytes(), &[0xab; 32]);
+        assert!(saved.identity.is_none());
     }
 }

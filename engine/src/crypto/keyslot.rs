@@ -10,8 +10,9 @@
 //! operator must not be able to downgrade an attacker's work factor).
 
 use super::aead::XChaCha20Poly1305;
-use super::{Kind, MasterKey, OpenError, SEAL_OVERHEAD, open_with, seal_with};
+use super::{Kind, MasterKey, SEAL_OVERHEAD, open_with, seal_with};
 use crate::error::{Error, Result};
+use super::epoch::SlotIdentity;
 use crate::format::id::{RepoId, SlotId};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -92,6 +93,44 @@ pub struct KeySlot {
     /// none), at most [`HOST_MAX`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Version 3: the recipient (`age1...`) of the age identity `wrapped` holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// Version 3: [`super::epoch::slot_mac`] of the recipient, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// What a slot unwraps: the root key (versions 1 and 2), or an age identity
+/// that opens the slot's grants (version 3, `DESIGN.md` §4a).
+#[derive(Debug)]
+pub enum SlotSecret {
+    Root(MasterKey),
+    Identity(SlotIdentity),
+}
+
+impl PartialEq for SlotSecret {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (SlotSecret::Root(a), SlotSecret::Root(b)) => a == b,
+            (SlotSecret::Identity(a), SlotSecret::Identity(b)) => a.recipient() == b.recipient(),
+            _ => false,
+        }
+    }
+}
+
+/// The longest identity string a version-3 slot may wrap (age's are 74 bytes).
+pub(crate) const IDENTITY_MAX: usize = 256;
+
+/// Parses the unwrapped identity of a version-3 slot and checks it against the
+/// slot's recipient.
+pub(crate) fn identity_of(plain: &[u8], recipient: &str, object: &str) -> Result<SlotIdentity> {
+    let text = std::str::from_utf8(plain).map_err(|_| Error::corrupt(object, "bad identity"))?;
+    let identity = SlotIdentity::parse(text).ok_or_else(|| Error::corrupt(object, "bad identity"))?;
+    if identity.recipient() != recipient {
+        return Err(Error::corrupt(object, "its identity does not match its recipient"));
+    }
+    Ok(identity)
 }
 
 /// A key slot object of either kind, told apart by its `kind` field.
@@ -119,8 +158,8 @@ impl StoredSlot {
     }
 }
 
-/// The version new slots are written in; 1 is still read.
-const SLOT_VERSION: u32 = 2;
+/// The version new slots are written in; 1 and 2 are still read.
+pub(crate) const SLOT_VERSION: u32 = 3;
 
 /// The longest host name a slot records, in bytes.
 pub const HOST_MAX: usize = 255;
@@ -171,7 +210,7 @@ fn kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u
 /// The associated identity of the sealed master key: repository id (16) ||
 /// slot id (16), and for version 2 || created (u64 BE) || host length (u8) ||
 /// host bytes.
-fn identity(repo: &RepoId, slot: &SlotId, origin: Option<(u64, &str)>) -> Vec<u8> {
+fn identity_aad(repo: &RepoId, slot: &SlotId, origin: Option<(u64, &str)>) -> Vec<u8> {
     let mut id = Vec::with_capacity(32 + 9 + HOST_MAX);
     id.extend_from_slice(repo.as_bytes());
     id.extend_from_slice(slot.as_bytes());
@@ -185,7 +224,9 @@ fn identity(repo: &RepoId, slot: &SlotId, origin: Option<(u64, &str)>) -> Vec<u8
 }
 
 impl KeySlot {
-    /// Wraps `master` under `passphrase`, recording now and this host.
+    /// A version-2 slot (the root key itself wrapped), as coffer wrote them
+    /// before key epochs, made now on this host: for tests of old repositories.
+    #[cfg(any(test, feature = "testing"))]
     pub fn create(
         master: &MasterKey,
         passphrase: &[u8],
@@ -203,7 +244,8 @@ impl KeySlot {
         )
     }
 
-    /// [`KeySlot::create`] with the time (Unix ms) and host given.
+    /// A version-2 slot with the time (Unix ms) and host given (the form
+    /// [`KeySlot::create_v3_at`] starts from).
     pub fn create_at(
         master: &MasterKey,
         passphrase: &[u8],
@@ -223,10 +265,10 @@ impl KeySlot {
         super::fill_random(&mut salt);
         let kek = kek(passphrase, &salt, params)?;
         let cipher = XChaCha20Poly1305::new(&kek);
-        let aad = identity(repo, slot, Some((created, host)));
+        let aad = identity_aad(repo, slot, Some((created, host)));
         let wrapped = seal_with(&cipher, Kind::KeySlot, &aad, master.as_bytes());
         Ok(KeySlot {
-            version: SLOT_VERSION,
+            version: 2,
             kind: "passphrase".into(),
             kdf: "argon2id".into(),
             params,
@@ -234,7 +276,47 @@ impl KeySlot {
             wrapped: hex::encode(wrapped),
             created: Some(created),
             host: Some(host.to_string()),
+            recipient: None,
+            mac: None,
         })
+    }
+
+    /// A version-3 slot: `identity` wrapped under `passphrase`, its recipient
+    /// bound to the repository by a MAC under `root`; made now, on this host.
+    pub fn create_v3(
+        identity: &SlotIdentity,
+        root: &MasterKey,
+        passphrase: &[u8],
+        params: KdfParams,
+        (repo, slot): (&RepoId, &SlotId),
+    ) -> Result<KeySlot> {
+        let (created, host) = (crate::format::version::now_millis(), this_host());
+        Self::create_v3_at(identity, root, passphrase, params, (repo, slot), (created, &host))
+    }
+
+    /// [`KeySlot::create_v3`] with the time (Unix ms) and host given.
+    pub fn create_v3_at(
+        identity: &SlotIdentity,
+        root: &MasterKey,
+        passphrase: &[u8],
+        params: KdfParams,
+        (repo, slot): (&RepoId, &SlotId),
+        (created, host): (u64, &str),
+    ) -> Result<KeySlot> {
+        let secret = identity.secret();
+        let master = MasterKey::from_bytes([0; 32]);
+        let mut ks = Self::create_at(&master, passphrase, params, (repo, slot), (created, host))?;
+        let mut salt = [0u8; 32];
+        hex::decode_to_slice(&ks.salt, &mut salt).expect("own hex");
+        let kek = kek(passphrase, &salt, params)?;
+        let cipher = XChaCha20Poly1305::new(&kek);
+        let aad = identity_aad(repo, slot, Some((created, host)));
+        ks.wrapped = hex::encode(seal_with(&cipher, Kind::KeySlot, &aad, secret.as_bytes()));
+        let recipient = identity.recipient();
+        ks.mac = Some(super::epoch::slot_mac(root, repo, slot, "passphrase", &recipient));
+        ks.recipient = Some(recipient);
+        ks.version = SLOT_VERSION;
+        Ok(ks)
     }
 
     /// When and where the slot was made (version 2), checked against its
@@ -242,8 +324,15 @@ impl KeySlot {
     pub fn origin(&self, object: &str) -> Result<Option<(u64, &str)>> {
         match (self.version, self.created, self.host.as_deref()) {
             (1, None, None) => Ok(None),
-            (2, Some(created), Some(host)) if host.len() <= HOST_MAX => Ok(Some((created, host))),
-            (1 | 2, ..) => Err(Error::corrupt(
+            (2, Some(created), Some(host)) if host.len() <= HOST_MAX && self.mac.is_none() => {
+                Ok(Some((created, host)))
+            }
+            (3, Some(created), Some(host))
+                if host.len() <= HOST_MAX && self.recipient.is_some() && self.mac.is_some() =>
+            {
+                Ok(Some((created, host)))
+            }
+            (1..=3, ..) => Err(Error::corrupt(
                 object,
                 "its created and host fields do not match its version",
             )),
@@ -264,37 +353,39 @@ impl KeySlot {
         Ok(())
     }
 
-    /// Unwraps the master key. `Ok(None)` means the passphrase does not open this slot.
+    /// Unwraps the root key (versions 1, 2) or the slot's identity (version
+    /// 3). `Ok(None)` means the passphrase does not open this slot.
     pub fn open(
         &self,
         passphrase: &[u8],
         repo: &RepoId,
         slot: &SlotId,
-    ) -> Result<Option<MasterKey>> {
+    ) -> Result<Option<SlotSecret>> {
         let object = format!("keys/{slot}");
         self.check_supported(&object)?;
         let origin = self.origin(&object)?;
         let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(&object, "bad salt"))?;
         let wrapped = hex::decode(&self.wrapped).map_err(|_| Error::corrupt(&object, "bad hex"))?;
-        if wrapped.len() != 32 + SEAL_OVERHEAD || salt.len() < 16 {
+        let fits = match self.version {
+            3 => wrapped.len() <= IDENTITY_MAX + SEAL_OVERHEAD,
+            _ => wrapped.len() == 32 + SEAL_OVERHEAD,
+        };
+        if !fits || salt.len() < 16 {
             return Err(Error::corrupt(&object, "wrong length"));
         }
         let kek = kek(passphrase, &salt, self.params)?;
         let cipher = XChaCha20Poly1305::new(&kek);
-        match open_with(
-            &cipher,
-            Kind::KeySlot,
-            &identity(repo, slot, origin),
-            &wrapped,
-        ) {
-            Ok(plain) => {
-                let plain = Zeroizing::new(plain);
-                let mut k = [0u8; 32];
-                k.copy_from_slice(&plain);
-                Ok(Some(MasterKey::from_bytes(k)))
-            }
-            Err(OpenError) => Ok(None),
+        let aad = identity_aad(repo, slot, origin);
+        let Ok(plain) = open_with(&cipher, Kind::KeySlot, &aad, &wrapped) else {
+            return Ok(None);
+        };
+        let plain = Zeroizing::new(plain);
+        if let Some(recipient) = &self.recipient {
+            return identity_of(&plain, recipient, &object).map(|i| Some(SlotSecret::Identity(i)));
         }
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&plain);
+        Ok(Some(SlotSecret::Root(MasterKey::from_bytes(k))))
     }
 }
 
@@ -312,7 +403,7 @@ mod tests {
         let back: KeySlot = serde_json::from_str(&json).unwrap();
         assert_eq!(
             back.open(b"correct horse", &repo, &slot).unwrap(),
-            Some(master)
+            Some(SlotSecret::Root(master))
         );
         assert_eq!(back.open(b"wrong", &repo, &slot).unwrap(), None);
         // A slot moved to another repository does not open.
@@ -337,7 +428,10 @@ mod tests {
         .unwrap();
         assert_eq!(ks.version, 2);
         assert_eq!(ks.origin("k").unwrap(), Some((1_764_000_000_000, "vm-1")));
-        assert_eq!(ks.open(b"pw", &repo, &slot).unwrap(), Some(master));
+        assert_eq!(
+            ks.open(b"pw", &repo, &slot).unwrap(),
+            Some(SlotSecret::Root(master))
+        );
         let mut moved = ks.clone();
         moved.created = Some(1_764_000_000_001);
         assert_eq!(moved.open(b"pw", &repo, &slot).unwrap(), None);
@@ -363,6 +457,33 @@ mod tests {
         );
         assert!(matches!(r, Err(Error::Config(_))));
         assert!(this_host().len() <= HOST_MAX);
+    }
+
+    #[test]
+    fn version_3_wraps_an_identity_bound_to_its_recipient() {
+        let (root, identity) = (MasterKey::generate(), SlotIdentity::generate());
+        let (repo, slot) = (RepoId::random(), SlotId::random());
+        let ks =
+            KeySlot::create_v3(&identity, &root, b"pw", KdfParams::MINIMUM, (&repo, &slot)).unwrap();
+        assert_eq!(ks.version, 3);
+        let mac = super::super::epoch::slot_mac(&root, &repo, &slot, "passphrase", &identity.recipient());
+        assert_eq!(ks.mac.as_deref(), Some(mac.as_str()));
+        let json = serde_json::to_vec(&ks).unwrap();
+        let StoredSlot::Passphrase(back) = StoredSlot::parse(&json, "k").unwrap() else {
+            panic!("a passphrase slot")
+        };
+        assert_eq!(
+            back.open(b"pw", &repo, &slot).unwrap(),
+            Some(SlotSecret::Identity(identity.clone()))
+        );
+        assert_eq!(back.open(b"nope", &repo, &slot).unwrap(), None);
+        // Another recipient than the identity's: damage, not a key.
+        let mut swapped = back.clone();
+        swapped.recipient = Some(SlotIdentity::generate().recipient());
+        assert!(matches!(swapped.open(b"pw", &repo, &slot), Err(Error::Corrupt { .. })));
+        let mut bare = back;
+        bare.mac = None;
+        assert!(matches!(bare.open(b"pw", &repo, &slot), Err(Error::Corrupt { .. })));
     }
 
     #[test]

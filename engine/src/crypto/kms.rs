@@ -8,7 +8,8 @@
 //! for without a server.
 
 use super::MasterKey;
-use super::keyslot::HOST_MAX;
+use super::epoch::SlotIdentity;
+use super::keyslot::{HOST_MAX, IDENTITY_MAX, SlotSecret, identity_of};
 use crate::error::{Error, Result};
 use crate::format::id::{RepoId, SlotId};
 use serde::{Deserialize, Serialize};
@@ -79,10 +80,17 @@ pub struct KmsSlot {
     pub created: u64,
     /// The host name of the machine that made it ("" if it had none).
     pub host: String,
+    /// Version 3: the recipient (`age1...`) of the age identity `wrapped` holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// Version 3: [`super::epoch::slot_mac`] of the recipient, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
-/// The version KMS slots are written in (the first that has them).
-const KMS_SLOT_VERSION: u32 = 2;
+/// The version KMS slots are written in; version 2 (which wraps the root key
+/// itself) is still read.
+const KMS_SLOT_VERSION: u32 = 3;
 
 /// The longest key id a slot may name (KMS ARNs of aliases are well below).
 const KEY_ID_MAX: usize = 2048;
@@ -101,11 +109,39 @@ pub fn context(repo: &RepoId, slot: &SlotId, created: u64, host: &str) -> Contex
 }
 
 impl KmsSlot {
-    /// Wraps `master` with `wrapper` under `key_id`, recording now and this host.
+    /// A version-3 slot: `identity` wrapped with `wrapper` under `key_id`, its
+    /// recipient bound to the repository by a MAC under `root`.
     pub async fn create(
         wrapper: &dyn KeyWrapper,
         key_id: &str,
+        (identity, root): (&SlotIdentity, &MasterKey),
+        (repo, slot): (&RepoId, &SlotId),
+    ) -> Result<KmsSlot> {
+        let secret = identity.secret();
+        let mut ks = Self::wrap(wrapper, key_id, secret.as_bytes(), (repo, slot)).await?;
+        let recipient = identity.recipient();
+        ks.mac = Some(super::epoch::slot_mac(root, repo, slot, "kms", &recipient));
+        ks.recipient = Some(recipient);
+        ks.version = KMS_SLOT_VERSION;
+        Ok(ks)
+    }
+
+    /// A version-2 slot (the root key itself wrapped), as coffer wrote them
+    /// before key epochs: for fixtures and tests of old repositories.
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn create_v2(
+        wrapper: &dyn KeyWrapper,
+        key_id: &str,
         master: &MasterKey,
+        (repo, slot): (&RepoId, &SlotId),
+    ) -> Result<KmsSlot> {
+        Self::wrap(wrapper, key_id, master.as_bytes(), (repo, slot)).await
+    }
+
+    async fn wrap(
+        wrapper: &dyn KeyWrapper,
+        key_id: &str,
+        secret: &[u8],
         (repo, slot): (&RepoId, &SlotId),
     ) -> Result<KmsSlot> {
         if key_id.is_empty() || key_id.len() > KEY_ID_MAX {
@@ -116,20 +152,26 @@ impl KmsSlot {
         let created = crate::format::version::now_millis();
         let host = super::keyslot::this_host();
         let ctx = context(repo, slot, created, &host);
-        let wrapped = wrapper.wrap(key_id, master.as_bytes(), &ctx).await?;
+        let wrapped = wrapper.wrap(key_id, secret, &ctx).await?;
         Ok(KmsSlot {
-            version: KMS_SLOT_VERSION,
+            version: 2,
             kind: "kms".into(),
             key_id: key_id.to_string(),
             wrapped: hex::encode(wrapped),
             created,
             host,
+            recipient: None,
+            mac: None,
         })
     }
 
     /// Refuses a slot this build cannot use (other version, oversized fields).
     pub fn check(&self, object: &str) -> Result<()> {
-        if self.version != KMS_SLOT_VERSION || self.kind != "kms" {
+        let record = match self.version {
+            2 => self.recipient.is_none() && self.mac.is_none(),
+            _ => self.recipient.is_some() && self.mac.is_some(),
+        };
+        if !matches!(self.version, 2..=KMS_SLOT_VERSION) || self.kind != "kms" {
             return Err(Error::UnsupportedVersion {
                 what: format!("key slot {object} ({})", self.kind),
                 found: self.version,
@@ -146,26 +188,39 @@ impl KmsSlot {
                 "a field of the KMS slot is too long",
             ));
         }
+        if !record {
+            return Err(Error::corrupt(
+                object,
+                "its recipient and mac fields do not match its version",
+            ));
+        }
         Ok(())
     }
 
-    /// Asks `wrapper` for the master key (one request).
+    /// Asks `wrapper` for the root key (version 2) or the slot's identity
+    /// (version 3): one request.
     pub async fn open(
         &self,
         wrapper: &dyn KeyWrapper,
         repo: &RepoId,
         slot: &SlotId,
-    ) -> Result<MasterKey> {
+    ) -> Result<SlotSecret> {
         let object = format!("keys/{slot}");
         self.check(&object)?;
         let wrapped = hex::decode(&self.wrapped).map_err(|_| Error::corrupt(&object, "bad hex"))?;
         let ctx = context(repo, slot, self.created, &self.host);
         let plain = wrapper.unwrap(&self.key_id, &wrapped, &ctx).await?;
+        if let Some(recipient) = &self.recipient {
+            if plain.len() > IDENTITY_MAX {
+                return Err(Error::corrupt(&object, "KMS returned too long an identity"));
+            }
+            return identity_of(&plain, recipient, &object).map(SlotSecret::Identity);
+        }
         let key: [u8; 32] = plain
             .as_slice()
             .try_into()
             .map_err(|_| Error::corrupt(&object, "KMS returned a key that is not 32 bytes long"))?;
-        Ok(MasterKey::from_bytes(key))
+        Ok(SlotSecret::Root(MasterKey::from_bytes(key)))
     }
 }
 
@@ -220,7 +275,8 @@ pub(crate) mod testing {
             context: &Context,
         ) -> std::result::Result<Vec<u8>, KmsError> {
             self.request("Encrypt", key_id, context)?;
-            let mut out: Vec<u8> = plaintext.iter().map(|b| b ^ 0x5a).collect();
+            let mut out = vec![u8::try_from(plaintext.len()).expect("small secrets")];
+            out.extend(plaintext.iter().map(|b| b ^ 0x5a));
             out.extend(bound(context));
             Ok(out)
         }
@@ -232,7 +288,8 @@ pub(crate) mod testing {
             context: &Context,
         ) -> std::result::Result<Zeroizing<Vec<u8>>, KmsError> {
             self.request("Decrypt", key_id, context)?;
-            if ciphertext.len() < 32 || ciphertext[32..] != bound(context)[..] {
+            let n = 1 + usize::from(ciphertext.first().copied().unwrap_or(0));
+            if ciphertext.len() < n || ciphertext[n..] != bound(context)[..] {
                 return Err(KmsError {
                     action: "Decrypt",
                     key_id: key_id.into(),
@@ -241,7 +298,7 @@ pub(crate) mod testing {
                 });
             }
             Ok(Zeroizing::new(
-                ciphertext[..32].iter().map(|b| b ^ 0x5a).collect(),
+                ciphertext[1..n].iter().map(|b| b ^ 0x5a).collect(),
             ))
         }
     }
@@ -257,7 +314,7 @@ mod tests {
         let rec = FakeKms::default();
         let master = MasterKey::generate();
         let (repo, slot) = (RepoId::random(), SlotId::random());
-        let ks = KmsSlot::create(&rec, "alias/k", &master, (&repo, &slot))
+        let ks = KmsSlot::create_v2(&rec, "alias/k", &master, (&repo, &slot))
             .await
             .unwrap();
         assert_eq!((ks.version, ks.kind.as_str()), (2, "kms"));
@@ -265,7 +322,7 @@ mod tests {
         assert_eq!(seen.0, "alias/k");
         assert_eq!(seen.1, context(&repo, &slot, ks.created, &ks.host));
         assert_eq!(seen.1[0], ("coffer-repository", repo.to_hex()));
-        assert_eq!(ks.open(&rec, &repo, &slot).await.unwrap(), master);
+        assert!(ks.open(&rec, &repo, &slot).await.unwrap() == SlotSecret::Root(master.clone()));
 
         let err = ks.open(&rec, &repo, &SlotId::random()).await.unwrap_err();
         assert!(err.to_string().contains("InvalidCiphertext"), "{err}");
@@ -278,12 +335,16 @@ mod tests {
         let mut edited = ks.clone();
         edited.host.push('x');
         assert!(edited.open(&rec, &repo, &slot).await.is_err());
-        let mut newer = ks;
-        newer.version = 3;
+        let mut newer = ks.clone();
+        newer.version = 4;
         let err = newer.open(&rec, &repo, &slot).await.unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedVersion { found: 3, .. }),
+            matches!(err, Error::UnsupportedVersion { found: 4, .. }),
             "{err}"
         );
+        // Version 3 without its recipient, or version 2 with one, is damage.
+        let mut half = ks;
+        half.version = 3;
+        assert!(matches!(half.open(&rec, &repo, &slot).await, Err(Error::Corrupt { .. })));
     }
 }

@@ -4,6 +4,7 @@
 //! `limit + 1` bytes ([`super::get_at_most`]), so whatever the store holds, a
 //! command's memory stays bounded (`DESIGN.md` §1).
 
+use crate::crypto::epoch::EpochName;
 use crate::format::id::{DeviceId, PackId, SlotId};
 
 pub const CONFIG: &str = "config";
@@ -11,6 +12,8 @@ pub const KEYS_PREFIX: &str = "keys/";
 pub const DATA_PREFIX: &str = "data/";
 pub const LOG_PREFIX: &str = "log/";
 pub const CHECKPOINT_PREFIX: &str = "checkpoint/";
+pub const EPOCHS_PREFIX: &str = "epochs/";
+pub const GRANTS_PREFIX: &str = "grants/";
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -19,6 +22,11 @@ const MIB: u64 = 1024 * KIB;
 pub const CONFIG_MAX: u64 = 64 * KIB;
 /// The most a key slot may weigh (it is under 1 KiB).
 pub const SLOT_MAX: u64 = 64 * KIB;
+/// The most an epoch record may weigh (48 bytes per older epoch: ~10,000
+/// rotations).
+pub const EPOCH_MAX: u64 = MIB;
+/// The most a grant may weigh (an age file of one 32-byte key: ~200 bytes).
+pub const GRANT_MAX: u64 = 64 * KIB;
 /// The most a sealed commit may weigh. A commit of 16,384 changes is a few MiB;
 /// this is ~3.5 million chunks (1.7 TiB of new data) in one batch. A push that
 /// would write a larger commit fails before writing it.
@@ -28,6 +36,25 @@ pub const CHECKPOINT_MAX: u64 = 2048 * MIB;
 
 pub fn key_slot(slot: &SlotId) -> String {
     format!("{KEYS_PREFIX}{slot}")
+}
+
+pub fn epoch(name: &EpochName) -> String {
+    format!("{EPOCHS_PREFIX}{name}")
+}
+
+pub fn grant(epoch: &EpochName, slot: &SlotId) -> String {
+    format!("{GRANTS_PREFIX}{epoch}/{slot}")
+}
+
+/// Parses `epochs/<name>`.
+pub fn parse_epoch(key: &str) -> Option<EpochName> {
+    EpochName::parse(key.strip_prefix(EPOCHS_PREFIX)?)
+}
+
+/// Parses `grants/<epoch>/<slot>`.
+pub fn parse_grant(key: &str) -> Option<(EpochName, SlotId)> {
+    let (epoch, slot) = key.strip_prefix(GRANTS_PREFIX)?.split_once('/')?;
+    Some((EpochName::parse(epoch)?, SlotId::from_hex(slot)?))
 }
 
 pub fn pack(id: &PackId) -> String {
@@ -71,6 +98,8 @@ pub fn parse_pack(key: &str) -> Option<PackId> {
 pub fn is_coffer_key(key: &str) -> bool {
     key == CONFIG
         || parse_slot(key).is_some()
+        || parse_epoch(key).is_some()
+        || parse_grant(key).is_some()
         || parse_pack(key).is_some()
         || key
             .strip_prefix(LOG_PREFIX)
@@ -108,6 +137,8 @@ mod tests {
             pack(&p),
             k,
             checkpoint(&d, 1),
+            epoch(&EpochName::random(1)),
+            grant(&EpochName::ROOT, &s),
         ] {
             assert!(is_coffer_key(&ok), "{ok}");
         }

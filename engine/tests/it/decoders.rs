@@ -76,7 +76,7 @@ fn log_identity(device: &DeviceId, seq: u64) -> Vec<u8> {
     id
 }
 
-fn keys() -> &'static Arc<Keys> {
+fn keys() -> Arc<Keys> {
     fixture().repo.keys()
 }
 
@@ -113,7 +113,7 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 fn open_commit(plain: &[u8]) {
     let device = DeviceId::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
     let sealed = keys().seal(Kind::Commit, &log_identity(&device, 1), plain);
-    let _ = Commit::open(keys(), &device, 1, &sealed);
+    let _ = Commit::open(&keys(), &device, 1, &sealed);
 }
 
 fn open_checkpoint(plain: &[u8]) {
@@ -166,12 +166,12 @@ proptest! {
     ) {
         let id = PackId([9; 32]);
         let sealed = keys().seal(Kind::PackFooter, id.as_bytes(), &footer);
-        let _ = Footer::open(keys(), &id, &sealed);
+        let _ = Footer::open(&keys(), &id, &sealed);
         let f = Footer { blob_count: count % 64, blobs_len: 0, padding_len: 0, trailer_len: 0 };
         let sealed = keys().seal(Kind::PackTrailer, id.as_bytes(), &trailer);
-        let _ = open_trailer(keys(), &id, &f, &sealed);
+        let _ = open_trailer(&keys(), &id, &f, &sealed);
         let f = Footer { blob_count: count, ..f };
-        let _ = open_trailer(keys(), &id, &f, &sealed);
+        let _ = open_trailer(&keys(), &id, &f, &sealed);
     }
 
     #[test]

@@ -61,7 +61,7 @@ async fn packs_stay_within_the_target_and_recycled_buffers_read_back() {
     for key in &packs {
         let id = layout::parse_pack(key).unwrap();
         let bytes = memory.get(key).await.unwrap();
-        let footer = Footer::open(repo.keys(), &id, &bytes[bytes.len() - FOOTER_LEN..]).unwrap();
+        let footer = Footer::open(&repo.keys(), &id, &bytes[bytes.len() - FOOTER_LEN..]).unwrap();
         assert!(
             bytes.len() <= target || footer.blob_count == 1,
             "{key}: {} bytes, {footer:?}",

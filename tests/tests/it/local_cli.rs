@@ -3,7 +3,6 @@
 use crate::{arg, env};
 use bytes::Bytes;
 use coffer_engine::chunk::chunker::Chunker;
-use coffer_engine::crypto::Keys;
 use coffer_engine::crypto::keyring::Keyring;
 use coffer_engine::repo::RepoConfig;
 use coffer_tests::env::Env;
@@ -50,7 +49,7 @@ fn chunker_of(e: &Env) -> Chunker {
         .load(&config.repo_id().unwrap())
         .unwrap()
         .unwrap();
-    Chunker::new(config.chunker, Keys::derive(&master).chunker_seed())
+    Chunker::new(config.chunker, master.chain.keys().chunker_seed())
 }
 
 /// Cuts `data` as push does, resyncing on the previous version's chunk ends.

@@ -177,7 +177,7 @@ impl Forger {
         let repo = RepoId::from_hex(config["repository"].as_str().unwrap()).unwrap();
         let master = Keyring::new(e.home()).load(&repo).unwrap().unwrap();
         Forger {
-            keys: Keys::derive(&master),
+            keys: master.chain.keys(),
             store: e.path("store"),
         }
     }

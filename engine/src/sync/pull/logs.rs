@@ -233,6 +233,20 @@ fn concurrency(seqs: &[(u64, u64)]) -> usize {
         .clamp(1, FETCH_CONCURRENCY)
 }
 
+/// Opens a fetched commit. One that does not open may be sealed under a key
+/// epoch this machine has not picked up yet (a rotation since the step began):
+/// the epochs are listed again, and it is opened once more if that brought a
+/// new key (`DESIGN.md` §4a).
+async fn open_commit(repo: &Repository, device: DeviceId, seq: u64, bytes: &[u8]) -> Result<Commit> {
+    match Commit::open(&repo.keys(), &device, seq, bytes) {
+        Err(e @ Error::Corrupt { .. }) => match repo.refresh_keys().await? {
+            true => Commit::open(&repo.keys(), &device, seq, bytes),
+            false => Err(e),
+        },
+        other => other,
+    }
+}
+
 /// Fetches `seqs` (with their listed sizes) of one device in order; on failure
 /// also returns how many were ingested.
 #[allow(clippy::too_many_arguments)]
@@ -256,7 +270,9 @@ async fn fetch_device(
     let mut done = 0usize;
     while let Some(item) = stream.next().await {
         let (seq, bytes) = item.map_err(|(_, e)| (done, e))?;
-        let commit = Commit::open(repo.keys(), &device, seq, &bytes).map_err(|e| (done, e))?;
+        let commit = open_commit(repo, device, seq, &bytes)
+            .await
+            .map_err(|e| (done, e))?;
         if commit.prev != prev {
             let reason =
                 "hash chain broken: the commit does not follow the one seen before".to_string();
