@@ -127,11 +127,14 @@ impl Repository {
         {
             match config.verify(saved.chain.root_key()) {
                 Ok(()) => {
-                    let holder = saved.identity;
+                    let (holder, held) = (saved.identity, saved.chain.iter().count());
                     match climb(&store, &config, Some(saved.chain), holder.as_ref(), &names).await {
                         Ok(chain) => {
+                            let grew = chain.iter().count() != held;
                             let repo = Self::assemble(store, config, id, chain, holder, names);
-                            repo.save_keys(keyring)?;
+                            if grew {
+                                repo.save_keys(keyring)?;
+                            }
                             return Ok(repo);
                         }
                         Err(e @ Error::Revoked(_)) => {

@@ -127,7 +127,11 @@ impl Keyring {
         drop(kf.identity.map(Zeroizing::new));
         kf.epochs.into_iter().for_each(|(_, k)| drop(Zeroizing::new(k)));
         let path = self.file(repo);
-        let tmp = self.dir.join(format!(".{repo}.tmp"));
+        // One temp file per writer: two processes saving at once each rename
+        // a whole file of their own.
+        let mut nonce = [0u8; 8];
+        crate::crypto::fill_random(&mut nonce);
+        let tmp = self.dir.join(format!(".{repo}.{}.tmp", hex::encode(nonce)));
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new()
                 .write(true)
