@@ -137,10 +137,8 @@ impl Repository {
                             }
                             return Ok(repo);
                         }
-                        Err(e @ Error::Revoked(_)) => {
-                            tracing::warn!("the keyring's key for {id}: {e}; trying its key slots");
-                            revoked = Some(e);
-                        }
+                        // Told only if no key slot opens either.
+                        Err(e @ Error::Revoked(_)) => revoked = Some(e),
                         Err(e) => return Err(e),
                     }
                 }

@@ -43,6 +43,9 @@ pub struct Faults {
     pub deny_all: bool,
     /// Answer every request with this status and JSON body (wins over the rest).
     pub answer: Option<(u16, String)>,
+    /// Hold every PUT whose path contains this: never forwarded, never
+    /// answered (its client hangs there, e.g. to be killed at that point).
+    pub hold_put: Option<String>,
 }
 
 /// One request as received.
@@ -82,6 +85,7 @@ enum Decision {
     DropResponse,
     Deny,
     Answer(u16, String),
+    Hold,
 }
 
 impl FaultProxy {
@@ -155,10 +159,13 @@ impl Drop for FaultProxy {
     }
 }
 
-fn decide(state: &State, method: &str) -> Decision {
+fn decide(state: &State, method: &str, path: &str) -> Decision {
     let f = state.faults.lock().expect("faults lock").clone();
     if let Some((status, body)) = f.answer {
         return Decision::Answer(status, body);
+    }
+    if method == "PUT" && f.hold_put.as_deref().is_some_and(|h| path.contains(h)) {
+        return Decision::Hold;
     }
     if f.deny_all {
         return Decision::Deny;
@@ -246,7 +253,12 @@ async fn handle(
             .collect(),
     });
     let head = method == "HEAD";
-    match decide(&state, &method) {
+    match decide(&state, &method, &path) {
+        Decision::Hold => {
+            count(&state, "hold");
+            std::future::pending::<()>().await;
+            unreachable!("a pending future never completes")
+        }
         Decision::Answer(status, body) => {
             count(&state, "answer");
             drain(req).await;

@@ -6,6 +6,7 @@
 mod bandwidth;
 mod keys_cli;
 mod keys_kms;
+mod keys_rotate;
 mod local_cli;
 mod ops_cli;
 mod s3;

@@ -132,6 +132,7 @@ fn a_slowdown_and_reset_storm_ends_in_an_identical_verified_tree() {
         stall: 0.02,
         deny_all: false,
         answer: None,
+        ..Faults::default()
     });
     e.ok(&["push", "--pack-mib", "8", "src", &bucket]);
     let other = {
