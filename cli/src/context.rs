@@ -39,6 +39,19 @@ pub struct Ctx {
     pub kms: crate::kms::AwsKms,
 }
 
+/// The client bucket administration uses: the only one, else the first whose
+/// endpoint accepts a connection within 2 s, else the first.
+async fn admin(each: &[S3Store]) -> Option<S3Store> {
+    if each.len() > 1 {
+        for s in each {
+            if s.reachable(Duration::from_secs(2)).await {
+                return Some(s.clone());
+            }
+        }
+    }
+    each.first().cloned()
+}
+
 /// One endpoint's client as is; several (one cluster) behind a
 /// [`FailoverStore`], so that a node that stops answering is skipped.
 fn failover(mut each: Vec<S3Store>) -> anyhow::Result<DynStore> {
@@ -127,7 +140,7 @@ impl Ctx {
             }
             StoreLocation::S3 { bucket, prefix } => {
                 let each = S3Store::connect_each(self.s3_options(&bucket, &prefix)?).await?;
-                let s3 = each.first().cloned().context("no S3 endpoint")?;
+                let s3 = admin(&each).await.context("no S3 endpoint")?;
                 let url = coffer_engine::store::ObjectStore::describe(&s3);
                 Ok(OpenStore {
                     store: self.stack(failover(each)?, true),
@@ -162,10 +175,11 @@ impl Ctx {
         Arc::new(RetryStore::new(backend, policy, Some(self.window.clone())))
     }
 
-    /// A client for `bucket` (no request is made), on the first endpoint when
-    /// several are given (bucket administration goes there).
+    /// A client for `bucket`, for bucket administration: on the first endpoint
+    /// that accepts a connection when several are given (no S3 request is made).
     pub async fn s3(&self, bucket: &str, prefix: &str) -> anyhow::Result<S3Store> {
-        Ok(S3Store::connect(self.s3_options(bucket, prefix)?).await?)
+        let each = S3Store::connect_each(self.s3_options(bucket, prefix)?).await?;
+        admin(&each).await.context("no S3 endpoint")
     }
 
     fn s3_options(&self, bucket: &str, prefix: &str) -> anyhow::Result<S3Options> {

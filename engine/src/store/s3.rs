@@ -254,6 +254,28 @@ impl S3Store {
         &self.endpoint
     }
 
+    /// Whether the endpoint's port accepts a TCP connection within `within` (AWS's
+    /// own endpoint is taken as reachable). Bucket administration, which has no
+    /// failover of its own, goes to the first reachable endpoint of a list.
+    pub async fn reachable(&self, within: Duration) -> bool {
+        let Ok(uri) = self.endpoint.parse::<http::Uri>() else {
+            return true;
+        };
+        let Some(host) = uri.host() else {
+            return true;
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        let host = host.trim_matches(|c| c == '[' || c == ']');
+        let connect = tokio::net::TcpStream::connect((host, port));
+        matches!(tokio::time::timeout(within, connect).await, Ok(Ok(_)))
+    }
+
     /// Whether requests go to a custom endpoint (not AWS).
     pub fn has_custom_endpoint(&self) -> bool {
         self.custom_endpoint

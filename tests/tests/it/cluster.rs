@@ -118,8 +118,8 @@ fn two_watch_daemons_on_different_nodes_converge_while_a_node_is_down() {
 }
 
 /// A device that names all three nodes pushes through node 1; node 1 dies for
-/// good. Its next push, `check --read-data`, and another device's pull go on
-/// through nodes 2 and 3 with no change of configuration.
+/// good. Its next push, `check --read-data`, its bucket listing and another
+/// device's pull go on through nodes 2 and 3 with no change of configuration.
 #[test]
 fn a_device_goes_on_through_the_other_nodes_when_its_node_dies_for_good() {
     let c = Cluster::from_env();
@@ -150,6 +150,13 @@ fn a_device_goes_on_through_the_other_nodes_when_its_node_dies_for_good() {
         second.stderr
     );
     e.ok(&["check", &bucket, "--read-data"]);
+    // Bucket administration, which has no failover, goes to a node that answers.
+    let buckets = e.ok(&["list"]);
+    assert!(
+        buckets.stdout.lines().any(|l| l == bucket),
+        "{}",
+        buckets.stdout
+    );
 
     // Another device, given the same three endpoints on the command line.
     let mut other = e.machine("other");
