@@ -63,7 +63,9 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS). Path-style addressing
-    /// is used for custom endpoints.
+    /// is used for custom endpoints. Several comma-separated URLs name the nodes
+    /// of one cluster: requests go to the first that answers, and a node that
+    /// resets or times out is skipped for a while (1 s, doubling up to 30 s).
     #[arg(long, global = true, value_name = "URL", help_heading = "S3")]
     pub endpoint: Option<String>,
     /// Allow plain http:// to a non-loopback endpoint.

@@ -9,8 +9,8 @@ use crate::passphrase::Source;
 use crate::settings::{self, Settings};
 use anyhow::{Context as _, bail};
 use coffer_engine::store::{
-    Bandwidth, DynStore, LocalStore, RetryPolicy, RetryStore, S3Options, S3Store, Sse,
-    SseCustomerKey, StoreLocation, ThrottledStore, validate_bucket,
+    Bandwidth, BreakerPolicy, DynStore, FailoverStore, LocalStore, RetryPolicy, RetryStore,
+    S3Options, S3Store, Sse, SseCustomerKey, StoreLocation, ThrottledStore, validate_bucket,
 };
 use coffer_engine::{Keyring, keyring};
 use coffer_engine::{Repository, Unlock, UploadOptions, UploadWindow};
@@ -37,6 +37,35 @@ pub struct Ctx {
     pub started: std::time::Instant,
     /// AWS KMS, for KMS key slots (no request until one is used).
     pub kms: crate::kms::AwsKms,
+}
+
+/// The client bucket administration uses: the only one, else the first whose
+/// endpoint accepts a connection within 2 s, else the first.
+async fn admin(each: &[S3Store]) -> Option<S3Store> {
+    if each.len() > 1 {
+        for s in each {
+            if s.reachable(Duration::from_secs(2)).await {
+                return Some(s.clone());
+            }
+        }
+    }
+    each.first().cloned()
+}
+
+/// One endpoint's client as is; several (one cluster) behind a
+/// [`FailoverStore`], so that a node that stops answering is skipped.
+fn failover(mut each: Vec<S3Store>) -> anyhow::Result<DynStore> {
+    if each.len() == 1
+        && let Some(only) = each.pop()
+    {
+        return Ok(Arc::new(only));
+    }
+    let members = each
+        .into_iter()
+        .map(|s| (s.endpoint().to_string(), Arc::new(s) as DynStore))
+        .collect();
+    let store = FailoverStore::new(members, BreakerPolicy::default()).context("no S3 endpoint")?;
+    Ok(Arc::new(store))
 }
 
 /// How a bare STORE word is read.
@@ -110,10 +139,11 @@ impl Ctx {
                 })
             }
             StoreLocation::S3 { bucket, prefix } => {
-                let s3 = self.s3(&bucket, &prefix).await?;
+                let each = S3Store::connect_each(self.s3_options(&bucket, &prefix)?).await?;
+                let s3 = admin(&each).await.context("no S3 endpoint")?;
                 let url = coffer_engine::store::ObjectStore::describe(&s3);
                 Ok(OpenStore {
-                    store: self.stack(Arc::new(s3.clone()), true),
+                    store: self.stack(failover(each)?, true),
                     url,
                     s3: Some(s3),
                 })
@@ -145,8 +175,14 @@ impl Ctx {
         Arc::new(RetryStore::new(backend, policy, Some(self.window.clone())))
     }
 
-    /// A client for `bucket` (no request is made).
+    /// A client for `bucket`, for bucket administration: on the first endpoint
+    /// that accepts a connection when several are given (no S3 request is made).
     pub async fn s3(&self, bucket: &str, prefix: &str) -> anyhow::Result<S3Store> {
+        let each = S3Store::connect_each(self.s3_options(bucket, prefix)?).await?;
+        admin(&each).await.context("no S3 endpoint")
+    }
+
+    fn s3_options(&self, bucket: &str, prefix: &str) -> anyhow::Result<S3Options> {
         let mut opts = S3Options::new(bucket, prefix);
         opts.endpoint = self.global.endpoint.clone();
         opts.allow_http = self.global.allow_http;
@@ -154,7 +190,7 @@ impl Ctx {
         opts.saved_credentials = settings::load_credentials(&self.home)?;
         opts.stall_grace = Duration::from_secs(self.global.stall_timeout.max(1));
         opts.bandwidth = self.bandwidth.clone();
-        Ok(S3Store::connect(opts).await?)
+        Ok(opts)
     }
 
     fn sse(&self) -> anyhow::Result<Sse> {

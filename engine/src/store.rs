@@ -10,8 +10,10 @@
 //! only ever writes keys from [`layout`]. Objects are never overwritten with different
 //! bytes, so no back-end needs conditional writes.
 
+pub mod breaker;
 mod bucket;
 pub mod conformance;
+pub mod failover;
 pub mod layout;
 mod local;
 mod memory;
@@ -20,7 +22,9 @@ pub mod s3;
 pub mod throttle;
 mod upload_body;
 
+pub use breaker::BreakerPolicy;
 pub use bucket::Created;
+pub use failover::FailoverStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};

@@ -6,6 +6,7 @@
 //! Test-support code: a failed `unwrap` here is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod env;
 pub mod http;
 pub mod kms;

@@ -3,7 +3,8 @@
 //! - Credentials: the standard chain (environment, profiles, SSO, instance roles);
 //!   keys saved by `coffer setstore` are used only when the environment has none.
 //! - Endpoint: `--endpoint` or `AWS_ENDPOINT_URL[_S3]`, path-style for custom
-//!   endpoints; plain `http://` only to loopback unless explicitly allowed (and
+//!   endpoints. Several comma-separated endpoints of one cluster give one client
+//!   each ([`S3Store::connect_each`]), which [`super::FailoverStore`] joins; plain `http://` only to loopback unless explicitly allowed (and
 //!   never with SSE-C keys, which travel in headers).
 //! - Integrity: the SDK's default extra checksum on every request breaks some
 //!   servers, so the SDK computes checksums only when an operation requires one,
@@ -141,6 +142,8 @@ pub struct S3Store {
     /// The `Date` of the last response, and when it arrived.
     date: DateSeen,
     custom_endpoint: bool,
+    /// The endpoint URL, or `AWS`.
+    endpoint: String,
     bucket: String,
     /// Empty, or ends with `/`.
     prefix: String,
@@ -157,11 +160,7 @@ impl S3Store {
     /// Builds the client (no request is made).
     pub async fn connect(opts: S3Options) -> Result<S3Store, StoreError> {
         validate_bucket(&opts.bucket)?;
-        let endpoint = opts
-            .endpoint
-            .clone()
-            .or_else(|| env_nonempty("AWS_ENDPOINT_URL_S3"))
-            .or_else(|| env_nonempty("AWS_ENDPOINT_URL"));
+        let endpoint = endpoints(opts.endpoint.as_deref())?.into_iter().next();
         if let Some(ep) = &endpoint {
             check_endpoint(ep, opts.allow_http, matches!(opts.sse, Sse::Customer(_)))?;
         }
@@ -201,7 +200,7 @@ impl S3Store {
         let date = DateSeen::default();
         conf = conf.interceptor(date.clone());
         let custom_endpoint = endpoint.is_some();
-        if let Some(ep) = endpoint {
+        if let Some(ep) = &endpoint {
             conf = conf.endpoint_url(ep).force_path_style(true);
         }
         let prefix = if opts.prefix.is_empty() {
@@ -213,6 +212,7 @@ impl S3Store {
             date,
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             custom_endpoint,
+            endpoint: endpoint.unwrap_or_else(|| "AWS".into()),
             bucket: opts.bucket,
             prefix,
             sse: opts.sse,
@@ -221,12 +221,59 @@ impl S3Store {
         })
     }
 
+    /// One client per endpoint when several are configured (comma-separated, see
+    /// [`endpoints`]), in their order; else the one client of [`S3Store::connect`].
+    pub async fn connect_each(opts: S3Options) -> Result<Vec<S3Store>, StoreError> {
+        let list = endpoints(opts.endpoint.as_deref())?;
+        if list.len() < 2 {
+            return Ok(vec![S3Store::connect(opts).await?]);
+        }
+        let mut stores = Vec::with_capacity(list.len());
+        for ep in list {
+            stores.push(
+                S3Store::connect(S3Options {
+                    endpoint: Some(ep),
+                    ..opts.clone()
+                })
+                .await?,
+            );
+        }
+        Ok(stores)
+    }
+
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
+    }
+
+    /// The endpoint requests go to (`AWS` for AWS's own).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether the endpoint's port accepts a TCP connection within `within` (AWS's
+    /// own endpoint is taken as reachable). Bucket administration, which has no
+    /// failover of its own, goes to the first reachable endpoint of a list.
+    pub async fn reachable(&self, within: Duration) -> bool {
+        let Ok(uri) = self.endpoint.parse::<http::Uri>() else {
+            return true;
+        };
+        let Some(host) = uri.host() else {
+            return true;
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        let host = host.trim_matches(|c| c == '[' || c == ']');
+        let connect = tokio::net::TcpStream::connect((host, port));
+        matches!(tokio::time::timeout(within, connect).await, Ok(Ok(_)))
     }
 
     /// Whether requests go to a custom endpoint (not AWS).
@@ -441,6 +488,27 @@ impl ObjectStore for S3Store {
             .trim_end_matches('/')
             .to_string()
     }
+}
+
+/// The endpoints of one cluster: `configured` (`--endpoint`), else
+/// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`; each may list several URLs,
+/// comma-separated (spaces around them ignored). Empty when none is set (AWS).
+pub fn endpoints(configured: Option<&str>) -> Result<Vec<String>, StoreError> {
+    let Some(value) = configured
+        .map(str::to_string)
+        .filter(|v| !v.is_empty())
+        .or_else(|| env_nonempty("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+    else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<String> = value.split(',').map(|e| e.trim().to_string()).collect();
+    if list.iter().any(String::is_empty) {
+        return Err(StoreError::Unusable {
+            detail: format!("endpoint list {value:?} has an empty entry"),
+        });
+    }
+    Ok(list)
 }
 
 /// Plain http only to loopback (unless allowed), and never with SSE-C elsewhere.
@@ -723,6 +791,18 @@ mod tests {
         assert!(check_endpoint("http://10.0.0.5:3900", true, false).is_ok());
         assert!(check_endpoint("http://10.0.0.5:3900", true, true).is_err());
         assert!(check_endpoint("ftp://x", true, false).is_err());
+    }
+
+    #[test]
+    fn endpoint_lists_split_on_commas() {
+        let list = endpoints(Some("http://127.0.0.1:1, http://127.0.0.1:2")).unwrap();
+        assert_eq!(list, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(
+            endpoints(Some("https://s3.example.com")).unwrap(),
+            ["https://s3.example.com"]
+        );
+        assert!(endpoints(Some("http://127.0.0.1:1,,http://127.0.0.1:2")).is_err());
+        assert!(endpoints(Some("http://127.0.0.1:1,")).is_err());
     }
 
     #[test]

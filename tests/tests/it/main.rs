@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bandwidth;
+mod cluster;
 mod keys_cli;
 mod keys_kms;
 mod keys_rotate;
