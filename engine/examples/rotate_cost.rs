@@ -19,7 +19,9 @@ use zeroize::Zeroizing;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> coffer_engine::Result<()> {
     let mut args = std::env::args().skip(1);
-    let commits: u32 = args.next().map_or(10_000, |a| a.parse().expect("COMMITS is a number"));
+    let commits: u32 = args
+        .next()
+        .map_or(10_000, |a| a.parse().expect("COMMITS is a number"));
     let base = match args.next() {
         Some(d) => std::path::PathBuf::from(d),
         None => tempfile::tempdir().expect("temp dir").keep(),
@@ -36,7 +38,10 @@ async fn main() -> coffer_engine::Result<()> {
         std::fs::write(dir.join("f.txt"), format!("version {i}")).expect("write");
         coffer_engine::push(&repo, &folder, &UploadOptions::default(), &NoProgress).await?;
     }
-    eprintln!("{commits} commits made in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{commits} commits made in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let home = tempfile::tempdir().expect("home");
     let keyring = coffer_engine::Keyring::new(home.path());
@@ -58,7 +63,12 @@ async fn main() -> coffer_engine::Result<()> {
     let t = Instant::now();
     let fresh_home = tempfile::tempdir().expect("home");
     let mut ask = || Ok(Zeroizing::new("bench".to_string()));
-    Repository::open(store, &coffer_engine::Keyring::new(fresh_home.path()), &mut ask).await?;
+    Repository::open(
+        store,
+        &coffer_engine::Keyring::new(fresh_home.path()),
+        &mut ask,
+    )
+    .await?;
     let open = t.elapsed();
     println!(
         "commits {commits}  rotate {:.1} ms (epoch {}, {} slot(s))  pickup by another device {:.1} ms  fresh open with passphrase {:.1} ms",

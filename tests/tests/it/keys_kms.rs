@@ -336,3 +336,40 @@ fn a_vm_watches_a_kms_only_repository_asking_kms_once_for_its_whole_run() {
     );
     assert_eq!(keyring_files(&m), 0, "--no-keyring saved a key");
 }
+
+/// Key rotation with KMS slots (issue 20, item 4): a VM with only KMS and no
+/// keyring follows a rotation by itself, still with one `Decrypt` per process.
+/// (moto lets every caller use every key, so what a removed KMS slot's holder
+/// can read is checked with passphrase slots, in `keys_rotate.rs`.)
+#[test]
+fn a_kms_vm_follows_a_rotation_with_one_decrypt_per_process() {
+    let kms = KmsEnv::from_env();
+    let (kept, gone) = (kms.create_key("rot-kept"), kms.create_key("rot-gone"));
+    let proxy = FaultProxy::start(&kms.endpoint, Faults::default(), 3);
+    let e = machine_at(&kms, &proxy.url());
+    let store = kms_repository(&e, &kept);
+    let added = e.ok(&["key", "add", &store, "--kms", &gone.alias]);
+    let gone_slot = added.stdout.trim().to_string();
+    let mut vm = vm(&e, &kms, "vm", &proxy.url());
+    vm.set("COFFER_NO_KEYRING", "1");
+    let dst = vm.path("dst");
+    vm.ok(&["pull", &store, &arg(&dst)]);
+
+    let r = e.ok(&["key", "rotate", &store, "--remove", &gone_slot]);
+    assert_eq!(r.stdout.trim(), "1", "{}", r.stderr);
+    fs::write(e.path("src/b.txt"), "after\n").unwrap();
+    e.ok(&["push", "src", "store"]);
+
+    let before = requests(&proxy, "Decrypt");
+    vm.ok(&["pull", &store, &arg(&dst)]);
+    assert_eq!(
+        requests(&proxy, "Decrypt") - before,
+        1,
+        "one Decrypt per process"
+    );
+    assert_same_tree(&e.path("src"), &dst);
+    assert_eq!(keyring_files(&vm), 0);
+
+    let list = e.ok(&["key", "list", &store, "--json"]);
+    assert!(!list.stdout.contains(&gone_slot), "{}", list.stdout);
+}
