@@ -16,6 +16,9 @@ use crate::repo::Repository;
 use crate::store::{self, DynStore, layout};
 use bytes::Bytes;
 
+mod reencrypt;
+pub use reencrypt::ReencryptReport;
+
 /// A slot and the identity it unwrapped.
 pub type Holder = (SlotId, SlotIdentity);
 

@@ -104,7 +104,7 @@ pub use crypto::keyring::{self, Keyring};
 pub use crypto::keyslot::KdfParams;
 pub use crypto::kms::{Context as KmsContext, KeyWrapper, KmsError};
 pub use device::Device;
-pub use epochs::{Rotate, RotateReport};
+pub use epochs::{ReencryptReport, Rotate, RotateReport};
 pub use folder::Folder;
 pub use format::commit::Entry;
 pub use format::id::{DeviceId, RepoId, SlotId};

@@ -47,6 +47,14 @@ pub struct RotateArgs {
     /// anyone who saved a key it gave, reads nothing written after the rotation.
     #[arg(long, value_name = "SLOT")]
     pub remove: Vec<String>,
+    /// Also seal every stored pack again under the new epoch (in place; one
+    /// pack in memory at a time), so an older key opens none of them.
+    #[arg(long)]
+    pub reencrypt: bool,
+    /// Do not rotate: seal the packs not yet under the current epoch again
+    /// (finishes an interrupted --reencrypt).
+    #[arg(long, conflicts_with_all = ["reencrypt", "remove"])]
+    pub reencrypt_only: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -148,20 +156,42 @@ async fn rotate(ctx: &Ctx, a: RotateArgs) -> anyhow::Result<ExitCode> {
         }
         None => ctx.unlock(&opened, ctx.passphrase()).await?,
     };
-    let how = Rotate {
-        remove,
-        passphrase: passphrase.as_ref().map(|p| p.as_bytes()),
-        kms: Some(&ctx.kms),
-    };
-    let report = repo
-        .rotate(how)
-        .await
-        .with_context(|| format!("cannot rotate the key of {}", opened.url))?;
-    if let Some(keyring) = ctx.keyring() {
-        repo.save_keys(keyring)?;
+    if !a.reencrypt_only {
+        let how = Rotate {
+            remove,
+            passphrase: passphrase.as_ref().map(|p| p.as_bytes()),
+            kms: Some(&ctx.kms),
+        };
+        let report = repo
+            .rotate(how)
+            .await
+            .with_context(|| format!("cannot rotate the key of {}", opened.url))?;
+        if let Some(keyring) = ctx.keyring() {
+            repo.save_keys(keyring)?;
+        }
+        tell_rotation(ctx, &a, &report, &opened.url);
     }
-    tell_rotation(ctx, &a, &report, &opened.url);
-    Ok(ExitCode::SUCCESS)
+    if !(a.reencrypt || a.reencrypt_only) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = repo
+        .reencrypt(&*ctx.progress)
+        .await
+        .with_context(|| format!("cannot re-encrypt the packs of {}", opened.url))?;
+    for d in &r.damaged {
+        ctx.progress_warn(&format!("left as it is: {d}"));
+    }
+    ctx.say(format!(
+        "sealed {} pack(s) ({} bytes) again under epoch {}; {} already were",
+        r.packs_rewritten,
+        r.bytes_rewritten,
+        repo.epoch().level,
+        r.packs_current
+    ));
+    match r.damaged.is_empty() {
+        true => Ok(ExitCode::SUCCESS),
+        false => Ok(ExitCode::from(1)),
+    }
 }
 
 fn tell_rotation(ctx: &Ctx, a: &RotateArgs, r: &RotateReport, url: &str) {

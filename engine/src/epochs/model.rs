@@ -1,7 +1,7 @@
 //! The model test of rotation (`DESIGN.md` §4a): random sequences of pushes
-//! by three devices and rotations — some removing a slot, some racing another
+//! by three devices, rotations — some removing a slot, some racing another
 //! rotation they did not see in time, some killed after any number of writes —
-//! on a memory store. After every step: every device whose slot stands opens
+//! and re-encryptions (killed or not), on a memory store. After every step: every device whose slot stands opens
 //! the repository afresh and `check --read-data` accepts it; a device whose
 //! slot a completed rotation removed cannot push, has no grant at the top
 //! level, and its keys open no commit written after its removal.
@@ -110,6 +110,8 @@ impl ObjectStore for ModelStore {
 #[derive(Debug, Clone)]
 enum Op {
     Push(usize),
+    /// `--reencrypt-only` by a device, possibly killed after some pack writes.
+    Reencrypt(usize, Option<i64>),
     Rotate {
         actor: usize,
         remove: Option<usize>,
@@ -121,6 +123,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..DEVICES).prop_map(Op::Push),
+        (0..DEVICES, proptest::option::weighted(0.5, 0..3i64))
+            .prop_map(|(d, killed)| Op::Reencrypt(d, killed)),
         (
             0..DEVICES,
             proptest::option::of(0..DEVICES),
@@ -247,6 +251,20 @@ impl World {
         }
     }
 
+    async fn reencrypt(&mut self, d: usize, killed_after: Option<i64>) {
+        if self.devices[d].revoked {
+            return;
+        }
+        self.raw.writes_left.store(killed_after.unwrap_or(i64::MAX), Ordering::SeqCst);
+        let done = self.devices[d].repo.reencrypt(&NoProgress).await;
+        self.raw.writes_left.store(i64::MAX, Ordering::SeqCst);
+        match (done, killed_after) {
+            (Ok(r), _) => assert!(r.damaged.is_empty(), "{r:?}"),
+            (Err(e), Some(_)) => assert!(matches!(e, Error::Store(_)), "{e}"),
+            (Err(e), None) => panic!("reencrypt failed: {e}"),
+        }
+    }
+
     async fn check_invariants(&self) {
         let top = list_epochs(&self.store).await.unwrap().iter().map(|n| n.level).max().unwrap_or(0);
         let tops: Vec<EpochName> = list_epochs(&self.store).await.unwrap().into_iter().filter(|n| n.level == top).collect();
@@ -292,6 +310,7 @@ proptest! {
             for op in ops {
                 match op {
                     Op::Push(d) => w.push(d).await,
+                    Op::Reencrypt(d, killed) => w.reencrypt(d, killed).await,
                     Op::Rotate { actor, remove, killed_after, stale } => {
                         w.rotate(actor, remove, killed_after, stale).await
                     }

@@ -242,3 +242,55 @@ async fn a_repository_from_before_key_epochs_rotates_with_its_passphrase() {
     let report = crate::check(&again, true, None, &NoProgress).await.unwrap();
     assert!(report.is_ok() && report.commits == 2, "{report:?}");
 }
+
+#[tokio::test]
+async fn reencrypt_seals_every_pack_again_where_it_lies_and_resumes() {
+    let store: DynStore = Arc::new(MemoryStore::new());
+    let repo = Repository::init(store.clone(), b"one", KdfParams::MINIMUM, None)
+        .await
+        .unwrap();
+    let old_keys = repo.keys();
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        push_file(&repo, src.path(), &format!("version {i} {}", "x".repeat(i * 5000))).await;
+    }
+    let packs = |s: DynStore| async move {
+        let mut out = Vec::new();
+        for m in s.list(layout::DATA_PREFIX).await.unwrap() {
+            out.push((m.key.clone(), s.get(&m.key).await.unwrap()));
+        }
+        out
+    };
+    let before = packs(store.clone()).await;
+    assert_eq!(before.len(), 3);
+    let how = Rotate {
+        remove: vec![],
+        passphrase: None,
+        kms: None,
+    };
+    repo.rotate(how).await.unwrap();
+    let report = repo.reencrypt(&NoProgress).await.unwrap();
+    assert_eq!((report.packs_rewritten, report.packs_current), (3, 0), "{report:?}");
+    let tag = epoch::nonce_tag(repo.key_chain().0.newest().1);
+    for ((key, old), (_, new)) in before.iter().zip(packs(store.clone()).await) {
+        assert_eq!(old.len(), new.len(), "{key}: same layout");
+        assert_ne!(old, &new);
+        let id = layout::parse_pack(key).unwrap();
+        assert_eq!(new[new.len() - 64..][..8], tag);
+        assert!(crate::format::pack::verify(&old_keys, &id, &new).is_err(), "{key}");
+        crate::format::pack::verify(&repo.keys(), &id, &new).unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    let fresh = open(&store, home.path(), give("one")).await.unwrap();
+    let report = crate::check(&fresh, true, None, &NoProgress).await.unwrap();
+    assert!(report.is_ok() && report.packs_verified == 3, "{report:?}");
+    let dst = tempfile::tempdir().unwrap();
+    let folder = Folder::open(dst.path(), fresh.id(), "memory://", false).unwrap();
+    crate::pull(&fresh, &folder, &NoProgress).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dst.path().join("f.txt")).unwrap(),
+        format!("version 2 {}", "x".repeat(10000))
+    );
+    let again = repo.reencrypt(&NoProgress).await.unwrap();
+    assert_eq!((again.packs_rewritten, again.packs_current), (0, 3), "{again:?}");
+}

@@ -391,6 +391,45 @@ pub fn verify(keys: &Keys, id: &PackId, bytes: &[u8]) -> Result<Vec<BlobEntry>> 
     Ok(blobs)
 }
 
+/// The same pack sealed again under `keys`' current epoch (`DESIGN.md` §4a,
+/// `--reencrypt`): every blob, the trailer and the footer keep their plaintext,
+/// offsets and lengths (a seal adds a fixed overhead), the padding is the
+/// same, so every record naming the pack stays true. The pack is verified
+/// before and after.
+pub fn reseal(keys: &Keys, id: &PackId, bytes: &[u8]) -> Result<Vec<u8>> {
+    let blobs = verify(keys, id, bytes)?;
+    let footer = Footer::open(keys, id, &bytes[bytes.len() - FOOTER_LEN..])?;
+    let mut out = bytes.to_vec();
+    for b in &blobs {
+        let range = b.offset as usize..(b.offset + b.sealed_len) as usize;
+        reseal_region(keys, Kind::Chunk, b.chunk.as_bytes(), &mut out[range], id)?;
+    }
+    let t0 = footer.trailer_offset() as usize;
+    let trailer = t0..t0 + footer.trailer_len as usize;
+    reseal_region(keys, Kind::PackTrailer, id.as_bytes(), &mut out[trailer], id)?;
+    let end = out.len();
+    reseal_region(keys, Kind::PackFooter, id.as_bytes(), &mut out[end - FOOTER_LEN..], id)?;
+    verify(keys, id, &out)?;
+    Ok(out)
+}
+
+/// Opens the sealed object in `region` and seals its plaintext again, in place.
+fn reseal_region(
+    keys: &Keys,
+    kind: Kind,
+    identity: &[u8],
+    region: &mut [u8],
+    id: &PackId,
+) -> Result<()> {
+    let mut copy = region.to_vec();
+    let plain = keys
+        .open_in_place(kind, identity, &mut copy)
+        .map_err(|e| Error::corrupt(layout::pack(id), e.to_string()))?
+        .to_vec();
+    region.copy_from_slice(&keys.seal(kind, identity, &plain));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

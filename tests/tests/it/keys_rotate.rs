@@ -214,20 +214,22 @@ fn a_repository_made_before_key_epochs_rotates_with_its_passphrase() {
 
 /// Runs `key rotate` through `proxy` holding every PUT whose path contains
 /// `hold`, and kills it (-9) there.
-fn kill_rotation_at(e: &Env, bucket: &str, proxy: &FaultProxy, hold: &str) {
+fn kill_rotation_at(e: &Env, args: &[&str], proxy: &FaultProxy, hold: &str) {
+    let held = || proxy.injected().get("hold").copied().unwrap_or(0);
+    let before = held();
     proxy.set_faults(Faults {
         hold_put: Some(hold.into()),
         ..Faults::default()
     });
     let mut child = e
         .cmd()
-        .args(["key", "rotate", bucket])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while proxy.injected().get("hold").copied().unwrap_or(0) == 0 {
+    while held() == before {
         assert!(
             Instant::now() < deadline,
             "the rotation never reached {hold}"
@@ -258,7 +260,7 @@ fn kill_9_during_a_rotation_on_garage_is_harmless_and_a_rerun_finishes() {
     e.ok(&["push", "src", &bucket]);
 
     for (round, hold) in ["/grants/", "/epochs/"].iter().enumerate() {
-        kill_rotation_at(&e, &bucket, &proxy, hold);
+        kill_rotation_at(&e, &["key", "rotate", &bucket], &proxy, hold);
         // Every device still opens it, `check --read-data` accepts it, and the
         // owner keeps syncing.
         e.ok(&["check", &bucket, "--read-data"]);
@@ -280,4 +282,23 @@ fn kill_9_during_a_rotation_on_garage_is_harmless_and_a_rerun_finishes() {
     vm.ok(&["pull", &bucket, &arg(&dst)]);
     assert_same_tree(&src, &dst);
     vm.ok(&["check", &bucket, "--read-data"]);
+
+    // --reencrypt killed while it rewrites a pack: every pack is whole (old or
+    // new), everything opens; --reencrypt-only finishes the job.
+    kill_rotation_at(
+        &e,
+        &["key", "rotate", "--reencrypt", &bucket],
+        &proxy,
+        "/data/",
+    );
+    e.ok(&["check", &bucket, "--read-data"]);
+    vm.ok(&["pull", &bucket, &arg(&dst)]);
+    let r = e.ok(&["key", "rotate", "--reencrypt-only", &bucket]);
+    assert!(r.stderr.contains("again under epoch 2"), "{}", r.stderr);
+    let r = e.ok(&["key", "rotate", "--reencrypt-only", &bucket]);
+    assert!(r.stderr.contains("sealed 0 pack(s)"), "{}", r.stderr);
+    vm.ok(&["check", &bucket, "--read-data"]);
+    let fresh = vm.path("fresh");
+    vm.ok(&["pull", &bucket, &arg(&fresh)]);
+    assert_same_tree(&src, &fresh);
 }
