@@ -90,7 +90,7 @@ macro_rules! internal {
 // (every object's bytes), journal (a device's sled journal), sync (push and
 // pull), and the entry points.
 internal!(
-    chunk, crypto, format, journal, sync, check, clock, device, folder, progress, repo, slots,
+    chunk, crypto, format, journal, sync, check, clock, device, folder, gc, progress, repo, slots,
     status, unlock
 );
 pub mod error;
@@ -107,6 +107,7 @@ pub use format::commit::Entry;
 pub use format::id::{DeviceId, RepoId, SlotId};
 pub use format::path::{RepoPath, STATE_DIR};
 pub use format::version::now_millis;
+pub use gc::{PruneOptions, PruneReport, prune};
 pub use progress::{NoProgress, Phase, Progress};
 pub use repo::{FirstSlot, PassphraseSource, REPO_FORMAT, Repository, Unlock};
 pub use slots::SlotInfo;

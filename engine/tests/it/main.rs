@@ -4,6 +4,7 @@
 
 mod checkpoints;
 mod decoders;
+mod gc;
 mod golden;
 mod packing;
 mod props;
