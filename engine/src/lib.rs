@@ -108,6 +108,11 @@ pub use format::id::{DeviceId, RepoId, SlotId};
 pub use format::path::{RepoPath, STATE_DIR};
 pub use format::version::now_millis;
 pub use gc::{PruneOptions, PruneReport, prune};
+
+/// The margin a sweep waits after a mark's grace ([`gc::SAFETY_MS`]).
+pub fn gc_safety_ms() -> u64 {
+    gc::SAFETY_MS
+}
 pub use progress::{NoProgress, Phase, Progress};
 pub use repo::{FirstSlot, PassphraseSource, REPO_FORMAT, Repository, Unlock};
 pub use slots::SlotInfo;
