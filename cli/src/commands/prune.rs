@@ -48,7 +48,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     if a.json {
         ctx.summary(crate::ops::events::Summary {
             ok: true,
-            prune: Some(serde_json::to_value(&r)?),
+            prune: Some(Box::new(serde_json::to_value(&r)?)),
             ..Default::default()
         });
     } else {

@@ -60,7 +60,7 @@ pub struct Summary {
     pub check: Option<serde_json::Value>,
     /// The whole report of `prune`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prune: Option<serde_json::Value>,
+    pub prune: Option<Box<serde_json::Value>>,
 }
 
 /// What a push did.
