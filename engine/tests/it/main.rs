@@ -5,6 +5,7 @@
 mod checkpoints;
 mod decoders;
 mod gc;
+mod gc_model;
 mod golden;
 mod packing;
 mod props;
