@@ -8,6 +8,7 @@ mod keys_cli;
 mod keys_kms;
 mod local_cli;
 mod ops_cli;
+mod prune;
 mod s3;
 mod sync_cli;
 

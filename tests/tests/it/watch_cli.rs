@@ -33,7 +33,7 @@ pub(crate) fn daemon_on(e: &Env, dir: &Path, store: &str, poll: u64) -> Child {
 }
 
 /// Polls `cond` every 100 ms for up to `limit`.
-fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+pub(crate) fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
@@ -41,7 +41,7 @@ fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-fn same(a: &Path, b: &Path) -> bool {
+pub(crate) fn same(a: &Path, b: &Path) -> bool {
     coffer_tests::tree::snapshot(a) == coffer_tests::tree::snapshot(b)
 }
 
