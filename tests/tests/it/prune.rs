@@ -23,8 +23,13 @@ fn prune(e: &Env, store: &str, grace: &str, extra: &[&str]) -> Value {
     let mut args = vec!["prune", store, "--grace", grace, "--json"];
     args.extend_from_slice(extra);
     let r = e.ok(&args);
-    let last = r.stdout.lines().last().unwrap_or_default();
-    let v: Value = serde_json::from_str(last).unwrap_or_else(|err| panic!("{err}: {}", r.stdout));
+    // Every line is an event of the README's schema; the last is the summary.
+    let events: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|line| crate::ops::check_event(line, "prune"))
+        .collect();
+    let v = events.last().cloned().unwrap_or_default();
     assert_eq!(v["type"], "summary", "{}", r.stdout);
     v["prune"].clone()
 }
@@ -35,8 +40,8 @@ fn num(v: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in {v}"))
 }
 
-/// Leaves packs no commit names: pushes of `count` folders of 30 MiB each,
-/// each killed with SIGKILL once a pack arrived, whose folders are then gone
+/// Leaves packs no commit names: pushes of `count` folders of 30 MiB each
+/// (1 MiB packs), each killed with SIGKILL once 6 MiB of packs arrived, whose folders are then gone
 /// (a machine that died). `stored` measures the store's `data/`.
 fn leave_orphans(e: &Env, store: &str, count: u64, stored: &dyn Fn() -> u64) {
     for i in 0..count {
@@ -46,13 +51,13 @@ fn leave_orphans(e: &Env, store: &str, count: u64, stored: &dyn Fn() -> u64) {
         let before = stored();
         let mut child = e
             .cmd()
-            .args(["push", &arg(&dir), store])
+            .args(["push", &arg(&dir), store, "--pack-mib", "1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let start = Instant::now();
-        while stored() == before && child.try_wait().unwrap().is_none() {
+        while stored() < before + 6 * MIB && child.try_wait().unwrap().is_none() {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "the push stalled"
@@ -139,40 +144,85 @@ fn kill_9_of_prune_at_several_points_leaves_a_checked_repository_and_a_rerun_fin
     let mut e = env();
     e.set("COFFER_TEST_SHORT_GRACE", "1");
     let (store, _) = local_with_orphans(&e);
-    for (i, delay_ms) in [0u64, 15, 40, 80, 150, 300].into_iter().enumerate() {
+    let delays = [0, 2, 4, 6, 8, 10, 13, 16, 20, 30];
+    kill_prune_at(&e, &store, &delays, 3);
+}
+
+#[test]
+fn kill_9_of_prune_at_ten_points_on_garage() {
+    let s3 = S3Env::from_env();
+    let mut e = env();
+    s3.configure(&mut e, &s3.endpoint);
+    e.set("COFFER_TEST_SHORT_GRACE", "1");
+    let bucket = S3Env::unique_bucket("prunekill");
+    e.ok(&["create", &bucket]);
+    let store = format!("s3://{bucket}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let direct = rt.block_on(s3.store(&bucket, &s3.endpoint));
+    let size = || -> u64 {
+        use coffer_engine::store::ObjectStore;
+        rt.block_on(direct.list("data/"))
+            .unwrap()
+            .iter()
+            .map(|o| o.size)
+            .sum()
+    };
+    leave_orphans(&e, &store, 3, &size);
+    let live = e.path("live");
+    fs::create_dir_all(&live).unwrap();
+    random_file(&live.join("kept.bin"), 5 * MIB, 1);
+    e.ok(&["push", &arg(&live), &store]);
+    let delays = [0, 3, 6, 9, 12, 16, 20, 25, 35, 50];
+    kill_prune_at(&e, &store, &delays, 4);
+}
+
+/// Runs `prune --grace 0s` on `store` (with orphans and the folder `live`
+/// pushed) once per delay, killing it with SIGKILL after that many ms: after
+/// each kill `check --read-data` is clean; at least `running` kills must find
+/// prune running; then reruns finish: only named packs remain, `live` pulls back.
+fn kill_prune_at(e: &Env, store: &str, delays: &[u64], running: usize) {
+    let mut killed_running = 0;
+    for (i, &delay_ms) in delays.iter().enumerate() {
         let mut child = e
             .cmd()
-            .args(["prune", &store, "--grace", "0s"])
+            .args(["prune", store, "--grace", "0s"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+        }
         let _ = child.kill();
         let _ = child.wait();
-        check_clean(&e, &store);
+        check_clean(e, store);
         if i == 2 {
             // A push between kills finds its uploads intact (or sends them again).
             fs::write(e.path("live").join("later.txt"), "after a kill\n").unwrap();
-            e.ok(&["push", &arg(&e.path("live")), &store]);
+            e.ok(&["push", &arg(&e.path("live")), store]);
         }
     }
-    prune(&e, &store, "0s", &[]);
-    let done = prune(&e, &store, "0s", &[]);
+    assert!(
+        killed_running >= running,
+        "only {killed_running} kill(s) found prune running"
+    );
+    prune(e, store, "0s", &[]);
+    let done = prune(e, store, "0s", &[]);
     assert_eq!(
         num(&done, "packs_in_store") - num(&done, "packs_deleted"),
         num(&done, "packs_referenced"),
         "{done}"
     );
-    let last = prune(&e, &store, "0s", &[]);
+    let last = prune(e, store, "0s", &[]);
     assert_eq!(
         (num(&last, "packs_marked"), num(&last, "packs_deleted")),
         (0, 0),
         "{last}"
     );
-    check_clean(&e, &store);
+    check_clean(e, store);
     let back = e.path("back");
-    e.ok(&["pull", &store, &arg(&back)]);
+    e.ok(&["pull", store, &arg(&back)]);
     assert_same_tree(&e.path("live"), &back);
 }
 
