@@ -151,6 +151,9 @@ pub async fn prune(repo: &Repository, opts: &PruneOptions, progress: &dyn Progre
     Ok(r)
 }
 
+/// DELETEs in flight at once during a sweep.
+const DELETE_CONCURRENCY: usize = 16;
+
 /// Deletes the packs of `due` marks that no commit names, then the marks.
 async fn sweep(
     repo: &Repository,
@@ -160,28 +163,31 @@ async fn sweep(
     dry_run: bool,
     r: &mut PruneReport,
 ) -> Result<()> {
+    use futures::StreamExt;
     let store = &**repo.store();
-    let mut done: HashSet<PackId> = HashSet::new();
+    let mut doomed: BTreeMap<PackId, u64> = BTreeMap::new();
+    for (id, _) in due.iter().flat_map(|m| m.packs.iter()) {
+        if referenced.contains(id) {
+            r.packs_resurrected += 1;
+        } else if let Some(&size) = stored.get(id) {
+            doomed.insert(*id, size);
+        }
+    }
+    r.packs_deleted = doomed.len() as u64;
+    r.bytes_deleted = doomed.values().sum();
+    r.marks_deleted = due.len() as u64;
+    if dry_run {
+        return Ok(());
+    }
+    let mut deletions = futures::stream::iter(doomed.keys())
+        .map(|id| async move { store.delete(&layout::pack(id)).await })
+        .buffer_unordered(DELETE_CONCURRENCY);
+    while let Some(done) = deletions.next().await {
+        done?;
+    }
+    // Only after every deletion of their packs was acknowledged (§11).
     for m in due {
-        for (id, _) in &m.packs {
-            if !done.insert(*id) {
-                continue;
-            }
-            if referenced.contains(id) {
-                r.packs_resurrected += 1;
-            } else if let Some(&size) = stored.get(id) {
-                if !dry_run {
-                    store.delete(&layout::pack(id)).await?;
-                }
-                r.packs_deleted += 1;
-                r.bytes_deleted += size;
-            }
-        }
-        // Only after every deletion of its packs was acknowledged (§11).
-        if !dry_run {
-            store.delete(&m.key).await?;
-        }
-        r.marks_deleted += 1;
+        store.delete(&m.key).await?;
     }
     Ok(())
 }
