@@ -213,6 +213,9 @@ pub enum Command {
     Distrust(commands::distrust::Args),
     /// Verify the repository; with --read-data, every byte of every pack.
     Check(commands::check::Args),
+    /// Delete packs no commit names (left by interrupted pushes), in two phases
+    /// that concurrent pushes respect: mark now, delete after --grace.
+    Prune(commands::prune::Args),
     /// Manage the repository's key slots (passphrase, KMS): list, add, remove, passwd.
     Key(commands::key::Args),
     /// hcs3: create a bucket with a repository and its key.

@@ -88,6 +88,7 @@ pub async fn check(
             view.errors.len()
         ));
     }
+    report_marks(repo, &view, &mut r).await?;
     check_chunks(&view, &mut r)?;
     if read_data {
         verify_packs(repo, &view, &stored, progress, &mut r).await;
@@ -108,6 +109,23 @@ async fn list_packs(repo: &Repository, r: &mut CheckReport) -> Result<BTreeMap<P
         }
     }
     Ok(out)
+}
+
+/// Marks of `prune` (DESIGN.md §11): harmless, but a marked pack a commit
+/// names is kept by the sweep, and an unreadable mark is never swept.
+async fn report_marks(repo: &Repository, view: &RepoView, r: &mut CheckReport) -> Result<()> {
+    let (marks, unreadable) = crate::gc::marks::read_all(&**repo.store()).await?;
+    let packs: BTreeSet<PackId> = marks.iter().flat_map(|m| m.packs.iter().map(|p| p.0)).collect();
+    if !packs.is_empty() {
+        let named = packs.iter().filter(|p| view.packs.contains_key(p)).count();
+        r.warnings.push(format!(
+            "{} pack(s) marked for deletion by prune in {} mark(s) ({named} of them named by a commit since, which prune keeps)",
+            packs.len(),
+            marks.len()
+        ));
+    }
+    r.warnings.extend(unreadable.into_iter().map(|e| format!("{e} (prune never deletes its packs)")));
+    Ok(())
 }
 
 /// Every chunk of every version (winners and conflict candidates) is locatable.

@@ -247,6 +247,8 @@ impl Device {
     ) -> Result<logs::Fetched> {
         // A rotation made since the last step: seal under its key from now on.
         repo.refresh_keys().await?;
+        // Before the outbox is written again: it may name a pack prune marked.
+        crate::gc::writer::drop_marked_at_start(repo, &self.journal, &self.id()).await?;
         self.flush_outbox(repo).await?;
         self.verify_own_log(repo).await?;
         let before = self.journal.head(&self.id())?.map(|h| h.seq).unwrap_or(0);
@@ -365,6 +367,9 @@ impl Device {
         let last: u64 = journal.meta_get(LAST_COMMIT_MS)?.unwrap_or(0);
         let now = repo.now_ms().await.max(last.saturating_add(1));
         journal.meta_put(LAST_COMMIT_MS, &now)?;
+        // Marks are checked by the clock that a sweep's bound assumes (§11).
+        let checked = std::time::Instant::now();
+        crate::gc::writer::check_before_put(repo, journal, &device, repo.now_ms().await).await?;
         let commit = Commit {
             device,
             seq,
@@ -387,6 +392,9 @@ impl Device {
         if let Err(claimed) = write_once(repo, &device, seq, commit.prev, &sealed.bytes).await? {
             journal.outbox_remove(seq)?;
             return Ok(Err(claimed));
+        }
+        if checked.elapsed().as_millis() > u128::from(crate::gc::PUT_BOUND_MS) {
+            crate::gc::writer::verify_after_slow_put(repo, &commit).await?;
         }
         logs::ingest(journal, &commit, sealed.hash)?;
         Ok(Ok(seq))

@@ -210,6 +210,17 @@ pub enum Error {
     /// A bug or a crashed worker thread.
     #[error("internal error: {0}")]
     Internal(String),
+    /// `prune` found the logs incomplete or unreadable, and deleted nothing
+    /// (an unreadable commit may name any pack).
+    #[error("prune stopped before deleting anything: {0}")]
+    PruneRefused(String),
+    /// A pack this commit would name was marked for deletion by `prune` longer
+    /// ago than the mark's grace: it was dropped, and the next run uploads its
+    /// chunks again (DESIGN.md §11).
+    #[error(
+        "pack {pack} of this push was marked for deletion by prune more than its grace period ago; it is left out and its data will be uploaded again: run the command again"
+    )]
+    PackExpired { pack: String },
     /// The operation was interrupted (SIGINT/SIGTERM).
     #[error("interrupted")]
     Interrupted,

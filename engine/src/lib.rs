@@ -91,7 +91,7 @@ macro_rules! internal {
 // (every object's bytes), journal (a device's sled journal), sync (push and
 // pull), and the entry points.
 internal!(
-    chunk, crypto, format, journal, sync, check, clock, device, epochs, folder, progress, repo,
+    chunk, crypto, format, journal, sync, check, clock, device, epochs, folder, gc, progress, repo,
     slots, status, unlock
 );
 pub mod error;
@@ -110,6 +110,12 @@ pub use format::commit::Entry;
 pub use format::id::{DeviceId, RepoId, SlotId};
 pub use format::path::{RepoPath, STATE_DIR};
 pub use format::version::now_millis;
+pub use gc::{PruneOptions, PruneReport, prune};
+
+/// The margin a sweep waits after a mark's grace ([`gc::SAFETY_MS`]).
+pub fn gc_safety_ms() -> u64 {
+    gc::SAFETY_MS
+}
 pub use progress::{NoProgress, Phase, Progress};
 pub use repo::{FirstSlot, PassphraseSource, REPO_FORMAT, Repository, Unlock};
 pub use slots::SlotInfo;

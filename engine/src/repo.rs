@@ -34,6 +34,7 @@ async fn refuse_leftovers(store: &DynStore) -> Result<()> {
         layout::DATA_PREFIX,
         layout::EPOCHS_PREFIX,
         layout::GRANTS_PREFIX,
+        layout::GC_PREFIX,
     ] {
         if let Some(found) = store.list(prefix).await?.first() {
             return Err(Error::Config(format!(

@@ -13,6 +13,7 @@ pub mod list;
 pub mod log;
 pub mod ls;
 pub mod man;
+pub mod prune;
 pub mod pull;
 pub mod push;
 pub mod restore;
@@ -65,6 +66,7 @@ fn event_mode(c: &Command) -> (&'static str, bool) {
         Command::Restore(a) => ("restore", a.json),
         Command::Get(a) => ("get", a.json),
         Command::Check(a) => ("check", a.json),
+        Command::Prune(a) => ("prune", a.json),
         _ => ("coffer", false),
     }
 }
@@ -91,6 +93,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Distrust(a) => distrust::run(ctx, a).await,
         Command::Get(a) => get::run(ctx, a).await,
         Command::Check(a) => check::run(ctx, a).await,
+        Command::Prune(a) => prune::run(ctx, a).await,
         Command::Key(a) => key::run(ctx, a).await,
         Command::Create(a) => create::run(ctx, a).await,
         Command::Delete(a) => delete::run(ctx, a).await,

@@ -58,6 +58,9 @@ pub struct Summary {
     /// The whole report of `check`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<serde_json::Value>,
+    /// The whole report of `prune`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<Box<serde_json::Value>>,
 }
 
 /// What a push did.

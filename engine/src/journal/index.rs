@@ -89,6 +89,21 @@ impl Journal {
         Ok(())
     }
 
+    /// Forgets an acknowledged, uncommitted pack that `prune` marked or deleted
+    /// (DESIGN.md §11): its chunks located in it leave the index (so they are
+    /// uploaded again when needed), then its record leaves `packs`.
+    pub fn drop_uncommitted_pack(&self, record: &PackRecord) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for blob in &record.blobs {
+            if self.location(&blob.chunk)?.is_some_and(|l| l.pack == record.id) {
+                batch.remove(blob.chunk.as_bytes());
+            }
+        }
+        self.index.apply_batch(batch)?;
+        self.packs.remove(record.id.as_bytes())?;
+        Ok(())
+    }
+
     /// Acknowledged packs no commit names yet.
     pub fn uncommitted_packs(&self) -> Result<Vec<PackRecord>> {
         self.packs.iter().map(|kv| dec(&kv?.1)).collect()

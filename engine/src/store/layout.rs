@@ -14,6 +14,8 @@ pub const LOG_PREFIX: &str = "log/";
 pub const CHECKPOINT_PREFIX: &str = "checkpoint/";
 pub const EPOCHS_PREFIX: &str = "epochs/";
 pub const GRANTS_PREFIX: &str = "grants/";
+/// Garbage-collection marks (`DESIGN.md` §11).
+pub const GC_PREFIX: &str = "gc/";
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -33,6 +35,9 @@ pub const GRANT_MAX: u64 = 64 * KIB;
 pub const COMMIT_MAX: u64 = 256 * MIB;
 /// The most a sealed checkpoint may weigh (~10 million files).
 pub const CHECKPOINT_MAX: u64 = 2048 * MIB;
+
+/// The most a garbage-collection mark may weigh (65,536 packs of ~90 bytes each).
+pub const MARK_MAX: u64 = 16 * MIB;
 
 pub fn key_slot(slot: &SlotId) -> String {
     format!("{KEYS_PREFIX}{slot}")
@@ -101,11 +106,26 @@ pub fn is_coffer_key(key: &str) -> bool {
         || parse_epoch(key).is_some()
         || parse_grant(key).is_some()
         || parse_pack(key).is_some()
+        || parse_mark(key).is_some()
         || key
             .strip_prefix(LOG_PREFIX)
             .or_else(|| key.strip_prefix(CHECKPOINT_PREFIX))
             .and_then(parse_device_seq)
             .is_some()
+}
+
+/// The key of a mark written at `created_ms`, told apart by `nonce`.
+pub fn mark(created_ms: u64, nonce: u64) -> String {
+    format!("{GC_PREFIX}{created_ms:016x}-{nonce:016x}")
+}
+
+/// Parses `gc/<created ms: 16 hex>-<nonce: 16 hex>` into the creation time.
+pub fn parse_mark(key: &str) -> Option<u64> {
+    let (ms, nonce) = key.strip_prefix(GC_PREFIX)?.split_once('-')?;
+    let hex16 = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex16(ms) && hex16(nonce))
+        .then(|| u64::from_str_radix(ms, 16).ok())
+        .flatten()
 }
 
 /// Parses `keys/<slot>`.
@@ -129,6 +149,7 @@ mod tests {
         let p = PackId::random();
         assert_eq!(parse_pack(&pack(&p)), Some(p));
         assert_eq!(parse_pack("data/zz/abc"), None);
+        assert_eq!(parse_mark(&mark(0x18c0, 7)), Some(0x18c0));
         let s = SlotId::random();
         assert_eq!(parse_slot(&key_slot(&s)), Some(s));
         for ok in [
@@ -139,6 +160,7 @@ mod tests {
             checkpoint(&d, 1),
             epoch(&EpochName::random(1)),
             grant(&EpochName::ROOT, &s),
+            mark(0x18c0, 7),
         ] {
             assert!(is_coffer_key(&ok), "{ok}");
         }
@@ -149,6 +171,8 @@ mod tests {
             "data/00/ab",
             "configs",
             ".tmp/x",
+            "gc/x",
+            "gc/00000000000018c0-7",
         ] {
             assert!(!is_coffer_key(foreign), "{foreign}");
         }

@@ -4,6 +4,8 @@
 
 mod checkpoints;
 mod decoders;
+mod gc;
+mod gc_model;
 mod golden;
 mod packing;
 mod props;

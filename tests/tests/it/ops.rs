@@ -68,6 +68,20 @@ pub fn check_event(line: &str, command: &str) -> Value {
                     assert!(p[k].is_u64(), "push.{k}: {line}");
                 }
             }
+            if let Some(p) = v.get("prune") {
+                for k in [
+                    "packs_in_store",
+                    "packs_referenced",
+                    "packs_deleted",
+                    "bytes_deleted",
+                    "packs_marked",
+                    "bytes_marked",
+                    "reclaimable_bytes",
+                ] {
+                    assert!(p[k].is_u64(), "prune.{k}: {line}");
+                }
+                assert!(p["dry_run"].is_boolean(), "{line}");
+            }
             if let Some(p) = v.get("pull") {
                 for k in [
                     "commits",
