@@ -22,6 +22,9 @@ fn is_coffer_key(key: &str) -> bool {
             layout::DATA_PREFIX,
             layout::LOG_PREFIX,
             layout::CHECKPOINT_PREFIX,
+            layout::EPOCHS_PREFIX,
+            layout::GRANTS_PREFIX,
+            layout::GC_PREFIX,
         ]
         .iter()
         .any(|p| key.starts_with(p))

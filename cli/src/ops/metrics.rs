@@ -277,7 +277,14 @@ pub fn object_kind(key: &str) -> &'static str {
         "commit"
     } else if key.starts_with(layout::CHECKPOINT_PREFIX) {
         "checkpoint"
-    } else if key.starts_with(layout::KEYS_PREFIX) {
+    } else if [
+        layout::KEYS_PREFIX,
+        layout::EPOCHS_PREFIX,
+        layout::GRANTS_PREFIX,
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+    {
         "key"
     } else if key == layout::CONFIG {
         "config"

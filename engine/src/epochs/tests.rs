@@ -294,3 +294,29 @@ async fn reencrypt_seals_every_pack_again_where_it_lies_and_resumes() {
     let again = repo.reencrypt(&NoProgress).await.unwrap();
     assert_eq!((again.packs_rewritten, again.packs_current), (0, 3), "{again:?}");
 }
+
+/// Dedup across epochs (`DESIGN.md` §4a): chunk ids come from the root, so a
+/// device that pushes content already stored before a rotation sends no chunk
+/// of it again after the rotation.
+#[tokio::test]
+async fn content_stored_before_a_rotation_is_not_sent_again_after_it() {
+    let store: DynStore = Arc::new(MemoryStore::new());
+    let repo = Repository::init(store.clone(), b"one", KdfParams::MINIMUM, None)
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let a = tempfile::tempdir().unwrap();
+    std::fs::write(a.path().join("big.bin"), &data).unwrap();
+    let folder = Folder::open(a.path(), repo.id(), "memory://", false).unwrap();
+    let first = crate::push(&repo, &folder, &UploadOptions::default(), &NoProgress).await.unwrap();
+    assert!(first.upload.new_chunks >= 2, "{:?}", first.upload);
+    let how = Rotate { remove: vec![], passphrase: None, kms: None };
+    repo.rotate(how).await.unwrap();
+    let b = tempfile::tempdir().unwrap();
+    std::fs::write(b.path().join("copy.bin"), &data).unwrap();
+    let other = Folder::open(b.path(), repo.id(), "memory://", false).unwrap();
+    let second = crate::push(&repo, &other, &UploadOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(second.upload.chunks, first.upload.chunks);
+    assert_eq!(second.upload.new_chunks, 0, "{:?}", second.upload);
+    assert_eq!(second.upload.packs, 0);
+}
