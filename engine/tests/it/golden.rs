@@ -344,31 +344,91 @@ async fn slot_kms_opens_with_the_documented_request() {
 /// passphrase below and Argon2id m=19 MiB t=2 p=1 on host `vm`, a push of
 /// `a.txt`, `coffer key rotate`, a push of `b.txt`). It must keep opening, and
 /// every new object must be what `DESIGN.md` §4 and §4a say, byte for byte —
-/// computed here from that text alone: the version-3 slot's identity, its
-/// grants, the epoch record's sealed key list, the nonce tag of the commit
-/// written after the rotation.
+/// computed by the tests below from that text alone.
+struct Rotated {
+    dir: std::path::PathBuf,
+}
+
+const ROTATED_PASSPHRASE: &str = "coffer-rotated-fixture";
+const ROTATED_REPO: &str = "885dcf16f66429f3c2c6e1e618ab8d88";
+const ROTATED_SLOT: &str = "dfad382ad9307824409a676874afa0d6";
+const ROTATED_EPOCH: &str = "0000000000000001-4d53bf45a9b82691";
+
+impl Rotated {
+    fn new() -> Rotated {
+        Rotated {
+            dir: super::fixture("rotated"),
+        }
+    }
+
+    fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(rel)).unwrap()
+    }
+
+    fn json(&self, rel: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.read(rel)).unwrap()
+    }
+
+    /// `"coffer1" || kind || parts...`.
+    fn aad(kind: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let mut aad = b"coffer1".to_vec();
+        aad.push(kind);
+        parts.iter().for_each(|p| aad.extend_from_slice(p));
+        aad
+    }
+
+    /// §4 version 3: the slot's identity, sealed like a version-2 slot's key.
+    fn identity(&self) -> age::x25519::Identity {
+        let slot = self.json(&format!("keys/{ROTATED_SLOT}"));
+        assert_eq!(slot.as_object().unwrap().len(), 12, "{slot}");
+        let salt = hex::decode(slot["salt"].as_str().unwrap()).unwrap();
+        let params = argon2::Params::new(19456, 2, 1, Some(32)).unwrap();
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut kek = [0u8; 32];
+        argon
+            .hash_password_into(ROTATED_PASSPHRASE.as_bytes(), &salt, &mut kek)
+            .unwrap();
+        let created = slot["created"].as_u64().unwrap().to_be_bytes();
+        let (repo, id) = (
+            hex::decode(ROTATED_REPO).unwrap(),
+            hex::decode(ROTATED_SLOT).unwrap(),
+        );
+        let aad = Self::aad(6, &[&repo, &id, &created, &[2], b"vm"]);
+        let wrapped = hex::decode(slot["wrapped"].as_str().unwrap()).unwrap();
+        let plain = coffer_engine::crypto::envelope_open(&kek, &aad, &wrapped).unwrap();
+        let identity: age::x25519::Identity = std::str::from_utf8(&plain).unwrap().parse().unwrap();
+        let recipient = identity.to_public().to_string();
+        assert_eq!(slot["recipient"].as_str(), Some(recipient.as_str()));
+        identity
+    }
+
+    /// §4a: the grant of `epoch` is an age file of its key.
+    fn granted(&self, identity: &age::x25519::Identity, epoch: &str) -> Vec<u8> {
+        let file = self.read(&format!("grants/{epoch}/{ROTATED_SLOT}"));
+        age::decrypt(identity, &file).unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_repository_opens_and_matches_the_design() {
-    const ROTATED_PASSPHRASE: &str = "coffer-rotated-fixture";
-    let root_dir = super::fixture("rotated");
-    let store: DynStore = Arc::new(LocalStore::open(&root_dir, false).unwrap());
+async fn a_rotated_repository_opens_verifies_and_restores() {
+    let store: DynStore = Arc::new(LocalStore::open(Rotated::new().dir, false).unwrap());
     let home = tempfile::tempdir().unwrap();
     let mut ask = || Ok(Zeroizing::new(ROTATED_PASSPHRASE.to_string()));
     let repo = Repository::open(store.clone(), &Keyring::new(home.path()), &mut ask)
         .await
         .unwrap();
-    assert_eq!(
-        repo.epoch().to_string(),
-        "0000000000000001-4d53bf45a9b82691"
-    );
+    assert_eq!(repo.id().to_hex(), ROTATED_REPO);
+    assert_eq!(repo.epoch().to_string(), ROTATED_EPOCH);
     let report = check(&repo, true, None, &NoProgress).await.unwrap();
     assert!(report.is_ok() && report.commits == 2, "{report:?}");
     let view = RepoView::load(&repo, None, &NoProgress).await.unwrap();
     let merged = view.merged().unwrap();
-    for (path, text) in [
+    let files = [
         ("a.txt", "before the rotation\n"),
         ("b.txt", "after the rotation\n"),
-    ] {
+    ];
+    for (path, text) in files {
         let Entry::File(file) = &merged[&p(path)].entry else {
             panic!("{path} is not a file")
         };
@@ -378,105 +438,58 @@ async fn a_rotated_repository_opens_and_matches_the_design() {
             .unwrap();
         assert_eq!(out, text.as_bytes(), "{path}");
     }
+}
 
-    let read = |rel: &str| std::fs::read(root_dir.join(rel)).unwrap();
-    let json = |rel: &str| -> serde_json::Value { serde_json::from_slice(&read(rel)).unwrap() };
-    let repo_id = repo.id();
-    let slot_hex = "dfad382ad9307824409a676874afa0d6";
-    let slot_id = hex::decode(slot_hex).unwrap();
-    // §4 version 3: the identity, sealed like a version-2 slot's key.
-    let slot = json(&format!("keys/{slot_hex}"));
-    let names: Vec<&str> = slot
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str())
-        .collect();
-    assert_eq!(names.len(), 12, "{names:?}");
-    let salt = hex::decode(slot["salt"].as_str().unwrap()).unwrap();
-    let params = argon2::Params::new(19456, 2, 1, Some(32)).unwrap();
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut kek = [0u8; 32];
-    argon
-        .hash_password_into(ROTATED_PASSPHRASE.as_bytes(), &salt, &mut kek)
-        .unwrap();
-    let mut aad = b"coffer1".to_vec();
-    aad.push(6);
-    aad.extend_from_slice(repo_id.as_bytes());
-    aad.extend_from_slice(&slot_id);
-    aad.extend_from_slice(&slot["created"].as_u64().unwrap().to_be_bytes());
-    aad.push(2);
-    aad.extend_from_slice(b"vm");
-    let wrapped = hex::decode(slot["wrapped"].as_str().unwrap()).unwrap();
-    let identity = coffer_engine::crypto::envelope_open(&kek, &aad, &wrapped).unwrap();
-    let identity: age::x25519::Identity = std::str::from_utf8(&identity).unwrap().parse().unwrap();
-    let recipient = identity.to_public().to_string();
-    assert_eq!(slot["recipient"].as_str(), Some(recipient.as_str()));
-
-    // §4a: grants are age files of the epoch keys.
-    let root = age::decrypt(
-        &identity,
-        &read(&format!(
-            "grants/0000000000000000-0000000000000000/{slot_hex}"
-        )),
-    )
-    .unwrap();
-    let epoch1 = age::decrypt(
-        &identity,
-        &read(&format!(
-            "grants/0000000000000001-4d53bf45a9b82691/{slot_hex}"
-        )),
-    )
-    .unwrap();
-    let config = json("config");
+#[test]
+fn a_rotated_repository_slot_grants_and_mac_match_the_design() {
+    let f = Rotated::new();
+    let identity = f.identity();
+    let root = f.granted(&identity, "0000000000000000-0000000000000000");
     let check_key = blake3::derive_key("coffer v2 2026-12 key check", &root);
-    assert_eq!(
-        config["key_check"].as_str(),
-        Some(hex::encode(&check_key[..16]).as_str())
-    );
+    let config = f.json("config");
+    let want = hex::encode(&check_key[..16]);
+    assert_eq!(config["key_check"].as_str(), Some(want.as_str()));
     // The slot's MAC, keyed from the root.
     let mac_key = blake3::derive_key("coffer v3 2026-12 slot mac key", &root);
     let mut m = b"coffer slot\0".to_vec();
-    m.extend_from_slice(repo_id.as_bytes());
-    m.extend_from_slice(&slot_id);
+    m.extend_from_slice(&hex::decode(ROTATED_REPO).unwrap());
+    m.extend_from_slice(&hex::decode(ROTATED_SLOT).unwrap());
     m.push(10);
     m.extend_from_slice(b"passphrase");
-    m.extend_from_slice(recipient.as_bytes());
-    assert_eq!(
-        slot["mac"].as_str(),
-        Some(blake3::keyed_hash(&mac_key, &m).to_hex().as_str())
-    );
+    m.extend_from_slice(identity.to_public().to_string().as_bytes());
+    let mac = blake3::keyed_hash(&mac_key, &m).to_hex();
+    let slot = f.json(&format!("keys/{ROTATED_SLOT}"));
+    assert_eq!(slot["mac"].as_str(), Some(mac.as_str()));
+}
 
+#[test]
+fn a_rotated_repository_record_and_commits_match_the_design() {
+    let f = Rotated::new();
+    let identity = f.identity();
+    let root = f.granted(&identity, "0000000000000000-0000000000000000");
+    let epoch1 = f.granted(&identity, ROTATED_EPOCH);
     // The record seals the older keys (postcard: count, then level, id, key).
-    let record = json("epochs/0000000000000001-4d53bf45a9b82691");
+    let record = f.json(&format!("epochs/{ROTATED_EPOCH}"));
     let aead1 = blake3::derive_key("coffer v1 2026-11 aead key", &epoch1);
-    let mut aad = b"coffer1".to_vec();
-    aad.push(7);
-    aad.extend_from_slice(repo_id.as_bytes());
-    aad.extend_from_slice(&1u64.to_be_bytes());
-    aad.extend_from_slice(&hex::decode("4d53bf45a9b82691").unwrap());
-    aad.extend_from_slice(&record["created"].as_u64().unwrap().to_be_bytes());
-    aad.push(2);
-    aad.extend_from_slice(b"vm");
+    let created = record["created"].as_u64().unwrap().to_be_bytes();
+    let repo = hex::decode(ROTATED_REPO).unwrap();
+    let id = hex::decode("4d53bf45a9b82691").unwrap();
+    let aad = Rotated::aad(7, &[&repo, &1u64.to_be_bytes(), &id, &created, &[2], b"vm"]);
     let keys = hex::decode(record["keys"].as_str().unwrap()).unwrap();
     let list = coffer_engine::crypto::envelope_open(&aead1, &aad, &keys).unwrap();
     let mut want = vec![1u8, 0];
     want.extend_from_slice(&[0u8; 8]);
     want.extend_from_slice(&root);
     assert_eq!(list, want);
-
     // The commit after the rotation: its nonce starts with epoch 1's tag and it
     // opens under epoch 1's AEAD key; the one before, under the root's.
     let device = "f41ee65b7db78c0f0cf6c690a9224f0c";
     let tag = blake3::derive_key("coffer v3 2026-12 epoch nonce tag", &epoch1);
     let aead0 = blake3::derive_key("coffer v1 2026-11 aead key", &root);
     for (seq, key, tagged) in [(1u64, aead0, false), (2, aead1, true)] {
-        let sealed = read(&format!("log/{device}/{seq:016x}"));
+        let sealed = f.read(&format!("log/{device}/{seq:016x}"));
         assert_eq!(sealed[..8] == tag[..8], tagged, "commit {seq}");
-        let mut aad = b"coffer1".to_vec();
-        aad.push(4);
-        aad.extend_from_slice(&hex::decode(device).unwrap());
-        aad.extend_from_slice(&seq.to_be_bytes());
+        let aad = Rotated::aad(4, &[&hex::decode(device).unwrap(), &seq.to_be_bytes()]);
         coffer_engine::crypto::envelope_open(&key, &aad, &sealed).unwrap();
     }
 }

@@ -55,6 +55,41 @@ fn newest_commit_of(store: &Path, dir: &Path) -> Vec<u8> {
     fs::read(newest).unwrap()
 }
 
+/// Another machine of `e` holding a copy of `from`'s keyring and no passphrase.
+fn keyring_copy(e: &Env, from: &Env, name: &str) -> Env {
+    let mut to = e.machine(name);
+    to.unset("COFFER_PASSPHRASE");
+    fs::create_dir_all(to.home().join("keyring")).unwrap();
+    for f in fs::read_dir(from.home().join("keyring")).unwrap() {
+        let f = f.unwrap();
+        fs::copy(f.path(), to.home().join("keyring").join(f.file_name())).unwrap();
+    }
+    to
+}
+
+/// After the rotation that removed the partner's slot: its saved keyring, its
+/// own machine and its passphrase all fail with one clear line, writing nothing.
+fn locked_out(e: &Env, store: &str, (partner, thief): (&Env, &Env)) {
+    fs::create_dir_all(thief.path("out")).unwrap();
+    let out = thief.path("out/b.txt");
+    let r = thief.fails(&["get", store, "b.txt", &arg(&out)]);
+    assert!(
+        one_line(&r.stderr).contains("no key for the repository's current key epoch"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+    let pdst = partner.path("dst");
+    let r = partner.fails(&["pull", store, &arg(&pdst)]);
+    assert!(r.stderr.contains("current key epoch"), "{}", r.stderr);
+    assert_eq!(fs::read_to_string(pdst.join("a.txt")).unwrap(), "v1\n");
+    assert!(!pdst.join("b.txt").exists());
+    let mut fresh = e.machine("fresh-partner");
+    fresh.set("COFFER_PASSPHRASE", PARTNER);
+    let r = fresh.fails(&["ls", store]);
+    assert!(r.stderr.contains("wrong passphrase"), "{}", r.stderr);
+}
+
 fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -87,15 +122,7 @@ fn a_removed_slot_and_a_saved_keyring_read_nothing_written_after_the_rotation() 
     partner.set("COFFER_PASSPHRASE", PARTNER);
     let pdst = partner.path("dst");
     partner.ok(&["pull", &store, &arg(&pdst)]);
-    let mut thief = e.machine("thief");
-    thief.unset("COFFER_PASSPHRASE");
-    fs::create_dir_all(thief.home()).unwrap();
-    let copy = fs::read_dir(partner.home().join("keyring")).unwrap();
-    fs::create_dir_all(thief.home().join("keyring")).unwrap();
-    for f in copy {
-        let f = f.unwrap();
-        fs::copy(f.path(), thief.home().join("keyring").join(f.file_name())).unwrap();
-    }
+    let thief = keyring_copy(&e, &partner, "thief");
     let laptop = e.machine("laptop");
     let ldst = laptop.path("dst");
     laptop.ok(&["pull", &store, &arg(&ldst)]);
@@ -110,26 +137,7 @@ fn a_removed_slot_and_a_saved_keyring_read_nothing_written_after_the_rotation() 
     fs::write(src.join("b.txt"), "after the rotation\n").unwrap();
     e.ok(&["push", "src", "store"]);
 
-    // The saved keyring: a clear one-line error, nothing written.
-    fs::create_dir_all(thief.path("out")).unwrap();
-    let out = thief.path("out/b.txt");
-    let r = thief.fails(&["get", &store, "b.txt", &arg(&out)]);
-    assert!(
-        one_line(&r.stderr).contains("no key for the repository's current key epoch"),
-        "{}",
-        r.stderr
-    );
-    assert!(!out.exists());
-    // The partner's own machine: refused, its folder untouched.
-    let r = partner.fails(&["pull", &store, &arg(&pdst)]);
-    assert!(r.stderr.contains("current key epoch"), "{}", r.stderr);
-    assert_eq!(fs::read_to_string(pdst.join("a.txt")).unwrap(), "v1\n");
-    assert!(!pdst.join("b.txt").exists());
-    // The partner's passphrase opens nothing on a fresh machine.
-    let mut fresh = e.machine("fresh-partner");
-    fresh.set("COFFER_PASSPHRASE", PARTNER);
-    let r = fresh.fails(&["ls", &store]);
-    assert!(r.stderr.contains("wrong passphrase"), "{}", r.stderr);
+    locked_out(&e, &store, (&partner, &thief));
 
     // The laptop slept through the rotation: its next push writes under the
     // new epoch, which it picked up by itself.
