@@ -337,18 +337,18 @@ impl Repository {
         let pair = (&self.id(), &new);
         let json = match stored {
             StoredSlot::Passphrase(old) => {
-                let opened = match how.passphrase {
-                    Some(p) => old.open(p, &self.id(), slot)?,
-                    None => None,
-                };
-                if !matches!(opened, Some(SlotSecret::Root(_))) {
+                let opens = |p: &[u8]| old.open(p, &self.id(), slot);
+                let Some(passphrase) = how
+                    .passphrase
+                    .filter(|p| matches!(opens(p), Ok(Some(SlotSecret::Root(_)))))
+                else {
                     return Err(Error::KeyRequired(format!(
                         "key slot {slot} was made before key epochs and cannot receive the new key \
                          without its passphrase: rotate with that passphrase, or remove the slot \
                          (`coffer key rotate --remove {slot}`)"
                     )));
-                }
-                let ks = KeySlot::create_v3(&identity, &self.master(), p_of(how), old.params, pair)?;
+                };
+                let ks = KeySlot::create_v3(&identity, &self.master(), passphrase, old.params, pair)?;
                 serde_json::to_vec_pretty(&ks)
             }
             StoredSlot::Kms(old) => {
@@ -409,10 +409,6 @@ impl Repository {
         }
         Ok(())
     }
-}
-
-fn p_of<'a>(how: &Rotate<'a>) -> &'a [u8] {
-    how.passphrase.unwrap_or_default()
 }
 
 /// Compares two MACs without stopping at the first difference.

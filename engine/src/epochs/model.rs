@@ -54,11 +54,21 @@ impl KeyWrapper for OnlyKey {
 /// A memory store that can be "killed" after a number of writes (every later
 /// write fails, as if the process had died there) and can hide `epochs/` from
 /// the next listing (a rotation that did not see another in time).
-#[derive(Debug, Default)]
-struct ModelStore {
+#[derive(Debug)]
+pub(super) struct ModelStore {
     inner: MemoryStore,
-    writes_left: AtomicI64,
-    hide_epochs: AtomicUsize,
+    pub(super) writes_left: AtomicI64,
+    pub(super) hide_epochs: AtomicUsize,
+}
+
+impl Default for ModelStore {
+    fn default() -> Self {
+        ModelStore {
+            inner: MemoryStore::new(),
+            writes_left: AtomicI64::new(i64::MAX),
+            hide_epochs: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl ModelStore {
@@ -175,10 +185,7 @@ async fn open_as(store: &DynStore, kms: &OnlyKey) -> Result<Repository> {
 }
 
 async fn world() -> World {
-    let raw = Arc::new(ModelStore {
-        writes_left: AtomicI64::new(i64::MAX),
-        ..ModelStore::default()
-    });
+    let raw = Arc::new(ModelStore::default());
     let store: DynStore = raw.clone();
     let kms: Vec<OnlyKey> = (0..DEVICES)
         .map(|i| OnlyKey {

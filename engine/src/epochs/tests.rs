@@ -6,10 +6,10 @@ use crate::crypto::keyring::Keyring;
 use crate::crypto::keyslot::KdfParams;
 use crate::format::commit::Commit;
 use crate::format::id::DeviceId;
-use crate::store::{MemoryStore, ObjectMeta, ObjectStore};
+use crate::store::MemoryStore;
 use crate::{Folder, NoProgress, UploadOptions};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use zeroize::Zeroizing;
 
 type Ask = Box<dyn FnMut() -> Result<Zeroizing<String>>>;
@@ -24,6 +24,15 @@ fn never() -> Ask {
 
 async fn open(store: &DynStore, home: &std::path::Path, mut ask: Ask) -> Result<Repository> {
     Repository::open(store.clone(), &Keyring::new(home), &mut *ask).await
+}
+
+/// A rotation that removes no slot and carries nothing over.
+fn keep_all() -> Rotate<'static> {
+    Rotate {
+        remove: vec![],
+        passphrase: None,
+        kms: None,
+    }
 }
 
 async fn push_file(repo: &Repository, dir: &std::path::Path, text: &str) {
@@ -112,11 +121,7 @@ async fn a_device_opened_before_a_rotation_seals_under_it_from_its_next_step() {
         .unwrap();
     let home = tempfile::tempdir().unwrap();
     let b = open(&store, home.path(), give("one")).await.unwrap();
-    let how = Rotate {
-        remove: vec![],
-        passphrase: None,
-        kms: None,
-    };
+    let how = keep_all();
     b.rotate(how).await.unwrap();
     assert_eq!(a.epoch().level, 0, "a has not looked yet");
     let dir = tempfile::tempdir().unwrap();
@@ -127,54 +132,10 @@ async fn a_device_opened_before_a_rotation_seals_under_it_from_its_next_step() {
     assert_eq!(sealed[..8], epoch::nonce_tag(chain.newest().1));
 }
 
-/// A store whose listing of `epochs/` is empty the first `hide` times: a
-/// rotation that did not see another one in time.
-#[derive(Debug)]
-struct StaleEpochs {
-    inner: MemoryStore,
-    hide: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for StaleEpochs {
-    async fn put(&self, key: &str, data: Bytes) -> std::result::Result<(), StoreError> {
-        self.inner.put(key, data).await
-    }
-    async fn get(&self, key: &str) -> std::result::Result<Bytes, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        range: std::ops::Range<u64>,
-    ) -> std::result::Result<Bytes, StoreError> {
-        self.inner.get_range(key, range).await
-    }
-    async fn list(&self, prefix: &str) -> std::result::Result<Vec<ObjectMeta>, StoreError> {
-        let stale = prefix == layout::EPOCHS_PREFIX
-            && self
-                .hide
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        match stale {
-            true => Ok(Vec::new()),
-            false => self.inner.list(prefix).await,
-        }
-    }
-    async fn delete(&self, key: &str) -> std::result::Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    fn describe(&self) -> String {
-        "stale".into()
-    }
-}
-
 #[tokio::test]
 async fn a_rotation_that_raced_another_rotates_again_without_the_removed_slot() {
-    let raw = Arc::new(StaleEpochs {
-        inner: MemoryStore::new(),
-        hide: AtomicUsize::new(0),
-    });
+    // The model's store: it can hide `epochs/` from the next listing.
+    let raw = Arc::new(super::model::ModelStore::default());
     let store: DynStore = raw.clone();
     let x = Repository::init(store.clone(), b"one", KdfParams::MINIMUM, None)
         .await
@@ -183,10 +144,10 @@ async fn a_rotation_that_raced_another_rotates_again_without_the_removed_slot() 
     let home = tempfile::tempdir().unwrap();
     let y = open(&store, home.path(), give("one")).await.unwrap();
     // y rotates at level 1, granting "gone" (it listed the slots before x removed it).
-    let how = Rotate { remove: vec![], passphrase: None, kms: None };
+    let how = keep_all();
     y.rotate(how).await.unwrap();
     // x does not see y's epoch when it starts, and also writes level 1.
-    raw.hide.store(1, Ordering::SeqCst);
+    raw.hide_epochs.store(1, Ordering::SeqCst);
     let how = Rotate { remove: vec![gone], passphrase: None, kms: None };
     let report = x.rotate(how).await.unwrap();
     assert_eq!(report.rounds, 2, "it saw the other level-1 epoch and rotated again");
@@ -224,7 +185,7 @@ async fn a_repository_from_before_key_epochs_rotates_with_its_passphrase() {
     let dir = tempfile::tempdir().unwrap();
     push_file(&repo, dir.path(), "v1").await;
 
-    let how = Rotate { remove: vec![], passphrase: None, kms: None };
+    let how = keep_all();
     let err = repo.rotate(how).await.unwrap_err();
     assert!(matches!(err, Error::KeyRequired(_)), "{err}");
     assert!(list_epochs(&store).await.unwrap().is_empty(), "nothing written");
@@ -263,11 +224,7 @@ async fn reencrypt_seals_every_pack_again_where_it_lies_and_resumes() {
     };
     let before = packs(store.clone()).await;
     assert_eq!(before.len(), 3);
-    let how = Rotate {
-        remove: vec![],
-        passphrase: None,
-        kms: None,
-    };
+    let how = keep_all();
     repo.rotate(how).await.unwrap();
     let report = repo.reencrypt(&NoProgress).await.unwrap();
     assert_eq!((report.packs_rewritten, report.packs_current), (3, 0), "{report:?}");
@@ -310,7 +267,7 @@ async fn content_stored_before_a_rotation_is_not_sent_again_after_it() {
     let folder = Folder::open(a.path(), repo.id(), "memory://", false).unwrap();
     let first = crate::push(&repo, &folder, &UploadOptions::default(), &NoProgress).await.unwrap();
     assert!(first.upload.new_chunks >= 2, "{:?}", first.upload);
-    let how = Rotate { remove: vec![], passphrase: None, kms: None };
+    let how = keep_all();
     repo.rotate(how).await.unwrap();
     let b = tempfile::tempdir().unwrap();
     std::fs::write(b.path().join("copy.bin"), &data).unwrap();
