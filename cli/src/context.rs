@@ -243,6 +243,8 @@ impl Ctx {
         let opened = self.store(location, how).await?;
         let mut repo = self.unlock(&opened, self.passphrase()).await?;
         repo.distrust(crate::commands::distrust::load(&self.home, repo.id())?);
+        // The open just listed the key epochs: a push or pull now needs not.
+        repo.step_follows_open();
         Ok((repo, opened))
     }
 

@@ -21,6 +21,7 @@ use crate::format::version::VersionVector;
 use crate::journal::{Journal, StatEntry};
 use crate::repo::Repository;
 use crate::store::layout;
+use crate::sync::heads;
 use crate::sync::pull::logs;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -246,7 +247,17 @@ impl Device {
         progress: &dyn crate::progress::Progress,
     ) -> Result<logs::Fetched> {
         // A rotation made since the last step: seal under its key from now on.
-        repo.refresh_keys().await?;
+        repo.refresh_keys_for_step().await?;
+        self.refresh_logs(repo, progress).await
+    }
+
+    /// [`Device::refresh`] but for the key epochs, which the caller picked up
+    /// moments ago (a pull right after a push).
+    pub async fn refresh_logs(
+        &self,
+        repo: &Repository,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<logs::Fetched> {
         // Before the outbox is written again: it may name a pack prune marked.
         crate::gc::writer::drop_marked_at_start(repo, &self.journal, &self.id()).await?;
         self.flush_outbox(repo).await?;
@@ -393,6 +404,7 @@ impl Device {
             journal.outbox_remove(seq)?;
             return Ok(Err(claimed));
         }
+        heads::mark(repo, &device, seq).await?;
         if checked.elapsed().as_millis() > u128::from(crate::gc::PUT_BOUND_MS) {
             crate::gc::writer::verify_after_slow_put(repo, &commit).await?;
         }
@@ -469,6 +481,7 @@ impl Device {
                 let commit = Commit::open(&repo.keys(), &device, seq, &bytes)?;
                 match write_once(repo, &device, seq, commit.prev, &bytes).await? {
                     Ok(()) => {
+                        heads::mark(repo, &device, seq).await?;
                         logs::ingest(journal, &commit, crate::format::commit::commit_hash(&bytes))?
                     }
                     // Its changes were never recorded as synced: the next push

@@ -225,6 +225,24 @@ impl Repository {
         Ok(changed)
     }
 
+    /// [`Repository::refresh_keys`] at the start of a sync step, unless
+    /// [`Repository::step_follows_open`] was called and no step ran since.
+    pub async fn refresh_keys_for_step(&self) -> Result<bool> {
+        if std::mem::take(&mut self.chain_state().fresh) {
+            return Ok(false);
+        }
+        self.refresh_keys().await
+    }
+
+    /// Tells that a sync step follows the open at once (a command that opens
+    /// and syncs, a daemon's first step): that step takes the epochs the open
+    /// listed as current instead of listing `epochs/` again. A rotation made
+    /// in between is picked up by the step after, as one made during the step
+    /// would be.
+    pub fn step_follows_open(&self) {
+        self.chain_state().fresh = true;
+    }
+
     /// Rotates the repository's key: a new epoch whose key is granted to the
     /// slots that stay, and only to them (see the module doc and `DESIGN.md`
     /// §4a for the order of writes and why a crash anywhere is harmless).

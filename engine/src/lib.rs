@@ -124,7 +124,7 @@ pub use sync::pull::export::{ExportReport, export_tree};
 pub use sync::pull::merge::{MergedEntry, MergedWalk, Scope};
 pub use sync::pull::restore::{stream_file, system_time};
 pub use sync::pull::view::{CommitSummary, RepoView};
-pub use sync::pull::{PullReport, pull};
+pub use sync::pull::{PullReport, pull, pull_after_push};
 pub use sync::push::loose::{add_files, remove_paths};
 pub use sync::push::scan::IgnoreRules;
 pub use sync::push::upload::UploadOptions;

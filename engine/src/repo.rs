@@ -27,15 +27,7 @@ pub use crate::format::config::{REPO_FORMAT, RepoConfig};
 /// Refuses to create a repository where coffer objects already are (a store
 /// whose `config` was lost): a new master key would make them unreadable.
 async fn refuse_leftovers(store: &DynStore) -> Result<()> {
-    for prefix in [
-        layout::KEYS_PREFIX,
-        layout::LOG_PREFIX,
-        layout::CHECKPOINT_PREFIX,
-        layout::DATA_PREFIX,
-        layout::EPOCHS_PREFIX,
-        layout::GRANTS_PREFIX,
-        layout::GC_PREFIX,
-    ] {
+    for prefix in layout::ALL_PREFIXES {
         if let Some(found) = store.list(prefix).await?.first() {
             return Err(Error::Config(format!(
                 "{} already holds coffer objects ({}, ...) but no config: refusing to create a \
@@ -76,6 +68,9 @@ pub(crate) struct ChainState {
     pub holder: Option<Holder>,
     /// The epoch records last listed.
     pub listed: Vec<EpochName>,
+    /// Whether the next sync step takes `listed` as current instead of
+    /// listing `epochs/` again ([`Repository::step_follows_open`]).
+    pub fresh: bool,
 }
 
 impl Repository {
@@ -173,6 +168,7 @@ impl Repository {
             chain,
             holder,
             listed,
+            fresh: false,
         };
         Repository {
             store,
@@ -253,6 +249,7 @@ impl Repository {
             chain,
             holder,
             listed,
+            fresh: false,
         };
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
     }

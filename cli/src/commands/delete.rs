@@ -16,18 +16,7 @@ pub struct Args {
 
 /// Whether `key` is an object coffer writes.
 fn is_coffer_key(key: &str) -> bool {
-    key == layout::CONFIG
-        || [
-            layout::KEYS_PREFIX,
-            layout::DATA_PREFIX,
-            layout::LOG_PREFIX,
-            layout::CHECKPOINT_PREFIX,
-            layout::EPOCHS_PREFIX,
-            layout::GRANTS_PREFIX,
-            layout::GC_PREFIX,
-        ]
-        .iter()
-        .any(|p| key.starts_with(p))
+    key == layout::CONFIG || layout::ALL_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {

@@ -48,7 +48,7 @@ async fn once(
     step.push = Some(super::half_outcome(problems, "push"));
     let pushed = pushed?;
     let push = super::push::report(ctx, &pushed);
-    let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await;
+    let pulled = coffer_engine::pull_after_push(repo, folder, &pushed, ctx.progress.as_ref()).await;
     step.pull = Some(super::half_outcome(
         pulled.as_ref().map(|r| r.errors.len()),
         "pull",

@@ -329,7 +329,7 @@ async fn step(
     let pushed = pushed?;
     // Counted now: the pull may fail.
     let push = super::push::tell(ctx, &pushed);
-    let pulled = coffer_engine::pull(repo, folder, ctx.progress.as_ref()).await;
+    let pulled = coffer_engine::pull_after_push(repo, folder, &pushed, ctx.progress.as_ref()).await;
     let errors = pulled.as_ref().map(|r| r.errors.len());
     halves.pull = Some(super::half_outcome(errors, "pull"));
     let pulled = pulled?;

@@ -273,7 +273,7 @@ pub fn object_kind(key: &str) -> &'static str {
     use coffer_engine::store::layout;
     if key.starts_with(layout::DATA_PREFIX) {
         "pack"
-    } else if key.starts_with(layout::LOG_PREFIX) {
+    } else if key.starts_with(layout::LOG_PREFIX) || key.starts_with(layout::HEAD_PREFIX) {
         "commit"
     } else if key.starts_with(layout::CHECKPOINT_PREFIX) {
         "checkpoint"

@@ -16,6 +16,20 @@ pub const EPOCHS_PREFIX: &str = "epochs/";
 pub const GRANTS_PREFIX: &str = "grants/";
 /// Garbage-collection marks (`DESIGN.md` §11).
 pub const GC_PREFIX: &str = "gc/";
+/// Head markers: where each device's log ends (`DESIGN.md` §6b).
+pub const HEAD_PREFIX: &str = "head/";
+
+/// Every prefix under which a repository has objects (besides `config`).
+pub const ALL_PREFIXES: [&str; 8] = [
+    KEYS_PREFIX,
+    LOG_PREFIX,
+    CHECKPOINT_PREFIX,
+    DATA_PREFIX,
+    EPOCHS_PREFIX,
+    GRANTS_PREFIX,
+    GC_PREFIX,
+    HEAD_PREFIX,
+];
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -75,11 +89,17 @@ pub fn commit(device: &DeviceId, seq: u64) -> String {
     format!("{LOG_PREFIX}{device}/{seq:016x}")
 }
 
+/// The (empty) marker telling that `device`'s log reaches `seq`.
+pub fn head_marker(device: &DeviceId, seq: u64) -> String {
+    format!("{HEAD_PREFIX}{device}/{seq:016x}")
+}
+
 pub fn checkpoint(device: &DeviceId, seq: u64) -> String {
     format!("{CHECKPOINT_PREFIX}{device}/{seq:016x}")
 }
 
-/// Parses `log/<device>/<seq>` or `checkpoint/<device>/<seq>` (after the prefix).
+/// Parses `log/<device>/<seq>`, `checkpoint/<device>/<seq>` or
+/// `head/<device>/<seq>` (after the prefix).
 pub fn parse_device_seq(rest: &str) -> Option<(DeviceId, u64)> {
     let (dev, seq) = rest.split_once('/')?;
     if seq.len() != 16 {
@@ -98,8 +118,8 @@ pub fn parse_pack(key: &str) -> Option<PackId> {
     (id.to_hex()[..2] == *fan).then_some(id)
 }
 
-/// Whether `key` is one a repository has (§1): `config`, a key slot, a pack, a
-/// commit or a checkpoint.
+/// Whether `key` is one a repository has (§1): `config`, a key slot, an epoch,
+/// a grant, a pack, a mark, a commit, a checkpoint or a head marker.
 pub fn is_coffer_key(key: &str) -> bool {
     key == CONFIG
         || parse_slot(key).is_some()
@@ -110,6 +130,7 @@ pub fn is_coffer_key(key: &str) -> bool {
         || key
             .strip_prefix(LOG_PREFIX)
             .or_else(|| key.strip_prefix(CHECKPOINT_PREFIX))
+            .or_else(|| key.strip_prefix(HEAD_PREFIX))
             .and_then(parse_device_seq)
             .is_some()
 }
@@ -158,6 +179,7 @@ mod tests {
             pack(&p),
             k,
             checkpoint(&d, 1),
+            head_marker(&d, 3),
             epoch(&EpochName::random(1)),
             grant(&EpochName::ROOT, &s),
             mark(0x18c0, 7),
@@ -173,6 +195,7 @@ mod tests {
             ".tmp/x",
             "gc/x",
             "gc/00000000000018c0-7",
+            "head/x/0000000000000001",
         ] {
             assert!(!is_coffer_key(foreign), "{foreign}");
         }

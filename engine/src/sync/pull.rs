@@ -62,9 +62,52 @@ pub async fn pull(
     folder: &Folder,
     progress: &dyn Progress,
 ) -> Result<PullReport> {
+    pull_with(repo, folder, progress, Fetch::All).await
+}
+
+/// [`pull`] right after `pushed`, a [`crate::push`] of the same folder by
+/// this process. The push began by fetching every new commit: if it wrote
+/// none, the merged state it fetched is applied as is; if it did, only the
+/// logs are fetched again (not the key epochs). A step that finds nothing new
+/// then costs two LISTs in all (`DESIGN.md` §6b); what another device
+/// commits meanwhile is applied by the next step.
+pub async fn pull_after_push(
+    repo: &Repository,
+    folder: &Folder,
+    pushed: &crate::PushReport,
+    progress: &dyn Progress,
+) -> Result<PullReport> {
+    let fetch = match pushed.commits {
+        0 => Fetch::Nothing,
+        _ => Fetch::Logs,
+    };
+    pull_with(repo, folder, progress, fetch).await
+}
+
+/// What a pull fetches before it applies the merged state.
+enum Fetch {
+    /// Key epochs and logs ([`Device::refresh`](crate::Device::refresh)).
+    All,
+    /// Logs only.
+    Logs,
+    /// Nothing: the journal is as current as the caller needs.
+    Nothing,
+}
+
+async fn pull_with(
+    repo: &Repository,
+    folder: &Folder,
+    progress: &dyn Progress,
+    fetch: Fetch,
+) -> Result<PullReport> {
     folder.check_config(repo.config())?;
     let journal = folder.journal();
-    let fetched = folder.device().refresh(repo, progress).await?;
+    let device = folder.device();
+    let fetched = match fetch {
+        Fetch::All => device.refresh(repo, progress).await?,
+        Fetch::Logs => device.refresh_logs(repo, progress).await?,
+        Fetch::Nothing => crate::sync::pull::logs::Fetched::default(),
+    };
     let mut report = PullReport {
         commits: fetched.commits,
         damaged: fetched

@@ -10,6 +10,7 @@ mod keys_kms;
 mod keys_rotate;
 mod local_cli;
 mod ops_cli;
+mod polling;
 mod prune;
 mod s3;
 mod sync_cli;

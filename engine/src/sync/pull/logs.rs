@@ -1,6 +1,7 @@
 //! Reading every device's log into the journal.
 //!
-//! [`fetch`] lists `log/`, checks each device's listing against what this journal
+//! [`fetch`] lists `log/` (or, between full listings, only the logs whose
+//! [`heads`] marker grew), checks each device's listing against what this journal
 //! saw before (a lower seq is a rollback, a hole is a hidden commit), then fetches
 //! the new commits in order, checks the hash chain, and ingests them: their packs
 //! become locatable and their versions enter the merge state. A rollback or fork
@@ -14,8 +15,10 @@ use crate::journal::{Head, Journal, Version};
 use crate::progress::{Phase, Progress};
 use crate::repo::Repository;
 use crate::store::layout;
+use crate::format::version::now_millis;
+use crate::sync::heads;
 use crate::sync::pull::merge;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use std::collections::BTreeMap;
 
 /// Commits fetched concurrently per device.
@@ -58,8 +61,13 @@ pub type Listed = BTreeMap<u64, u64>;
 
 /// Lists every device's log.
 pub async fn list_logs(repo: &Repository) -> Result<BTreeMap<DeviceId, Listed>> {
+    list_under(repo, layout::LOG_PREFIX).await
+}
+
+/// Lists the logs under `prefix` (`log/` or one device's `log/<device>/`).
+pub async fn list_under(repo: &Repository, prefix: &str) -> Result<BTreeMap<DeviceId, Listed>> {
     let mut logs: BTreeMap<DeviceId, Listed> = BTreeMap::new();
-    for meta in repo.store().list(layout::LOG_PREFIX).await? {
+    for meta in repo.store().list(prefix).await? {
         let rest = &meta.key[layout::LOG_PREFIX.len()..];
         match layout::parse_device_seq(rest) {
             Some((device, seq)) => {
@@ -69,6 +77,31 @@ pub async fn list_logs(repo: &Repository) -> Result<BTreeMap<DeviceId, Listed>> 
         }
     }
     Ok(logs)
+}
+
+/// The logs to read this step, and whether they were all listed. With
+/// [`Record::All`] and a recent full listing, only the logs whose head marker
+/// grew are listed (`DESIGN.md` §6b); otherwise every log is, and a log seen
+/// before that is gone is a rollback.
+async fn logs_to_read(
+    repo: &Repository,
+    journal: &Journal,
+    what: Record,
+    known: &BTreeMap<DeviceId, Head>,
+) -> Result<(BTreeMap<DeviceId, Listed>, bool)> {
+    if what == Record::All && heads::suffice(journal, now_millis())? {
+        return Ok((heads::grown_logs(repo, known).await?, false));
+    }
+    let mut logs = list_logs(repo).await?;
+    logs.retain(|d, _| repo.trusts(d));
+    if let Some((device, head)) = known.iter().find(|(d, _)| !logs.contains_key(*d)) {
+        return Err(Error::Rollback {
+            device: device.to_hex(),
+            seen: head.seq,
+            found: 0,
+        });
+    }
+    Ok((logs, true))
 }
 
 /// Checks one device's listing against its last seen head; returns the seqs to fetch.
@@ -158,20 +191,11 @@ pub async fn fetch_recording(
     visit: &mut (dyn FnMut(&Commit) + Send),
     progress: &dyn Progress,
 ) -> Result<Fetched> {
-    let mut logs = list_logs(repo).await?;
-    logs.retain(|d, _| repo.trusts(d));
     let mut known: BTreeMap<DeviceId, Head> = journal.all_heads()?.into_iter().collect();
     known.retain(|d, _| repo.trusts(d));
+    let started = now_millis();
+    let (logs, all) = logs_to_read(repo, journal, what, &known).await?;
     let mut plans = Vec::new();
-    for (device, head) in &known {
-        if !logs.contains_key(device) {
-            return Err(Error::Rollback {
-                device: device.to_hex(),
-                seen: head.seq,
-                found: 0,
-            });
-        }
-    }
     for (device, listed) in &logs {
         let seqs: Vec<u64> = listed.keys().copied().collect();
         let todo = plan_device(device, known.get(device).copied(), &seqs)?;
@@ -186,19 +210,20 @@ pub async fn fetch_recording(
         devices: logs.len(),
         ..Fetched::default()
     };
-    for (device, seqs) in plans {
-        let prev = known
-            .remove(&device)
-            .map(|h| h.hash)
-            .unwrap_or(CommitHash([0; 32]));
-        match fetch_device(repo, journal, what, device, &seqs, prev, visit, progress).await {
-            Ok(n) => out.commits += n,
-            Err((n, e @ (Error::Corrupt { .. } | Error::Fork { .. }))) => {
-                out.commits += n;
-                out.errors.push(e);
-            }
-            Err((_, e)) => return Err(e),
-        }
+    let prevs = plans
+        .iter()
+        .map(|(d, _)| (*d, known.get(d).map_or(CommitHash([0; 32]), |h| h.hash)))
+        .collect();
+    let mut chains = Chains {
+        repo,
+        journal,
+        what,
+        prevs,
+        broken: Default::default(),
+    };
+    chains.fetch(&plans, visit, progress, &mut out).await?;
+    if all && what == Record::All && out.errors.is_empty() {
+        heads::listed_all(journal, started)?;
     }
     journal.flush()?;
     progress.finish(Phase::Logs);
@@ -247,57 +272,88 @@ async fn open_commit(repo: &Repository, device: DeviceId, seq: u64, bytes: &[u8]
     }
 }
 
-/// Fetches `seqs` (with their listed sizes) of one device in order; on failure
-/// also returns how many were ingested.
-#[allow(clippy::too_many_arguments)]
-async fn fetch_device(
-    repo: &Repository,
-    journal: &Journal,
+/// The logs being fetched: where each device's chain stands.
+struct Chains<'a> {
+    repo: &'a Repository,
+    journal: &'a Journal,
     what: Record,
-    device: DeviceId,
-    seqs: &[(u64, u64)],
-    mut prev: CommitHash,
-    visit: &mut (dyn FnMut(&Commit) + Send),
-    progress: &dyn Progress,
-) -> std::result::Result<usize, (usize, Error)> {
-    let mut stream = futures::stream::iter(seqs.iter().copied())
-        .map(|(seq, size)| async move {
-            let bytes = get_commit(repo, device, seq, size).await?;
-            Ok::<_, Error>((seq, bytes))
-        })
-        .buffered(concurrency(seqs))
-        .map_err(|e| (0usize, e));
-    let mut done = 0usize;
-    while let Some(item) = stream.next().await {
-        let (seq, bytes) = item.map_err(|(_, e)| (done, e))?;
-        let commit = open_commit(repo, device, seq, &bytes)
-            .await
-            .map_err(|e| (done, e))?;
-        if commit.prev != prev {
-            let reason =
-                "hash chain broken: the commit does not follow the one seen before".to_string();
-            return Err((
-                done,
-                Error::Fork {
-                    device: device.to_hex(),
-                    seq,
-                    reason,
-                },
-            ));
+    /// The hash each device's next commit must follow.
+    prevs: BTreeMap<DeviceId, CommitHash>,
+    /// Devices whose log stopped at a corrupt commit or a fork.
+    broken: std::collections::BTreeSet<DeviceId>,
+}
+
+impl Chains<'_> {
+    /// Fetches the commits of `plans` (each device's seqs with their listed
+    /// sizes, in order) as one ordered stream, up to [`concurrency`] GETs in
+    /// flight across devices, and ingests each in its log's order. A corrupt
+    /// commit or a fork stops its device's log (reported in `out.errors`);
+    /// any other error stops the fetch.
+    async fn fetch(
+        &mut self,
+        plans: &[(DeviceId, Vec<(u64, u64)>)],
+        visit: &mut (dyn FnMut(&Commit) + Send),
+        progress: &dyn Progress,
+        out: &mut Fetched,
+    ) -> Result<()> {
+        let items: Vec<(DeviceId, u64, u64)> = plans
+            .iter()
+            .flat_map(|(d, seqs)| seqs.iter().map(move |(seq, size)| (*d, *seq, *size)))
+            .collect();
+        let sizes: Vec<(u64, u64)> = items.iter().map(|(_, s, z)| (*s, *z)).collect();
+        let repo = self.repo;
+        let mut stream = futures::stream::iter(items)
+            .map(|(device, seq, size)| async move {
+                (device, seq, get_commit(repo, device, seq, size).await)
+            })
+            .buffered(concurrency(&sizes));
+        while let Some((device, seq, got)) = stream.next().await {
+            if self.broken.contains(&device) {
+                continue;
+            }
+            match self.apply(device, seq, got, visit, progress).await {
+                Ok(()) => out.commits += 1,
+                Err(e @ (Error::Corrupt { .. } | Error::Fork { .. })) => {
+                    self.broken.insert(device);
+                    out.errors.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens fetched commit `seq` of `device`, checks that it follows the
+    /// device's chain, and records it.
+    async fn apply(
+        &mut self,
+        device: DeviceId,
+        seq: u64,
+        got: Result<bytes::Bytes>,
+        visit: &mut (dyn FnMut(&Commit) + Send),
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let bytes = got?;
+        let commit = open_commit(self.repo, device, seq, &bytes).await?;
+        let prev = self.prevs.entry(device).or_insert(CommitHash([0; 32]));
+        if commit.prev != *prev {
+            return Err(Error::Fork {
+                device: device.to_hex(),
+                seq,
+                reason: "hash chain broken: the commit does not follow the one seen before".into(),
+            });
         }
         let hash = commit_hash(&bytes);
-        match what {
-            Record::All => ingest(journal, &commit, hash),
-            Record::HeadsOnly => journal.put_head(&device, &Head { seq, hash }),
+        match self.what {
+            Record::All => ingest(self.journal, &commit, hash)?,
+            Record::HeadsOnly => self.journal.put_head(&device, &Head { seq, hash })?,
         }
-        .map_err(|e| (done, e))?;
+        *prev = hash;
         visit(&commit);
         progress.commit_seen(&device, seq, commit.time_ms);
-        prev = hash;
-        done += 1;
         progress.advance(bytes.len() as u64, 1);
+        Ok(())
     }
-    Ok(done)
 }
 
 /// Applies one verified commit to the journal's merge state.
