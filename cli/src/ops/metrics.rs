@@ -273,8 +273,10 @@ pub fn object_kind(key: &str) -> &'static str {
     use coffer_engine::store::layout;
     if key.starts_with(layout::DATA_PREFIX) {
         "pack"
-    } else if key.starts_with(layout::LOG_PREFIX) || key.starts_with(layout::HEAD_PREFIX) {
+    } else if key.starts_with(layout::LOG_PREFIX) {
         "commit"
+    } else if key.starts_with(layout::HEAD_PREFIX) {
+        "head"
     } else if key.starts_with(layout::CHECKPOINT_PREFIX) {
         "checkpoint"
     } else if [
@@ -321,5 +323,21 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn object_kinds_follow_the_bucket_layout() {
+        let device = "0123456789abcdef0123456789abcdef";
+        for (key, kind) in [
+            (format!("data/ab/{}", "ab".repeat(32)), "pack"),
+            (format!("log/{device}/0000000000000001"), "commit"),
+            (format!("head/{device}/0000000000000001"), "head"),
+            (format!("checkpoint/{device}/0000000000000001"), "checkpoint"),
+            (format!("keys/{device}"), "key"),
+            ("config".to_string(), "config"),
+            ("notes.txt".to_string(), "other"),
+        ] {
+            assert_eq!(object_kind(&key), kind, "{key}");
+        }
     }
 }

@@ -38,7 +38,7 @@ fn requests_of(proxy: &FaultProxy, bucket: &str, run: impl FnOnce()) -> Vec<Stri
         .collect()
 }
 
-/// A machine of `e`'s sandbox syncing folder `dir` through the proxy.
+/// A machine of `e`'s sandbox reaching Garage through the proxy.
 fn machine(e: &Env, s3: &S3Env, proxy: &FaultProxy, name: &str) -> Env {
     let mut m = e.machine(name);
     s3.configure(&mut m, &proxy.url());
@@ -49,7 +49,8 @@ fn machine(e: &Env, s3: &S3Env, proxy: &FaultProxy, name: &str) -> Env {
 fn a_sync_that_finds_nothing_new_costs_three_requests_whatever_the_history() {
     let s3 = S3Env::from_env();
     let proxy = FaultProxy::start(&s3.endpoint, Faults::default(), 24);
-    let e = machine(&env(), &s3, &proxy, "a");
+    let sandbox = env();
+    let e = machine(&sandbox, &s3, &proxy, "a");
     let bucket = S3Env::unique_bucket("polling");
     e.ok(&["create", &bucket]);
     let store = format!("s3://{bucket}");
