@@ -247,6 +247,17 @@ impl Device {
     ) -> Result<logs::Fetched> {
         // A rotation made since the last step: seal under its key from now on.
         repo.refresh_keys().await?;
+        // A grant this machine opened through refuses once expired; an owner
+        // removes expired grants and rotates before it writes anything.
+        let swept = repo.check_grants().await?;
+        for slot in &swept.removed {
+            let why = match (&swept.epoch, &swept.not_rotated) {
+                (Some(e), _) => format!("the key was rotated to epoch {}", e.level),
+                (None, Some(why)) => format!("the key could not be rotated: {why}"),
+                (None, None) => "the key was not rotated".into(),
+            };
+            progress.warn(&format!("removed expired grant {slot}; {why}"));
+        }
         // Before the outbox is written again: it may name a pack prune marked.
         crate::gc::writer::drop_marked_at_start(repo, &self.journal, &self.id()).await?;
         self.flush_outbox(repo).await?;
