@@ -258,6 +258,9 @@ impl Device {
             };
             progress.warn(&format!("removed expired grant {slot}; {why}"));
         }
+        if let (true, Some(why)) = (swept.removed.is_empty(), &swept.not_rotated) {
+            progress.warn(why);
+        }
         // Before the outbox is written again: it may name a pack prune marked.
         crate::gc::writer::drop_marked_at_start(repo, &self.journal, &self.id()).await?;
         self.flush_outbox(repo).await?;

@@ -197,6 +197,8 @@ struct Plan {
     remove: Vec<SlotId>,
     /// How many of `kept` are grants (which alone cannot keep a repository).
     grants: usize,
+    /// Expired grants: left out of the new epoch, deleted after its record.
+    expired: Vec<SlotId>,
 }
 
 /// The most rounds a rotation writes when other rotations keep racing it.
@@ -239,6 +241,7 @@ impl Repository {
             let plan = self.plan_rotation(&how, &remove, &mut report).await?;
             remove.clear();
             let name = self.write_epoch(&plan).await?;
+            report.removed.extend(&plan.expired);
             report.rounds += 1;
             report.epoch = Some(name);
             report.kept = plan.kept.iter().map(|(s, _)| *s).collect();
@@ -332,13 +335,13 @@ impl Repository {
         Ok(())
     }
 
-    /// Plans a grant: kept until it expires (then removed, as `--remove`
-    /// would), left out when its MAC is wrong.
+    /// Plans a grant: kept until it expires (then left out, and deleted once
+    /// the new epoch exists), left out when its MAC is wrong.
     fn plan_grant(&self, (slot, g): (&SlotId, &GrantSlot), plan: &mut Plan, report: &mut RotateReport) {
         if !g.authentic(&self.master(), &self.id(), slot) {
             report.left_out.push((*slot, "not authentic (its MAC is wrong)".into()));
         } else if g.expired(self.clock().now_ms()) {
-            plan.remove.push(*slot);
+            plan.expired.push(*slot);
         } else {
             plan.kept.push((*slot, g.recipient.clone()));
             plan.grants += 1;
@@ -414,7 +417,9 @@ impl Repository {
         chain.insert(name, key);
         listed.push(name);
         self.install_chain(chain, holder, listed);
-        for slot in &plan.retire {
+        // Expired grants go only now: killed before this, a grant stays and
+        // the next owner step rotates again (`DESIGN.md` §4b).
+        for slot in plan.retire.iter().chain(&plan.expired) {
             self.store().delete(&layout::key_slot(slot)).await?;
         }
         Ok(name)

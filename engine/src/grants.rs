@@ -147,8 +147,9 @@ impl Repository {
     }
 
     /// The step's grant check. Opened through a grant: refuses once it has
-    /// expired. Otherwise (an owner): removes every expired grant it knows of
-    /// and rotates the key (`keys/` is listed at most every [`RELIST_MS`]).
+    /// expired. Otherwise (an owner): when a grant it knows of has expired,
+    /// rotates, leaving every expired grant out and deleting it after
+    /// (`keys/` is listed at most every [`RELIST_MS`]).
     pub async fn check_grants(&self) -> Result<SweepReport> {
         let now = self.clock().now_ms();
         if let Some((slot, expired)) = self.grant() {
@@ -157,6 +158,11 @@ impl Repository {
                 false => Ok(SweepReport::default()),
             };
         }
+        if self.expired_grants(now).await?.is_empty() {
+            return Ok(SweepReport::default());
+        }
+        // Listed again: another owner may have revoked them already.
+        self.sweep_state().await.listed_at = None;
         let expired = self.expired_grants(now).await?;
         if expired.is_empty() {
             return Ok(SweepReport::default());
@@ -164,24 +170,29 @@ impl Repository {
         self.revoke(expired).await
     }
 
-    /// Removes `expired` and rotates; without a rotation (it needs a
-    /// passphrase for slots from before key epochs) the slots alone.
+    /// Rotates without the `expired` grants (the rotation deletes them
+    /// after its record); without a rotation (it needs a passphrase for
+    /// slots from before key epochs) deletes them alone. A store that refuses
+    /// the writes (read-only credentials) leaves them to the next listing.
     async fn revoke(&self, expired: Vec<SlotId>) -> Result<SweepReport> {
         let how = Rotate {
-            remove: expired.clone(),
+            remove: vec![],
             passphrase: None,
             kms: None,
         };
         let result = self.rotate(how).await;
-        self.sweep_state().await.listed_at = None;
+        let mut state = self.sweep_state().await;
+        state.grants.retain(|s, _| !expired.contains(s));
+        // Listed again at the next step, unless the store refused the writes.
+        if !matches!(&result, Err(Error::Store(e)) if !e.is_retryable()) {
+            state.listed_at = None;
+        }
         match result {
             Ok(r) => Ok(SweepReport {
                 removed: r.removed,
                 epoch: r.epoch,
                 not_rotated: None,
             }),
-            // Another owner removed it first: the next listing tells.
-            Err(Error::NoSuchSlot { .. }) => Ok(SweepReport::default()),
             Err(Error::KeyRequired(why)) => {
                 for slot in &expired {
                     self.store().delete(&layout::key_slot(slot)).await?;
@@ -192,6 +203,11 @@ impl Repository {
                     not_rotated: Some(why),
                 })
             }
+            Err(Error::Store(e)) if !e.is_retryable() => Ok(SweepReport {
+                removed: vec![],
+                epoch: None,
+                not_rotated: Some(format!("expired grants stay until an owner can write: {e}")),
+            }),
             Err(e) => Err(e),
         }
     }

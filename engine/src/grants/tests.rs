@@ -249,3 +249,66 @@ async fn the_owner_lists_keys_at_most_every_twelve_minutes() {
     o.clock.set(T0 + RELIST_MS + 5_000);
     assert_eq!(o.repo.check_grants().await.unwrap().removed, vec![later]);
 }
+
+/// A memory store that refuses to delete key slots while `refuse` is set
+/// (a sweep killed between its rotation's record and the deletion).
+#[derive(Debug)]
+struct KeepSlots {
+    inner: MemoryStore,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl crate::store::ObjectStore for KeepSlots {
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), crate::StoreError> {
+        self.inner.put(key, data).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, crate::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, crate::StoreError> {
+        self.inner.get_range(key, range).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectMeta>, crate::StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), crate::StoreError> {
+        if key.starts_with(layout::KEYS_PREFIX) && self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::StoreError::Rejected { detail: "no deletes today".into() });
+        }
+        self.inner.delete(key).await
+    }
+    fn describe(&self) -> String {
+        "keep-slots".into()
+    }
+}
+
+#[tokio::test]
+async fn a_sweep_stopped_before_it_deleted_the_grant_is_finished_by_the_next_step() {
+    let raw = Arc::new(KeepSlots {
+        inner: MemoryStore::new(),
+        refuse: true.into(),
+    });
+    let store: DynStore = raw.clone();
+    let mut repo = Repository::init(store.clone(), b"owner", KdfParams::MINIMUM, None).await.unwrap();
+    let clock = Arc::new(ManualClock::at(T0));
+    repo.set_clock(clock.clone());
+    let g = Grantee::Passphrase {
+        passphrase: GRANT_PW.as_bytes(),
+        kdf: KdfParams::MINIMUM,
+    };
+    let slot = repo.add_grant(g, T0 + DAY).await.unwrap();
+    clock.set(T0 + DAY);
+    // The new epoch is written without the grant; its slot stays.
+    let r = repo.check_grants().await.unwrap();
+    assert!(r.removed.is_empty() && r.not_rotated.is_some(), "{r:?}");
+    assert_eq!(repo.epoch().level, 1);
+    assert!(store.get(&layout::grant(&repo.epoch(), &slot)).await.is_err(), "no grant of the new epoch");
+    assert!(store.get(&layout::key_slot(&slot)).await.is_ok());
+    // Still listed, still expired: the next step (after a listing) finishes.
+    raw.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    clock.set(T0 + DAY + RELIST_MS);
+    let r = repo.check_grants().await.unwrap();
+    assert_eq!((r.removed, r.epoch.map(|e| e.level)), (vec![slot], Some(2)));
+    assert!(store.get(&layout::key_slot(&slot)).await.is_err());
+}
