@@ -236,7 +236,7 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
     let slots = Repository::list_slots(&opened.store).await?;
     if !a.json {
         println!(
-            "{:<32}  {:<10}  {:<24}  {:<20}  BY",
+            "{:<32}  {:<16}  {:<24}  {:<20}  BY",
             "SLOT", "KIND", "KDF / KMS KEY", "CREATED"
         );
     }
@@ -284,7 +284,7 @@ fn line(s: &SlotInfo, now: u64) -> String {
         Some(h) => h,
     };
     let mut l = format!(
-        "{}  {kind:<10}  {:<24}  {created:<20}  {host}",
+        "{}  {kind:<16}  {:<24}  {created:<20}  {host}",
         s.id,
         kdf_text(s)
     );

@@ -58,25 +58,8 @@ async fn a_version_4_grant_opens_until_it_expires() {
     );
 }
 
-#[test]
-fn a_version_4_grant_matches_the_design() {
-    let slot = slot_json();
-    let fields: Vec<&str> = slot
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(fields.len(), 13, "{fields:?}");
-    assert_eq!(
-        (slot["version"].as_u64(), slot["kind"].as_str()),
-        (Some(4), Some("passphrase-grant"))
-    );
-    assert_eq!(
-        (slot["created"].as_u64(), slot["expires"].as_u64()),
-        (Some(CREATED), Some(EXPIRES))
-    );
-
+/// §4b's seal, from the text alone: (identity, kek, AAD, wrapped).
+fn unseal(slot: &serde_json::Value) -> (age::x25519::Identity, [u8; 32], Vec<u8>, Vec<u8>) {
     // The seal: Argon2id of the passphrase, XChaCha20-Poly1305 with AAD =
     // "coffer1" || 6 || repository id || slot id || created (u64 BE) ||
     // host length (u8) || host || expires (u64 BE).
@@ -103,6 +86,30 @@ fn a_version_4_grant_matches_the_design() {
     let wrapped = hex::decode(slot["wrapped"].as_str().unwrap()).unwrap();
     let plain = coffer_engine::crypto::envelope_open(&kek, &aad, &wrapped).unwrap();
     let identity: age::x25519::Identity = std::str::from_utf8(&plain).unwrap().parse().unwrap();
+    (identity, kek, aad, wrapped)
+}
+
+#[test]
+fn a_version_4_grant_matches_the_design() {
+    let slot = slot_json();
+    let fields: Vec<&str> = slot
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(fields.len(), 13, "{fields:?}");
+    assert_eq!(
+        (slot["version"].as_u64(), slot["kind"].as_str()),
+        (Some(4), Some("passphrase-grant"))
+    );
+    assert_eq!(
+        (slot["created"].as_u64(), slot["expires"].as_u64()),
+        (Some(CREATED), Some(EXPIRES))
+    );
+
+    let (identity, kek, aad, wrapped) = unseal(&slot);
+    let (repo, id) = (hex::decode(REPO).unwrap(), hex::decode(SLOT).unwrap());
     let recipient = identity.to_public().to_string();
     assert_eq!(slot["recipient"].as_str(), Some(recipient.as_str()));
     // An expiry moved by a day no longer opens.

@@ -53,6 +53,38 @@ fn dishonest_copy(e: &Env, s3: &S3Env, from: &Env) -> Env {
     to
 }
 
+/// An owner on Garage with a new bucket and `src/a.txt` (`text`) pushed.
+fn owner(s3: &S3Env, prefix: &str, text: &str) -> (Env, String, std::path::PathBuf) {
+    let mut e = env();
+    s3.configure(&mut e, &s3.endpoint);
+    let bucket = S3Env::unique_bucket(prefix);
+    e.ok(&["create", &bucket]);
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), text).unwrap();
+    e.ok(&["push", "src", &bucket]);
+    (e, bucket, src)
+}
+
+/// After the expiry, the grantee's machine refuses in one line, writing nothing.
+fn refused_after_expiry(grantee: &Env, bucket: &str, dst: &std::path::Path, expires: &str) {
+    let r = grantee.fails(&["pull", bucket, &arg(dst)]);
+    let line = one_line(&r.stderr);
+    assert!(
+        line.contains(&format!("this grant expired on {expires}")),
+        "{line}"
+    );
+    assert!(!dst.join("b.txt").exists());
+    let out = grantee.path("b.txt");
+    let r = grantee.fails(&["get", bucket, "a.txt", &arg(&out)]);
+    assert!(
+        one_line(&r.stderr).contains("this grant expired on"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists(), "nothing written");
+}
+
 /// The slots `grant list --json` shows.
 fn grants(e: &Env, bucket: &str) -> Vec<serde_json::Value> {
     let r = e.ok(&["grant", "list", bucket, "--json"]);
@@ -65,14 +97,7 @@ fn grants(e: &Env, bucket: &str) -> Vec<serde_json::Value> {
 #[test]
 fn a_grant_reads_until_it_expires_and_the_owners_next_sync_revokes_it() {
     let s3 = S3Env::from_env();
-    let mut e = env();
-    s3.configure(&mut e, &s3.endpoint);
-    let bucket = S3Env::unique_bucket("grant");
-    e.ok(&["create", &bucket]);
-    let src = e.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("a.txt"), "before\n").unwrap();
-    e.ok(&["push", "src", &bucket]);
+    let (e, bucket, src) = owner(&s3, "grant", "before\n");
     fs::write(e.path("grant.pass"), GRANT).unwrap();
     let args = [
         "grant",
@@ -108,23 +133,7 @@ fn a_grant_reads_until_it_expires_and_the_owners_next_sync_revokes_it() {
     // Waiting for the expiry instant itself (the only sleep).
     std::thread::sleep(Duration::from_millis(expires.saturating_sub(now_ms()) + 50));
     fs::write(src.join("b.txt"), "after the expiry\n").unwrap();
-    let r = grantee.fails(&["pull", &bucket, &arg(&dst)]);
-    let line = one_line(&r.stderr);
-    assert!(
-        line.contains(&format!(
-            "this grant expired on {}",
-            added["expires"].as_str().unwrap()
-        )),
-        "{line}"
-    );
-    let out = grantee.path("b.txt");
-    let r = grantee.fails(&["get", &bucket, "a.txt", &arg(&out)]);
-    assert!(
-        one_line(&r.stderr).contains("this grant expired on"),
-        "{}",
-        r.stderr
-    );
-    assert!(!out.exists(), "nothing written");
+    refused_after_expiry(&grantee, &bucket, &dst, added["expires"].as_str().unwrap());
     assert_eq!(grants(&e, &bucket)[0]["expired"], true);
 
     // The owner's next sync removes the grant and rotates before it pushes.
@@ -160,14 +169,7 @@ fn a_grant_reads_until_it_expires_and_the_owners_next_sync_revokes_it() {
 #[test]
 fn a_grant_to_an_age_recipient_opens_with_its_identity_until_removed() {
     let s3 = S3Env::from_env();
-    let mut e = env();
-    s3.configure(&mut e, &s3.endpoint);
-    let bucket = S3Env::unique_bucket("grant-age");
-    e.ok(&["create", &bucket]);
-    let src = e.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("a.txt"), "for the recipient\n").unwrap();
-    e.ok(&["push", "src", &bucket]);
+    let (e, bucket, src) = owner(&s3, "grant-age", "for the recipient\n");
     let identity = SlotIdentity::generate();
     let r = e.ok(&[
         "grant",
