@@ -55,6 +55,11 @@ pub struct GlobalArgs {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub no_keyring: bool,
+    /// Open repositories through a grant to this age identity (a file holding
+    /// `AGE-SECRET-KEY-1...`, as `age-keygen` writes it), tried before any
+    /// other key slot.
+    #[arg(long, global = true, value_name = "FILE", env = "COFFER_IDENTITY_FILE")]
+    pub identity: Option<PathBuf>,
     /// KMS endpoint URL for KMS key slots (default: AWS_ENDPOINT_URL_KMS, else
     /// AWS; never the S3 endpoint).
     #[arg(long, global = true, value_name = "URL", help_heading = "KMS")]
@@ -218,6 +223,8 @@ pub enum Command {
     Prune(commands::prune::Args),
     /// Manage the repository's key slots (passphrase, KMS): list, add, remove, passwd.
     Key(commands::key::Args),
+    /// Expiring read access (hcs3 `useraccess -e`): add, list, remove grants.
+    Grant(commands::grant::Args),
     /// hcs3: create a bucket with a repository and its key.
     Create(commands::create::Args),
     /// hcs3: delete a bucket that holds no files, and forget its key.

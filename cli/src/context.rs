@@ -12,8 +12,8 @@ use coffer_engine::store::{
     Bandwidth, BreakerPolicy, DynStore, FailoverStore, LocalStore, RetryPolicy, RetryStore,
     S3Options, S3Store, Sse, SseCustomerKey, StoreLocation, ThrottledStore, validate_bucket,
 };
+use coffer_engine::{Access, Repository, SlotIdentity, Unlock, UploadOptions, UploadWindow};
 use coffer_engine::{Keyring, keyring};
-use coffer_engine::{Repository, Unlock, UploadOptions, UploadWindow};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -285,9 +285,38 @@ impl Ctx {
             ask,
             warn: &warn,
         };
-        Repository::open_with(opened.store.clone(), how)
+        let identity = self.identity()?;
+        let access = Access {
+            identity: identity.as_ref(),
+            ..Access::default()
+        };
+        Repository::open_with_access(opened.store.clone(), how, access)
             .await
             .with_context(|| format!("cannot open {}", opened.url))
+    }
+
+    /// The age identity of `--identity` / `COFFER_IDENTITY_FILE`: its first
+    /// line starting with `AGE-SECRET-KEY-` (comments and blank lines skipped).
+    fn identity(&self) -> anyhow::Result<Option<SlotIdentity>> {
+        let Some(file) = &self.global.identity else {
+            return Ok(None);
+        };
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read identity file {}", file.display()))?,
+        );
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"));
+        line.and_then(SlotIdentity::parse)
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "{}: no age X25519 identity (AGE-SECRET-KEY-1...)",
+                    file.display()
+                )
+            })
     }
 
     /// Emits the command's summary event (its duration: since the start).

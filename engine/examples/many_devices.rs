@@ -108,11 +108,13 @@ async fn join(
     reset_peak_rss();
     let before = peak_rss_mib();
     store.take();
+    store.take_listing_s();
     let t = Instant::now();
     let pulled = coffer_engine::pull(repo, &folder, &NoProgress).await?;
     println!(
-        "{what}: {:.2} s, {} commits fetched, {} files written, requests {}, peak RSS {:.0} MiB ({before:.0} MiB before it)",
+        "{what}: {:.2} s ({:.2} s of it listing), {} commits fetched, {} files written, requests {}, peak RSS {:.0} MiB ({before:.0} MiB before it)",
         t.elapsed().as_secs_f64(),
+        store.take_listing_s(),
         pulled.commits,
         pulled.files_written,
         summary(&store.take()),
@@ -280,6 +282,8 @@ fn peak_rss_mib() -> f64 {
 struct Counting {
     inner: DynStore,
     seen: Mutex<Vec<String>>,
+    /// Time spent in LISTs, in µs.
+    listing_us: std::sync::atomic::AtomicU64,
 }
 
 impl Counting {
@@ -287,6 +291,7 @@ impl Counting {
         Counting {
             inner,
             seen: Mutex::new(Vec::new()),
+            listing_us: Default::default(),
         }
     }
 
@@ -295,6 +300,14 @@ impl Counting {
             .lock()
             .expect("lock")
             .push(format!("{what} {key}"));
+    }
+
+    /// Seconds spent in LISTs since the last call.
+    fn take_listing_s(&self) -> f64 {
+        let us = self
+            .listing_us
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        us as f64 / 1e6
     }
 
     fn take(&self) -> Vec<String> {
@@ -322,7 +335,12 @@ impl ObjectStore for Counting {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.note("LIST", prefix);
-        self.inner.list(prefix).await
+        let t = Instant::now();
+        let listed = self.inner.list(prefix).await;
+        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.listing_us
+            .fetch_add(us, std::sync::atomic::Ordering::Relaxed);
+        listed
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.note("DELETE", key);

@@ -9,6 +9,7 @@
 
 mod aead;
 pub mod epoch;
+pub mod grantslot;
 pub mod keyring;
 pub mod keyslot;
 pub mod kms;
@@ -329,6 +330,12 @@ pub fn log_identity(device: &crate::format::id::DeviceId, seq: u64) -> [u8; 24] 
 /// recoverable for a tool whose every object needs a fresh nonce.
 pub fn fill_random(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the OS random number generator failed");
+}
+
+/// Compares two MACs without stopping at the first difference.
+pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    a.len() == b.len() && diff == 0
 }
 
 #[cfg(test)]

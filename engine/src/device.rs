@@ -248,11 +248,45 @@ impl Device {
     ) -> Result<logs::Fetched> {
         // A rotation made since the last step: seal under its key from now on.
         repo.refresh_keys_for_step().await?;
+        self.sweep_grants(repo, progress).await?;
         self.refresh_logs(repo, progress).await
     }
 
-    /// [`Device::refresh`] but for the key epochs, which the caller picked up
-    /// moments ago (a pull right after a push).
+    /// The step's grant check ([`Repository::check_grants`]): a grant this
+    /// machine opened through refuses once expired; an owner removes expired
+    /// grants and rotates before it writes anything. What the owner knows of
+    /// the grants is kept in the journal, so that `keys/` is listed at most
+    /// every [`crate::grants::RELIST_MS`] across processes, not once per
+    /// process.
+    async fn sweep_grants(
+        &self,
+        repo: &Repository,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<()> {
+        if let Some(known) = self.journal.meta_get(GRANT_SWEEP)? {
+            repo.recall_grants(known).await;
+        }
+        let swept = repo.check_grants().await?;
+        match repo.known_grants().await {
+            Some(known) => self.journal.meta_put(GRANT_SWEEP, &known)?,
+            None => self.journal.meta_remove(GRANT_SWEEP)?,
+        }
+        for slot in &swept.removed {
+            let why = match (&swept.epoch, &swept.not_rotated) {
+                (Some(e), _) => format!("the key was rotated to epoch {}", e.level),
+                (None, Some(why)) => format!("the key could not be rotated: {why}"),
+                (None, None) => "the key was not rotated".into(),
+            };
+            progress.warn(&format!("removed expired grant {slot}; {why}"));
+        }
+        if let (true, Some(why)) = (swept.removed.is_empty(), &swept.not_rotated) {
+            progress.warn(why);
+        }
+        Ok(())
+    }
+
+    /// [`Device::refresh`] but for the key epochs and grants, which the
+    /// caller checked moments ago (a pull right after a push).
     pub async fn refresh_logs(
         &self,
         repo: &Repository,
@@ -501,6 +535,10 @@ impl Device {
 
 /// The journal's `meta` key of the time of the last own commit.
 const LAST_COMMIT_MS: &str = "last_commit_ms";
+
+/// The journal's `meta` key of what the last grant sweep knew
+/// ([`crate::grants::KnownGrants`]).
+const GRANT_SWEEP: &str = "grant_sweep";
 
 /// The journal's `meta` key of the highest own commit read back intact.
 const VERIFIED_THROUGH: &str = "verified_through";

@@ -6,6 +6,7 @@
 //! does not hold yet, its slot's grant and the epoch's record (two GETs).
 
 use crate::crypto::epoch::{self, EpochName, EpochRecord, KeyChain, SlotIdentity};
+use crate::crypto::grantslot::GrantSlot;
 use crate::crypto::keyslot::{KeySlot, SlotSecret, StoredSlot};
 use crate::crypto::kms::{KeyWrapper, KmsSlot};
 use crate::crypto::{MasterKey, keyslot};
@@ -194,6 +195,10 @@ struct Plan {
     new_slots: Vec<(SlotId, Vec<u8>)>,
     retire: Vec<SlotId>,
     remove: Vec<SlotId>,
+    /// How many of `kept` are grants (which alone cannot keep a repository).
+    grants: usize,
+    /// Expired grants: left out of the new epoch, deleted after its record.
+    expired: Vec<SlotId>,
 }
 
 /// The most rounds a rotation writes when other rotations keep racing it.
@@ -254,6 +259,7 @@ impl Repository {
             let plan = self.plan_rotation(&how, &remove, &mut report).await?;
             remove.clear();
             let name = self.write_epoch(&plan).await?;
+            report.removed.extend(&plan.expired);
             report.rounds += 1;
             report.epoch = Some(name);
             report.kept = plan.kept.iter().map(|(s, _)| *s).collect();
@@ -297,7 +303,7 @@ impl Repository {
                 Err(e) => report.left_out.push((*slot, e.to_string())),
             }
         }
-        if plan.kept.is_empty() {
+        if plan.kept.len() == plan.grants {
             return Err(Error::LastKeySlot {
                 slot: remove.iter().map(SlotId::to_hex).collect::<Vec<_>>().join(", "),
                 slots: "none would hold the new key".into(),
@@ -326,10 +332,14 @@ impl Repository {
         let (kind, recipient, mac) = match stored {
             StoredSlot::Passphrase(s) => ("passphrase", &s.recipient, &s.mac),
             StoredSlot::Kms(s) => ("kms", &s.recipient, &s.mac),
+            StoredSlot::Grant(g) => {
+                self.plan_grant((slot, g), plan, report);
+                return Ok(());
+            }
         };
         if let (Some(recipient), Some(mac)) = (recipient, mac) {
             let want = epoch::slot_mac(&self.master(), &self.id(), slot, kind, recipient);
-            match constant_eq(want.as_bytes(), mac.as_bytes()) {
+            match crate::crypto::constant_eq(want.as_bytes(), mac.as_bytes()) {
                 true => plan.kept.push((*slot, recipient.clone())),
                 false => report.left_out.push((*slot, "not authentic (its MAC is wrong)".into())),
             }
@@ -341,6 +351,19 @@ impl Repository {
         plan.retire.push(*slot);
         report.upgraded.push((*slot, new));
         Ok(())
+    }
+
+    /// Plans a grant: kept until it expires (then left out, and deleted once
+    /// the new epoch exists), left out when its MAC is wrong.
+    fn plan_grant(&self, (slot, g): (&SlotId, &GrantSlot), plan: &mut Plan, report: &mut RotateReport) {
+        if !g.authentic(&self.master(), &self.id(), slot) {
+            report.left_out.push((*slot, "not authentic (its MAC is wrong)".into()));
+        } else if g.expired(self.clock().now_ms()) {
+            plan.expired.push(*slot);
+        } else {
+            plan.kept.push((*slot, g.recipient.clone()));
+            plan.grants += 1;
+        }
     }
 
     /// A version-3 slot that replaces `slot` (from before key epochs).
@@ -381,6 +404,9 @@ impl Repository {
                     .await?;
                 serde_json::to_vec_pretty(&ks)
             }
+            StoredSlot::Grant(_) => {
+                return Err(Error::Internal(format!("{key}: a grant is never carried over")));
+            }
         }
         .expect("key slot serializes");
         Ok((new, json, identity.recipient()))
@@ -409,7 +435,9 @@ impl Repository {
         chain.insert(name, key);
         listed.push(name);
         self.install_chain(chain, holder, listed);
-        for slot in &plan.retire {
+        // Expired grants go only now: killed before this, a grant stays and
+        // the next owner step rotates again (`DESIGN.md` §4b).
+        for slot in plan.retire.iter().chain(&plan.expired) {
             self.store().delete(&layout::key_slot(slot)).await?;
         }
         Ok(name)
@@ -429,14 +457,8 @@ impl Repository {
     }
 }
 
-/// Compares two MACs without stopping at the first difference.
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    a.len() == b.len() && diff == 0
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod model;

@@ -150,6 +150,10 @@ pub enum Error {
     /// slot was removed by a rotation, or it predates key epochs (`DESIGN.md` §4a).
     #[error("{0}")]
     Revoked(String),
+    /// The grant (a version-4 key slot, `DESIGN.md` §4b) this machine opens the
+    /// repository through has expired: honest clients stop using it.
+    #[error("this grant expired on {} (key slot {slot})", rfc3339(*expired))]
+    GrantExpired { slot: String, expired: u64 },
     /// A key-management service (KMS) refused or failed to wrap or unwrap a key.
     #[error(transparent)]
     Kms(#[from] crate::crypto::kms::KmsError),
@@ -252,6 +256,12 @@ impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
         Error::Journal(e.to_string())
     }
+}
+
+/// Unix ms as RFC 3339 UTC seconds (`2026-12-05T08:00:00Z`).
+pub fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Shorthand for engine results.

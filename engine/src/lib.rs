@@ -91,8 +91,8 @@ macro_rules! internal {
 // (every object's bytes), journal (a device's sled journal), sync (push and
 // pull), and the entry points.
 internal!(
-    chunk, crypto, format, journal, sync, check, clock, device, epochs, folder, gc, progress, repo,
-    slots, status, unlock
+    chunk, crypto, format, journal, sync, check, clock, device, epochs, folder, gc, grants,
+    progress, repo, slots, status, unlock
 );
 pub mod error;
 pub mod store; // object stores are an extension point: the trait and its back-ends
@@ -100,6 +100,7 @@ pub mod store; // object stores are an extension point: the trait and its back-e
 // The API the CLI and the watcher use.
 pub use check::{CheckReport, check};
 pub use crypto::epoch::EpochName;
+pub use crypto::epoch::SlotIdentity;
 pub use crypto::keyring::{self, Keyring};
 pub use crypto::keyslot::KdfParams;
 pub use crypto::kms::{Context as KmsContext, KeyWrapper, KmsError};
@@ -111,13 +112,14 @@ pub use format::id::{DeviceId, RepoId, SlotId};
 pub use format::path::{RepoPath, STATE_DIR};
 pub use format::version::now_millis;
 pub use gc::{PruneOptions, PruneReport, prune};
+pub use grants::{Grantee, ManualClock, SweepReport, SystemClock, WallClock};
 
 /// The margin a sweep waits after a mark's grace ([`gc::SAFETY_MS`]).
 pub fn gc_safety_ms() -> u64 {
     gc::SAFETY_MS
 }
 pub use progress::{NoProgress, Phase, Progress};
-pub use repo::{FirstSlot, PassphraseSource, REPO_FORMAT, Repository, Unlock};
+pub use repo::{Access, FirstSlot, PassphraseSource, REPO_FORMAT, Repository, Unlock};
 pub use slots::SlotInfo;
 pub use status::{FolderStatus, LastStep, StepOutcome};
 pub use sync::pull::export::{ExportReport, export_tree};

@@ -16,11 +16,12 @@ use crate::crypto::{Keys, MasterKey};
 use crate::epochs::Holder;
 use crate::error::{Error, Result, StoreError};
 use crate::format::id::{RepoId, SlotId};
+use crate::grants::{SweepState, SystemClock, WallClock};
 use crate::store::{self, DynStore, layout};
 use bytes::Bytes;
 use std::sync::Arc;
 
-pub use crate::unlock::{FirstSlot, PassphraseSource, Unlock};
+pub use crate::unlock::{Access, FirstSlot, PassphraseSource, Unlock};
 
 pub use crate::format::config::{REPO_FORMAT, RepoConfig};
 
@@ -57,6 +58,13 @@ pub struct Repository {
     /// The store's clock minus this machine's and when it was measured
     /// ([`crate::clock`]); measured again after [`crate::clock::REMEASURE`].
     clock_offset: Arc<tokio::sync::Mutex<Option<(i64, std::time::Instant)>>>,
+    /// The clock grants expire by (`crate::grants`).
+    clock: Arc<dyn WallClock>,
+    /// The grant this machine opened the repository through, and when it
+    /// expires (Unix ms); `None` on an owner device.
+    grant: Option<(SlotId, u64)>,
+    /// What an owner device knows of the repository's grants.
+    pub(crate) sweep: Arc<tokio::sync::Mutex<SweepState>>,
 }
 
 /// What a repository holds of its key epochs (`crate::epochs`).
@@ -135,7 +143,7 @@ impl Repository {
         let chain = KeyChain::root(&master);
         let holder = Some((slot, identity));
         if let Some(kr) = keyring {
-            kr.store(&id, &chain, holder.as_ref())?;
+            kr.store(&id, &chain, holder.as_ref(), None)?;
         }
         Ok(Self::assemble(store, config, id, chain, holder, Vec::new()))
     }
@@ -179,7 +187,30 @@ impl Repository {
             chunker: Arc::new(chunker),
             distrusted: Default::default(),
             clock_offset: Default::default(),
+            clock: Arc::new(SystemClock),
+            grant: None,
+            sweep: Default::default(),
         }
+    }
+
+    /// Judges grants' expiry by `clock` from now on (tests inject one).
+    pub fn set_clock(&mut self, clock: Arc<dyn WallClock>) {
+        self.clock = clock;
+    }
+
+    /// The clock grants expire by.
+    pub fn clock(&self) -> &Arc<dyn WallClock> {
+        &self.clock
+    }
+
+    /// The grant this machine opened the repository through and when it
+    /// expires (Unix ms); `None` when it opened it through another slot.
+    pub fn grant(&self) -> Option<(SlotId, u64)> {
+        self.grant
+    }
+
+    pub(crate) fn set_grant(&mut self, grant: Option<(SlotId, u64)>) {
+        self.grant = grant;
     }
 
     /// Now, in Unix ms, by this machine's clock corrected to the store's when
@@ -263,7 +294,8 @@ impl Repository {
     /// Saves the chain in `keyring`.
     pub fn save_keys(&self, keyring: &Keyring) -> Result<()> {
         let (chain, holder) = self.key_chain();
-        keyring.store(&self.id, &chain, holder.as_ref())
+        let expires = self.grant.map(|(_, e)| e);
+        keyring.store(&self.id, &chain, holder.as_ref(), expires)
     }
 
     pub fn chunker(&self) -> &Arc<Chunker> {

@@ -35,6 +35,9 @@ pub struct SlotInfo {
     /// The host name of the machine that made it, if it records it ("" when
     /// that machine had none).
     pub host: Option<String>,
+    /// When a grant (a version-4 slot, `DESIGN.md` §4b) stops working, Unix
+    /// ms; `None` for every other slot.
+    pub expires: Option<u64>,
     /// Why the slot cannot be used (damaged, unsupported), if it cannot.
     pub problem: Option<String>,
 }
@@ -44,6 +47,12 @@ impl SlotInfo {
     /// through KMS).
     pub fn usable(&self) -> bool {
         self.problem.is_none()
+    }
+
+    /// Whether the slot is usable and no grant: one that keeps the
+    /// repository open to its owners.
+    pub fn owns(&self) -> bool {
+        self.usable() && self.expires.is_none()
     }
 }
 
@@ -71,6 +80,18 @@ async fn describe(store: &DynStore, key: &str, id: SlotId) -> Result<SlotInfo> {
             key_id: Some(slot.key_id.clone()),
             created: Some(slot.created),
             host: Some(slot.host.clone()),
+            expires: None,
+            problem: slot.check(key).err().map(|e| e.to_string()),
+        },
+        StoredSlot::Grant(slot) => SlotInfo {
+            id,
+            version: Some(slot.version),
+            kind: Some(slot.kind.clone()),
+            kdf: slot.params(),
+            key_id: None,
+            created: Some(slot.created),
+            host: Some(slot.host.clone()),
+            expires: Some(slot.expires),
             problem: slot.check(key).err().map(|e| e.to_string()),
         },
     })
@@ -93,6 +114,7 @@ fn describe_passphrase(id: SlotId, key: &str, slot: KeySlot) -> SlotInfo {
         key_id: None,
         created: origin.as_ref().map(|(t, _)| *t),
         host: origin.map(|(_, h)| h),
+        expires: None,
         problem,
     }
 }
@@ -106,6 +128,7 @@ fn unusable(id: SlotId, problem: String) -> SlotInfo {
         key_id: None,
         created: None,
         host: None,
+        expires: None,
         problem: Some(problem),
     }
 }
@@ -163,15 +186,15 @@ impl Repository {
         let (slot, identity) = (SlotId::random(), SlotIdentity::generate());
         let ks = KeySlot::create_v3(&identity, &self.master(), passphrase, kdf, (&self.id(), &slot))?;
         let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
-        self.put_slot(slot, &identity, json).await?;
+        self.put_slot(slot, &identity.recipient(), json).await?;
         Ok(slot)
     }
 
-    /// Writes a version-3 slot: its grants of the current epochs first (a
-    /// grant without its slot is never read), then the slot object.
-    async fn put_slot(&self, slot: SlotId, identity: &SlotIdentity, json: Vec<u8>) -> Result<()> {
+    /// Writes a version-3 or 4 slot: its grants of the current epochs first
+    /// (a grant without its slot is never read), then the slot object.
+    pub(crate) async fn put_slot(&self, slot: SlotId, recipient: &str, json: Vec<u8>) -> Result<()> {
         self.refresh_keys().await?;
-        self.grant_current(&slot, &identity.recipient()).await?;
+        self.grant_current(&slot, recipient).await?;
         self.store()
             .put(&layout::key_slot(&slot), Bytes::from(json))
             .await?;
@@ -185,12 +208,12 @@ impl Repository {
         let ks = KmsSlot::create(wrapper, key_id, (&identity, &self.master()), (&self.id(), &slot))
             .await?;
         let json = serde_json::to_vec_pretty(&ks).expect("key slot serializes");
-        self.put_slot(slot, &identity, json).await?;
+        self.put_slot(slot, &identity.recipient(), json).await?;
         Ok(slot)
     }
 
     /// Deletes key slot `slot`, unless no other usable slot would remain
-    /// ([`Error::LastKeySlot`]). Returns the slots left.
+    /// ([`Error::LastKeySlot`]; grants do not count). Returns the slots left.
     pub async fn remove_slot(&self, slot: &SlotId) -> Result<Vec<SlotInfo>> {
         let slots = Self::list_slots(self.store()).await?;
         if !slots.iter().any(|s| s.id == *slot) {
@@ -201,7 +224,7 @@ impl Repository {
         }
         let (gone, left): (Vec<SlotInfo>, Vec<SlotInfo>) =
             slots.into_iter().partition(|s| s.id == *slot);
-        if !left.iter().any(SlotInfo::usable) {
+        if !left.iter().any(SlotInfo::owns) {
             let mut all = gone;
             all.extend(left);
             return Err(Error::LastKeySlot {

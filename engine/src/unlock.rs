@@ -9,7 +9,11 @@
 use crate::crypto::MasterKey;
 use crate::crypto::epoch::{EpochName, KeyChain};
 use crate::crypto::keyring::Keyring;
+use crate::crypto::epoch::SlotIdentity;
+use crate::crypto::grantslot::KIND_RECIPIENT;
 use crate::crypto::keyslot::{KdfParams, SlotSecret, StoredSlot};
+use crate::grants::{SystemClock, WallClock};
+use std::sync::Arc;
 use crate::epochs::{Holder, climb};
 use crate::crypto::kms::KeyWrapper;
 use crate::error::{Error, Result};
@@ -67,6 +71,54 @@ impl std::fmt::Debug for Unlock<'_> {
     }
 }
 
+/// How a repository is opened besides [`Unlock`]: the age identity whose
+/// grants are tried first, and the clock grants expire by.
+#[derive(Debug, Clone)]
+pub struct Access<'a> {
+    /// An age X25519 identity (`--identity`): the grants to its recipient are
+    /// tried before any other slot.
+    pub identity: Option<&'a SlotIdentity>,
+    pub clock: Arc<dyn WallClock>,
+}
+
+impl Default for Access<'_> {
+    fn default() -> Self {
+        Access {
+            identity: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A chain opened, the slot identity that climbs it, and the grant (slot,
+/// expiry) it came through, if it did.
+struct Opened {
+    chain: KeyChain,
+    holder: Option<Holder>,
+    grant: Option<(SlotId, u64)>,
+    /// The keyring's chain grew: save it.
+    grew: bool,
+}
+
+impl Opened {
+    fn slot(chain: KeyChain, holder: Option<Holder>, grant: Option<(SlotId, u64)>) -> Opened {
+        Opened {
+            chain,
+            holder,
+            grant,
+            grew: false,
+        }
+    }
+}
+
+/// What the keyring gave.
+enum Saved {
+    Opened(Opened),
+    /// Its keys no longer reach the current epoch (told only if no slot opens).
+    Revoked(Error),
+    Nothing,
+}
+
 /// One slot object as read: its store key, id, and content (or why not).
 type ReadSlot = (String, SlotId, Result<StoredSlot>);
 
@@ -116,43 +168,41 @@ impl Repository {
     /// Opens the repository: with the keyring's keys if it has them and they
     /// reach the current key epoch, else through a KMS slot, else with a
     /// passphrase (see the module doc). The keys are saved in the keyring, if
-    /// there is one.
+    /// there is one. Grants are judged by the system clock; no identity.
     pub async fn open_with(store: DynStore, how: Unlock<'_>) -> Result<Repository> {
+        Self::open_with_access(store, how, Access::default()).await
+    }
+
+    /// [`Repository::open_with`], trying first the grants to `access`'s
+    /// identity, with grants judged by `access`'s clock.
+    pub async fn open_with_access(
+        store: DynStore,
+        how: Unlock<'_>,
+        access: Access<'_>,
+    ) -> Result<Repository> {
         let config = Self::read_config(&store).await?;
-        let id = config.repo_id()?;
         let names = crate::epochs::list_epochs(&store).await?;
+        let now = access.clock.now_ms();
         let mut revoked = None;
-        if let Some(keyring) = how.keyring
-            && let Some(saved) = keyring.load(&id)?
-        {
-            match config.verify(saved.chain.root_key()) {
-                Ok(()) => {
-                    let (holder, held) = (saved.identity, saved.chain.iter().count());
-                    match climb(&store, &config, Some(saved.chain), holder.as_ref(), &names).await {
-                        Ok(chain) => {
-                            let grew = chain.iter().count() != held;
-                            let repo = Self::assemble(store, config, id, chain, holder, names);
-                            if grew {
-                                repo.save_keys(keyring)?;
-                            }
-                            return Ok(repo);
-                        }
-                        // Told only if no key slot opens either.
-                        Err(e @ Error::Revoked(_)) => revoked = Some(e),
-                        Err(e) => return Err(e),
+        if let Some(keyring) = how.keyring {
+            match Self::open_saved(&store, &config, &names, keyring, now).await? {
+                Saved::Opened(opened) => {
+                    let grew = opened.grew;
+                    let repo = Self::finish(store, config, opened, names, &access);
+                    if grew {
+                        repo.save_keys(keyring)?;
                     }
+                    return Ok(repo);
                 }
-                Err(Mismatch::Tampered) => return Err(tampered()),
-                Err(Mismatch::WrongKey) => tracing::warn!(
-                    "the keyring's key for {id} does not match the repository; trying its key slots"
-                ),
+                Saved::Revoked(e) => revoked = Some(e),
+                Saved::Nothing => {}
             }
         }
         let Unlock {
             keyring, kms, ask, warn,
         } = how;
-        let (chain, holder) = match Self::unlock_slots(&store, &config, &names, kms, (ask, warn)).await
-        {
+        let opened = Self::unlock_slots(&store, &config, &names, (kms, access.identity, now), (ask, warn)).await;
+        let opened = match opened {
             Ok(opened) => opened,
             // A revoked keyring says more than "no passphrase" or "wrong passphrase".
             Err(Error::KeyRequired(_) | Error::WrongPassphrase) if revoked.is_some() => {
@@ -160,43 +210,110 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let repo = Self::assemble(store, config, id, chain, holder, names);
+        let repo = Self::finish(store, config, opened, names, &access);
         if let Some(keyring) = keyring {
             repo.save_keys(keyring)?;
         }
         Ok(repo)
     }
 
-    /// The chain a key slot reaches: the KMS slots first, then the passphrase
-    /// slots (the passphrase is asked for only then).
+    fn finish(
+        store: DynStore,
+        config: RepoConfig,
+        o: Opened,
+        names: Vec<EpochName>,
+        access: &Access<'_>,
+    ) -> Repository {
+        let id = config.repo_id().expect("checked when opened");
+        let mut repo = Self::assemble(store, config, id, o.chain, o.holder, names);
+        repo.set_clock(access.clock.clone());
+        repo.set_grant(o.grant);
+        repo
+    }
+
+    /// The keyring's keys, if they match the repository and reach its current
+    /// epoch; a grant's only until it expires.
+    async fn open_saved(
+        store: &DynStore,
+        config: &RepoConfig,
+        names: &[EpochName],
+        keyring: &Keyring,
+        now: u64,
+    ) -> Result<Saved> {
+        let id = config.repo_id()?;
+        let Some(saved) = keyring.load(&id)? else {
+            return Ok(Saved::Nothing);
+        };
+        match config.verify(saved.chain.root_key()) {
+            Ok(()) => {}
+            Err(Mismatch::Tampered) => return Err(tampered()),
+            Err(Mismatch::WrongKey) => {
+                tracing::warn!(
+                    "the keyring's key for {id} does not match the repository; trying its key slots"
+                );
+                return Ok(Saved::Nothing);
+            }
+        }
+        let grant = saved.identity.as_ref().zip(saved.expires).map(|((s, _), e)| (*s, e));
+        if let Some((slot, expired)) = grant.filter(|(_, e)| now >= *e) {
+            return Err(Error::GrantExpired { slot: slot.to_hex(), expired });
+        }
+        let (holder, held) = (saved.identity, saved.chain.iter().count());
+        match climb(store, config, Some(saved.chain), holder.as_ref(), names).await {
+            Ok(chain) => Ok(Saved::Opened(Opened {
+                grew: chain.iter().count() != held,
+                chain,
+                holder,
+                grant,
+            })),
+            // Told only if no key slot opens either.
+            Err(e @ Error::Revoked(_)) => Ok(Saved::Revoked(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The chain a key slot reaches: the grants to `identity`, the KMS slots,
+    /// then the passphrase slots (the passphrase is asked for only then).
     async fn unlock_slots(
         store: &DynStore,
         config: &RepoConfig,
         names: &[EpochName],
-        kms: Option<&dyn KeyWrapper>,
+        (kms, identity, now): (Option<&dyn KeyWrapper>, Option<&SlotIdentity>, u64),
         (ask, warn): (PassphraseSource<'_>, &dyn Fn(&Error)),
-    ) -> Result<(KeyChain, Option<Holder>)> {
+    ) -> Result<Opened> {
         let slots = read_slots(store).await?;
+        if let Some(identity) = identity
+            && let Some(opened) = unlock_identity(store, config, names, &slots, (identity, now)).await?
+        {
+            return Ok(opened);
+        }
         let failures = match Self::unlock_kms(store, config, names, &slots, kms).await? {
-            Ok(opened) => return Ok(opened),
+            Ok((chain, holder)) => return Ok(Opened::slot(chain, holder, None)),
             Err(failures) => failures,
         };
-        let passphrase_slots = slots
-            .iter()
-            .any(|(_, _, s)| !matches!(s, Ok(StoredSlot::Kms(_))));
+        let passphrase_slots = slots.iter().any(|(_, _, s)| match s {
+            Ok(StoredSlot::Kms(_)) => false,
+            Ok(StoredSlot::Grant(g)) => g.kind != KIND_RECIPIENT,
+            _ => true,
+        });
         if !passphrase_slots {
             return Err(failures.into_iter().next().unwrap_or_else(|| {
                 Error::KeyRequired(
-                    "the repository has only KMS key slots, and KMS was not asked".into(),
+                    "the repository has only KMS key slots and grants to age recipients, and \
+                     neither KMS nor an identity opened one"
+                        .into(),
                 )
             }));
         }
         failures.iter().for_each(warn);
         let passphrase = ask()?;
         let mut last = Error::WrongPassphrase;
-        for (secret, slot) in open_slots(config, &slots, passphrase.as_bytes(), false)? {
+        for (secret, slot) in open_slots(config, &slots, passphrase.as_bytes(), now)? {
             match to_chain(store, config, names, secret, slot).await {
-                Ok(opened) => return Ok(opened),
+                Ok((chain, holder)) => {
+                    let grant = check_grant(config, &slots, &slot, &chain)?;
+                    return Ok(Opened::slot(chain, holder, grant));
+                }
                 Err(e @ Error::Revoked(_)) => last = e,
                 Err(e) => return Err(e),
             }
@@ -237,7 +354,7 @@ impl Repository {
     /// Every passphrase slot `passphrase` opens ([`Error::WrongPassphrase`] if none).
     pub async fn slots_opened_by(&self, passphrase: &[u8]) -> Result<Vec<SlotId>> {
         let slots = read_slots(self.store()).await?;
-        let opened = open_slots(self.config(), &slots, passphrase, false)?;
+        let opened = open_slots(self.config(), &slots, passphrase, self.clock().now_ms())?;
         Ok(opened.into_iter().map(|(_, slot)| slot).collect())
     }
 }
@@ -290,21 +407,22 @@ pub(crate) async fn read_slots(store: &DynStore) -> Result<Vec<ReadSlot>> {
     Ok(out)
 }
 
-/// The passphrase slots `passphrase` opens, with the master key each holds
-/// (checked against the config): only the first when `first_only`. Errors with
-/// [`Error::WrongPassphrase`] when it opens none. KMS slots are left out.
+/// The passphrase slots (and passphrase grants) `passphrase` opens, with
+/// what each holds. Errors with [`Error::WrongPassphrase`] when it opens none,
+/// or [`Error::GrantExpired`] when it opens only grants expired at `now`. KMS
+/// slots are left out.
 fn open_slots(
     config: &RepoConfig,
     slots: &[ReadSlot],
     passphrase: &[u8],
-    first_only: bool,
+    now: u64,
 ) -> Result<Vec<(SlotSecret, SlotId)>> {
     let id = config.repo_id()?;
     // A slot that cannot be tried (damaged, unknown kind, or asking for more
     // memory than this machine gives) is skipped, so one bad object in the
     // store cannot lock everybody out; its error is reported only if no
     // other slot could be tried.
-    let mut tried = false;
+    let (mut tried, mut expired) = (false, None);
     let mut skipped: Vec<(String, Error)> = Vec::new();
     let mut opened = Vec::new();
     // Version-3 slots first: they reach every epoch, older ones only the root.
@@ -313,19 +431,22 @@ fn open_slots(
     for (key, slot_id, slot) in order {
         let result = match slot {
             Ok(StoredSlot::Kms(_)) => continue,
+            Ok(StoredSlot::Grant(g)) if g.kind == KIND_RECIPIENT => continue,
             Ok(StoredSlot::Passphrase(ks)) => ks.open(passphrase, &id, slot_id),
+            Ok(StoredSlot::Grant(g)) => g.open(passphrase, &id, slot_id).map(|o| o.map(SlotSecret::Identity)),
             Err(e) => Err(e.clone()),
         };
-        match result {
-            Ok(Some(secret)) => {
-                opened.push((secret, *slot_id));
-                if first_only {
-                    break;
-                }
+        match (result, slot) {
+            (Ok(Some(_)), Ok(StoredSlot::Grant(g))) if g.expired(now) => {
+                expired = Some(Error::GrantExpired { slot: slot_id.to_hex(), expired: g.expires });
             }
-            Ok(None) => tried = true,
-            Err(e) => skipped.push((key.clone(), e)),
+            (Ok(Some(secret)), _) => opened.push((secret, *slot_id)),
+            (Ok(None), _) => tried = true,
+            (Err(e), _) => skipped.push((key.clone(), e)),
         }
+    }
+    if let (true, Some(e)) = (opened.is_empty(), expired) {
+        return Err(e);
     }
     if opened.is_empty() && !tried && !skipped.is_empty() {
         // No slot could be tried: the (first) reason is the error, on its own.
@@ -336,6 +457,56 @@ fn open_slots(
         return Err(Error::WrongPassphrase);
     }
     Ok(opened)
+}
+
+/// When `slot` is a grant: checks its MAC against the opened `chain`'s root
+/// (an expiry edited in the store is refused), and returns when it expires.
+fn check_grant(
+    config: &RepoConfig,
+    slots: &[ReadSlot],
+    slot: &SlotId,
+    chain: &KeyChain,
+) -> Result<Option<(SlotId, u64)>> {
+    let Some(g) = slots.iter().find_map(|(_, id, s)| match s {
+        Ok(StoredSlot::Grant(g)) if id == slot => Some(g),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    if !g.authentic(chain.root_key(), &config.repo_id()?, slot) {
+        return Err(Error::corrupt(
+            layout::key_slot(slot),
+            "not authentic: the grant was changed by someone without the repository key",
+        ));
+    }
+    Ok(Some((*slot, g.expires)))
+}
+
+/// Opens the repository through a grant to `identity`'s recipient, if the
+/// repository holds one: [`Error::GrantExpired`] once it has expired.
+async fn unlock_identity(
+    store: &DynStore,
+    config: &RepoConfig,
+    names: &[EpochName],
+    slots: &[ReadSlot],
+    (identity, now): (&SlotIdentity, u64),
+) -> Result<Option<Opened>> {
+    let recipient = identity.recipient();
+    let found = slots.iter().find_map(|(_, id, s)| match s {
+        Ok(StoredSlot::Grant(g)) if g.kind == KIND_RECIPIENT && g.recipient == recipient => Some((id, g)),
+        _ => None,
+    });
+    let Some((slot, g)) = found else {
+        return Ok(None);
+    };
+    g.check(&layout::key_slot(slot))?;
+    if g.expired(now) {
+        return Err(Error::GrantExpired { slot: slot.to_hex(), expired: g.expires });
+    }
+    let secret = SlotSecret::Identity(identity.clone());
+    let (chain, holder) = to_chain(store, config, names, secret, *slot).await?;
+    let grant = check_grant(config, slots, slot, &chain)?;
+    Ok(Some(Opened::slot(chain, holder, grant)))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! holds the master key can read everything already); `passwd` always asks for
 //! the old passphrase, since the slots it replaces are the ones that passphrase
 //! opens. A change writes the new slot first and deletes the old one after, so a
-//! crash between leaves both.
+//! crash between leaves both. Grants (`coffer grant`) are listed with their
+//! expiry.
 
 use crate::args::KdfArgs;
 use crate::context::{Ctx, Locate};
@@ -235,15 +236,16 @@ async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
     let slots = Repository::list_slots(&opened.store).await?;
     if !a.json {
         println!(
-            "{:<32}  {:<10}  {:<24}  {:<20}  BY",
+            "{:<32}  {:<16}  {:<24}  {:<20}  BY",
             "SLOT", "KIND", "KDF / KMS KEY", "CREATED"
         );
     }
+    let now = coffer_engine::now_millis();
     for s in &slots {
         if a.json {
-            println!("{}", json(s));
+            println!("{}", json(s, now));
         } else {
-            println!("{}", line(s));
+            println!("{}", line(s, now));
         }
     }
     ctx.say(format!("{} key slot(s)", slots.len()));
@@ -272,7 +274,7 @@ fn stamp(ms: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn line(s: &SlotInfo) -> String {
+fn line(s: &SlotInfo, now: u64) -> String {
     let kind = s.kind.as_deref().unwrap_or("?");
     // Version-1 slots record neither when nor where they were made.
     let created = s.created.map_or("unknown".into(), stamp);
@@ -282,17 +284,22 @@ fn line(s: &SlotInfo) -> String {
         Some(h) => h,
     };
     let mut l = format!(
-        "{}  {kind:<10}  {:<24}  {created:<20}  {host}",
+        "{}  {kind:<16}  {:<24}  {created:<20}  {host}",
         s.id,
         kdf_text(s)
     );
+    if let Some(expires) = s.expires {
+        let state = if now >= expires { "expired" } else { "expires" };
+        l.push_str(&format!("  ({state} {})", stamp(expires)));
+    }
     if let Some(p) = &s.problem {
         l.push_str(&format!("  (unusable: {p})"));
     }
     l
 }
 
-fn json(s: &SlotInfo) -> serde_json::Value {
+/// A slot as one JSON object (`key list --json`, `grant list --json`).
+pub(crate) fn json(s: &SlotInfo, now: u64) -> serde_json::Value {
     serde_json::json!({
         "slot": s.id.to_hex(),
         "kind": s.kind,
@@ -309,6 +316,9 @@ fn json(s: &SlotInfo) -> serde_json::Value {
         "created_by": s.host,
         "usable": s.usable(),
         "problem": s.problem,
+        "expires": s.expires.map(stamp),
+        "expires_ms": s.expires,
+        "expired": s.expires.map(|e| now >= e),
     })
 }
 

@@ -7,6 +7,7 @@ pub mod create;
 pub mod delete;
 pub mod distrust;
 pub mod get;
+pub mod grant;
 pub mod init;
 pub mod key;
 pub mod list;
@@ -95,6 +96,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(ctx, a).await,
         Command::Prune(a) => prune::run(ctx, a).await,
         Command::Key(a) => key::run(ctx, a).await,
+        Command::Grant(a) => grant::run(ctx, a).await,
         Command::Create(a) => create::run(ctx, a).await,
         Command::Delete(a) => delete::run(ctx, a).await,
         Command::List(a) => list::run(ctx, a).await,

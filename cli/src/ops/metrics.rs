@@ -332,7 +332,10 @@ mod tests {
             (format!("data/ab/{}", "ab".repeat(32)), "pack"),
             (format!("log/{device}/0000000000000001"), "commit"),
             (format!("head/{device}/0000000000000001"), "head"),
-            (format!("checkpoint/{device}/0000000000000001"), "checkpoint"),
+            (
+                format!("checkpoint/{device}/0000000000000001"),
+                "checkpoint",
+            ),
             (format!("keys/{device}"), "key"),
             ("config".to_string(), "config"),
             ("notes.txt".to_string(), "other"),

@@ -3,6 +3,8 @@
 //! 0600 in a 0700 directory, written atomically. Version 2 keeps the key chain
 //! (every epoch key, `DESIGN.md` §4a) and the identity of the slot that opened
 //! it, so it follows later rotations that keep that slot, and only those.
+//! Version 3 is version 2 plus `expires`, written when that slot is a grant
+//! (`DESIGN.md` §4b): honest clients stop using the entry after then.
 
 use crate::crypto::MasterKey;
 use crate::crypto::epoch::{EpochName, KeyChain, SlotIdentity};
@@ -38,6 +40,9 @@ struct KeyFile {
     /// Version 2: every epoch key above 0, as (epoch name, key hex).
     #[serde(default)]
     epochs: Vec<(String, String)>,
+    /// Version 3: when the grant that opened the chain expires, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
 }
 
 /// What the keyring holds for a repository.
@@ -47,6 +52,8 @@ pub struct Saved {
     /// The slot that opened the chain and its identity (none for a key saved
     /// by a version-1 keyring or through a slot from before key epochs).
     pub identity: Option<(SlotId, SlotIdentity)>,
+    /// When the grant that opened the chain expires (Unix ms), if a grant did.
+    pub expires: Option<u64>,
 }
 
 fn key_from_hex(text: &str) -> Option<MasterKey> {
@@ -56,7 +63,12 @@ fn key_from_hex(text: &str) -> Option<MasterKey> {
 }
 
 fn parse(kf: KeyFile, repo: &RepoId) -> Option<Saved> {
-    if !matches!(kf.version, 1 | 2) || kf.repository != repo.to_hex() {
+    let versioned = match kf.version {
+        1 | 2 => kf.expires.is_none(),
+        3 => kf.expires.is_some() && kf.identity.is_some(),
+        _ => false,
+    };
+    if !versioned || kf.repository != repo.to_hex() {
         return None;
     }
     let mut chain = KeyChain::root(&key_from_hex(&Zeroizing::new(kf.master_key))?);
@@ -72,7 +84,11 @@ fn parse(kf: KeyFile, repo: &RepoId) -> Option<Saved> {
         (None, None) => None,
         _ => return None,
     };
-    Some(Saved { chain, identity })
+    Some(Saved {
+        chain,
+        identity,
+        expires: kf.expires,
+    })
 }
 
 impl Keyring {
@@ -100,18 +116,21 @@ impl Keyring {
         parse(kf, repo).map(Some).ok_or_else(bad)
     }
 
-    /// Stores the key chain of `repo` and the identity that opened it (mode 0600).
+    /// Stores the key chain of `repo`, the identity that opened it and, when
+    /// that was a grant, when it expires (mode 0600).
     pub fn store(
         &self,
         repo: &RepoId,
         chain: &KeyChain,
         identity: Option<&(SlotId, SlotIdentity)>,
+        expires: Option<u64>,
     ) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(&self.dir, e))?;
         let kf = KeyFile {
-            version: 2,
+            version: if expires.is_some() { 3 } else { 2 },
+            expires,
             repository: repo.to_hex(),
             master_key: hex::encode(chain.root_key().as_bytes()),
             slot: identity.map(|(s, _)| s.to_hex()),
@@ -188,7 +207,7 @@ mod tests {
         let mut chain = KeyChain::root(&key);
         chain.insert(EpochName::random(1), MasterKey::generate());
         let id = (SlotId::random(), SlotIdentity::generate());
-        kr.store(&repo, &chain, Some(&id)).unwrap();
+        kr.store(&repo, &chain, Some(&id), None).unwrap();
         let saved = kr.load(&repo).unwrap().unwrap();
         assert!(*saved.chain.root_key() == key);
         assert_eq!(saved.chain.newest().0, chain.newest().0);
@@ -197,6 +216,8 @@ mod tests {
         assert_eq!((slot, identity.recipient()), (id.0, id.1.recipient()));
         let mode = fs::metadata(kr.file(&repo)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        kr.store(&repo, &chain, Some(&id), Some(7)).unwrap();
+        assert_eq!(kr.load(&repo).unwrap().unwrap().expires, Some(7));
         assert!(kr.remove(&repo).unwrap());
         assert!(kr.load(&repo).unwrap().is_none());
     }

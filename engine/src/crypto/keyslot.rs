@@ -138,11 +138,14 @@ pub(crate) fn identity_of(plain: &[u8], recipient: &str, object: &str) -> Result
 pub enum StoredSlot {
     Passphrase(KeySlot),
     Kms(super::kms::KmsSlot),
+    /// An expiring grant (version 4, `DESIGN.md` §4b).
+    Grant(super::grantslot::GrantSlot),
 }
 
 impl StoredSlot {
     /// Parses a slot object (`object` names it in errors). A kind other than
-    /// `"kms"` is read as a passphrase slot, whose check refuses unknown kinds.
+    /// `"kms"` or a grant's is read as a passphrase slot, whose check refuses
+    /// unknown kinds.
     pub fn parse(bytes: &[u8], object: &str) -> Result<StoredSlot> {
         #[derive(Deserialize)]
         struct Probe {
@@ -152,6 +155,9 @@ impl StoredSlot {
         let probe: Probe = serde_json::from_slice(bytes).map_err(bad)?;
         match probe.kind.as_str() {
             "kms" => serde_json::from_slice(bytes).map(StoredSlot::Kms),
+            super::grantslot::KIND_PASSPHRASE | super::grantslot::KIND_RECIPIENT => {
+                serde_json::from_slice(bytes).map(StoredSlot::Grant)
+            }
             _ => serde_json::from_slice(bytes).map(StoredSlot::Passphrase),
         }
         .map_err(bad)
@@ -179,7 +185,11 @@ pub fn this_host() -> String {
     name
 }
 
-fn kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+pub(crate) fn kek(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: KdfParams,
+) -> Result<Zeroizing<[u8; 32]>> {
     params.validate()?;
     let argon_params =
         argon2::Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
@@ -210,7 +220,7 @@ fn kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u
 /// The associated identity of the sealed master key: repository id (16) ||
 /// slot id (16), and for version 2 || created (u64 BE) || host length (u8) ||
 /// host bytes.
-fn identity_aad(repo: &RepoId, slot: &SlotId, origin: Option<(u64, &str)>) -> Vec<u8> {
+pub(crate) fn identity_aad(repo: &RepoId, slot: &SlotId, origin: Option<(u64, &str)>) -> Vec<u8> {
     let mut id = Vec::with_capacity(32 + 9 + HOST_MAX);
     id.extend_from_slice(repo.as_bytes());
     id.extend_from_slice(slot.as_bytes());

@@ -27,7 +27,7 @@ async fn open(store: &DynStore, home: &std::path::Path, mut ask: Ask) -> Result<
 }
 
 /// A rotation that removes no slot and carries nothing over.
-fn keep_all() -> Rotate<'static> {
+pub(crate) fn keep_all() -> Rotate<'static> {
     Rotate {
         remove: vec![],
         passphrase: None,
@@ -44,7 +44,7 @@ async fn push_file(repo: &Repository, dir: &std::path::Path, text: &str) {
 }
 
 /// The newest commit in the store, as (device, seq, sealed bytes).
-async fn newest_commit(store: &DynStore) -> (DeviceId, u64, Bytes) {
+pub(crate) async fn newest_commit(store: &DynStore) -> (DeviceId, u64, Bytes) {
     let listed = store.list(layout::LOG_PREFIX).await.unwrap();
     let (device, seq) = listed
         .iter()

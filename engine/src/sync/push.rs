@@ -106,6 +106,7 @@ pub async fn push(
     progress: &dyn Progress,
 ) -> Result<PushReport> {
     folder.check_config(repo.config())?;
+    repo.check_writable()?;
     let journal = folder.journal();
     let mut report = PushReport::default();
     let fetched = folder.device().refresh(repo, progress).await?;

@@ -4,7 +4,10 @@
 //! decoders behind the AEAD are reached (what a device holding the key, or a
 //! bug in one, could write). Bounded: a few hundred cases per decoder.
 
-use coffer_engine::crypto::keyslot::{KdfParams, KeySlot};
+use coffer_engine::crypto::MasterKey;
+use coffer_engine::crypto::epoch::SlotIdentity;
+use coffer_engine::crypto::grantslot::GrantSlot;
+use coffer_engine::crypto::keyslot::{KdfParams, KeySlot, StoredSlot};
 use coffer_engine::crypto::{Keys, Kind};
 use coffer_engine::folder::Folder;
 use coffer_engine::format::checkpoint::Checkpoint;
@@ -122,8 +125,48 @@ fn open_checkpoint(plain: &[u8]) {
     let _ = Checkpoint::open(&fixture().repo, &device, 3, &sealed);
 }
 
+/// A version-4 passphrase grant (passphrase `pw`) as JSON.
+fn grant_slot() -> &'static [u8] {
+    static G: OnceLock<Vec<u8>> = OnceLock::new();
+    G.get_or_init(|| {
+        let (repo, slot) = (RepoId::random(), SlotId::random());
+        let g = GrantSlot::create_passphrase(
+            &SlotIdentity::generate(),
+            &MasterKey::generate(),
+            (b"pw", KdfParams::MINIMUM),
+            (&repo, &slot),
+            (1_796_000_000_000, "vm", 1_797_000_000_000),
+        )
+        .unwrap();
+        serde_json::to_vec_pretty(&g).unwrap()
+    })
+}
+
+/// Every check a reader makes of a grant (Argon2 only with cheap parameters).
+fn use_grant(bytes: &[u8]) {
+    let Ok(StoredSlot::Grant(g)) = StoredSlot::parse(bytes, "fuzz") else {
+        return;
+    };
+    let (repo, slot) = (RepoId::random(), SlotId::random());
+    let _ = g.check("fuzz");
+    let _ = g.authentic(&MasterKey::generate(), &repo, &slot);
+    let _ = g.expired(u64::MAX);
+    if g.params()
+        .is_some_and(|p| p.m_cost_kib <= 64 * 1024 && p.t_cost <= 3)
+    {
+        let _ = g.open(b"pw", &repo, &slot);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn grant_slot_decode_never_panics(raw in bytes(400), e in edits()) {
+        let _ = StoredSlot::parse(&raw, "fuzz");
+        use_grant(&raw);
+        use_grant(&mutate(grant_slot(), &e));
+    }
 
     #[test]
     fn config_parse_never_panics(raw in bytes(400), e in edits()) {

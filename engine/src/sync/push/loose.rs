@@ -47,6 +47,7 @@ async fn refresh(
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<Vec<String>> {
+    repo.check_writable()?;
     let fetched = device.refresh(repo, progress).await?;
     Ok(fetched.errors.iter().map(|e| e.to_string()).collect())
 }
