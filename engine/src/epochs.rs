@@ -289,6 +289,7 @@ impl Repository {
                 slots: slots.iter().map(|(_, s, _)| s.to_hex()).collect::<Vec<_>>().join(", "),
             });
         }
+        self.check_own_slot(&slots, remove, report)?;
         let mut plan = Plan {
             remove: remove.to_vec(),
             ..Plan::default()
@@ -318,6 +319,28 @@ impl Repository {
             report.removed.push(*slot);
         }
         Ok(plan)
+    }
+
+    /// Refuses to rotate when the slot this machine opened the repository
+    /// through is gone from `slots` (a rotation removed it, even one killed
+    /// before its record) and this rotation is not the one removing it: the
+    /// machine is being revoked, and the author of an epoch holds its key.
+    fn check_own_slot(
+        &self,
+        slots: &[crate::unlock::ReadSlot],
+        remove: &[SlotId],
+        report: &RotateReport,
+    ) -> Result<()> {
+        let Some(own) = self.chain_state().holder.as_ref().map(|h| h.0) else {
+            return Ok(());
+        };
+        let removing = remove.contains(&own) || report.removed.contains(&own);
+        if removing || slots.iter().any(|(_, s, _)| *s == own) {
+            return Ok(());
+        }
+        Err(Error::Revoked(format!(
+            "key slot {own}, which this machine opened the repository through, was removed: it cannot rotate the key"
+        )))
     }
 
     /// Plans one slot: kept (version 3, authentic), carried over (from

@@ -120,7 +120,7 @@ enum Saved {
 }
 
 /// One slot object as read: its store key, id, and content (or why not).
-type ReadSlot = (String, SlotId, Result<StoredSlot>);
+pub(crate) type ReadSlot = (String, SlotId, Result<StoredSlot>);
 
 fn warn_skipped(skipped: &[(String, Error)]) {
     for (key, e) in skipped {

@@ -4,7 +4,8 @@
 //! and re-encryptions (killed or not), on a memory store. After every step: every device whose slot stands opens
 //! the repository afresh and `check --read-data` accepts it; a device whose
 //! slot a completed rotation removed cannot push, has no grant at the top
-//! level, and its keys open no commit written after its removal.
+//! level, and its keys open no commit written after its removal; a device
+//! whose slot a killed rotation removed cannot rotate.
 
 use super::*;
 use crate::crypto::kms::testing::FakeKms;
@@ -230,8 +231,17 @@ impl World {
         if gone(actor) || remove == Some(actor) || remove.is_some_and(gone) {
             return;
         }
-        let present = self.store.get(&layout::key_slot(&self.devices[remove.unwrap_or(actor)].slot)).await.is_ok();
-        if !present {
+        let slot_of = |i: usize| layout::key_slot(&self.devices[i].slot);
+        if let Some(r) = remove
+            && self.store.get(&slot_of(r)).await.is_err()
+        {
+            return;
+        }
+        if self.store.get(&slot_of(actor)).await.is_err() {
+            // A killed rotation removed its slot: it is being revoked.
+            let how = Rotate { remove: Vec::new(), passphrase: None, kms: Some(&self.devices[actor].kms) };
+            let refused = self.devices[actor].repo.rotate(how).await;
+            assert!(matches!(refused, Err(Error::Revoked(_))), "{refused:?}");
             return;
         }
         self.raw.writes_left.store(killed_after.unwrap_or(i64::MAX), Ordering::SeqCst);
