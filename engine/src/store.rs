@@ -78,6 +78,16 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
 
+    /// Every object whose key starts with `prefix` and sorts after `after`,
+    /// sorted by key (S3's `start-after`): a listing that resumes where an
+    /// earlier one stopped costs only what is new. The default lists `prefix`
+    /// whole and keeps what follows `after`.
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let mut all = self.list(prefix).await?;
+        all.retain(|m| m.key.as_str() > after);
+        Ok(all)
+    }
+
     /// Removes the object; removing an absent object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 

@@ -141,6 +141,12 @@ impl ObjectStore for MeteredStore {
         r
     }
 
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let r = self.inner.list_after(prefix, after).await;
+        self.outcome("list", &r);
+        r
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let r = self.inner.delete(key).await;
         self.outcome("delete", &r);

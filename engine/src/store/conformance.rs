@@ -198,4 +198,29 @@ async fn long_listing(store: &dyn ObjectStore) {
     let listed = store.list("p/").await.unwrap();
     assert_eq!(listed.len(), n, "listing must page past 1,000 keys");
     assert_eq!(listed[n - 1].key, format!("p/{:05}", n - 1));
+    listing_after(store, n).await;
+}
+
+/// `list_after` on the `p/00000`..`p/{n-1}` keys of [`long_listing`].
+async fn listing_after(store: &dyn ObjectStore, n: usize) {
+    let keys = |v: Vec<super::ObjectMeta>| v.into_iter().map(|m| m.key).collect::<Vec<_>>();
+    let tail = keys(
+        store
+            .list_after("p/", &format!("p/{:05}", n - 3))
+            .await
+            .unwrap(),
+    );
+    let expected: Vec<String> = (n - 2..n).map(|i| format!("p/{i:05}")).collect();
+    assert_eq!(
+        tail, expected,
+        "list_after starts after the key it is given"
+    );
+    let from_start = store.list_after("p/", "p/").await.unwrap();
+    assert_eq!(from_start.len(), n, "list_after pages past 1,000 keys");
+    let between = keys(store.list_after("p/", "p/00999x").await.unwrap());
+    assert_eq!(between.first().map(String::as_str), Some("p/01000"));
+    assert!(store.list_after("p/", "p/99999").await.unwrap().is_empty());
+    // `after` may sort before the prefix: only the prefix's keys come back.
+    let before = store.list_after("p/", "a").await.unwrap();
+    assert_eq!(before.len(), n);
 }

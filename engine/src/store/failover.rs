@@ -215,6 +215,11 @@ impl ObjectStore for FailoverStore {
         self.attempt(|s| async move { s.list(prefix).await }).await
     }
 
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.attempt(|s| async move { s.list_after(prefix, after).await })
+            .await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.attempt(|s| async move { s.delete(key).await }).await
     }

@@ -301,6 +301,15 @@ impl ObjectStore for RetryStore {
         self.retry("LIST", prefix, op).await
     }
 
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let after = after.to_string();
+        let op = self.attempts(prefix, move |s, k| {
+            let after = after.clone();
+            async move { s.list_after(&k, &after).await }
+        });
+        self.retry("LIST", prefix, op).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let op = self.attempts(key, |s, k| async move { s.delete(&k).await });
         self.retry("DELETE", key, op).await

@@ -157,6 +157,44 @@ fn env_nonempty(name: &str) -> Option<String> {
 }
 
 impl S3Store {
+    /// ListObjectsV2 of `prefix`, from after `after` if given, every page.
+    async fn list_from(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectMeta>, StoreError> {
+        let ctx = self.errors("LIST", prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_start_after(after.map(|k| self.full_key(k)))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| ctx.map(e))?;
+            for obj in resp.contents() {
+                let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: k.to_string(),
+                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                });
+            }
+            token = resp.next_continuation_token().map(str::to_string);
+            if resp.is_truncated() != Some(true) || token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     /// Builds the client (no request is made).
     pub async fn connect(opts: S3Options) -> Result<S3Store, StoreError> {
         validate_bucket(&opts.bucket)?;
@@ -419,35 +457,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        let ctx = self.errors("LIST", prefix);
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(self.full_key(prefix))
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| ctx.map(e))?;
-            for obj in resp.contents() {
-                let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
-                    continue;
-                };
-                out.push(ObjectMeta {
-                    key: k.to_string(),
-                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                });
-            }
-            token = resp.next_continuation_token().map(str::to_string);
-            if resp.is_truncated() != Some(true) || token.is_none() {
-                break;
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.list_from(prefix, None).await
+    }
+
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.list_from(prefix, Some(after)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -227,6 +227,10 @@ impl ObjectStore for ThrottledStore {
         self.inner.list(prefix).await
     }
 
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list_after(prefix, after).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
     }

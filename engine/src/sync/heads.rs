@@ -63,26 +63,40 @@ pub async fn list(repo: &Repository) -> Result<BTreeMap<DeviceId, u64>> {
 }
 
 /// The logs of the trusted devices whose marker is above what `known` saw,
-/// each listed in full; the others are not listed.
+/// each listed from the commit it saw on (that one included, so that a log
+/// cut below it shows); the others are not listed.
 pub async fn grown_logs(
     repo: &Repository,
     known: &BTreeMap<DeviceId, Head>,
 ) -> Result<BTreeMap<DeviceId, Listed>> {
-    let grown: Vec<DeviceId> = list(repo)
+    let grown: Vec<(DeviceId, u64)> = list(repo)
         .await?
         .into_iter()
-        .filter(|(d, seq)| repo.trusts(d) && *seq > known.get(d).map_or(0, |h| h.seq))
-        .map(|(d, _)| d)
+        .filter_map(|(d, top)| {
+            let seen = known.get(&d).map_or(0, |h| h.seq);
+            (repo.trusts(&d) && top > seen).then_some((d, seen))
+        })
         .collect();
     futures::stream::iter(grown)
-        .map(|device| async move {
-            let prefix = layout::device_log_prefix(&device);
-            let mut listed = logs::list_under(repo, &prefix).await?;
-            Ok::<_, crate::error::Error>((device, listed.remove(&device).unwrap_or_default()))
+        .map(|(device, seen)| async move {
+            let listed = list_from(repo, &device, seen).await?;
+            Ok::<_, crate::error::Error>((device, listed))
         })
         .buffer_unordered(LIST_CONCURRENCY)
         .try_collect()
         .await
+}
+
+/// `device`'s log from commit `seen` on (all of it when `seen` is 0): one
+/// LIST page per 1,000 commits since.
+async fn list_from(repo: &Repository, device: &DeviceId, seen: u64) -> Result<Listed> {
+    let prefix = layout::device_log_prefix(device);
+    let after = match seen {
+        0 | 1 => prefix.clone(),
+        _ => layout::commit(device, seen - 1),
+    };
+    let mut listed = logs::parse_listing(repo.store().list_after(&prefix, &after).await?);
+    Ok(listed.remove(device).unwrap_or_default())
 }
 
 /// Whether markers suffice for this step: the journal has seen logs, and it

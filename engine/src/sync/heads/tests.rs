@@ -55,6 +55,14 @@ impl ObjectStore for Counting {
         self.note("LIST", prefix);
         self.inner.list(prefix).await
     }
+    async fn list_after(
+        &self,
+        prefix: &str,
+        after: &str,
+    ) -> std::result::Result<Vec<ObjectMeta>, StoreError> {
+        self.note("LIST", &format!("{prefix} after {after}"));
+        self.inner.list_after(prefix, after).await
+    }
     async fn delete(&self, key: &str) -> std::result::Result<(), StoreError> {
         self.note("DELETE", key);
         self.inner.delete(key).await
@@ -140,14 +148,22 @@ async fn a_sync_step_that_finds_nothing_new_costs_two_lists() {
 async fn another_devices_commit_is_found_through_its_marker_alone() {
     let (store, repo) = repo().await;
     let (a, b) = (device(), device());
-    commit(&repo, &a, "x").await;
-    assert_eq!(refresh(&repo, &b).await.unwrap(), 1);
-    commit(&repo, &a, "y").await;
+    for name in ["x", "y", "z"] {
+        commit(&repo, &a, name).await;
+    }
+    assert_eq!(refresh(&repo, &b).await.unwrap(), 3);
+    commit(&repo, &a, "w").await;
     store.take();
     assert_eq!(refresh(&repo, &b).await.unwrap(), 1);
-    assert_eq!(head_seq(&b, &a), 2);
+    assert_eq!(head_seq(&b, &a), 4);
     let seen = store.take();
-    assert!(seen.contains(&format!("LIST {}", layout::device_log_prefix(&a.id()))), "{seen:?}");
+    // Listed from the commit b saw on (3: after 2), not the whole log.
+    let from = format!(
+        "LIST {} after {}",
+        layout::device_log_prefix(&a.id()),
+        layout::commit(&a.id(), 2)
+    );
+    assert!(seen.contains(&from), "{seen:?}");
     assert!(!seen.contains(&"LIST log/".to_string()), "{seen:?}");
 }
 
@@ -179,7 +195,8 @@ async fn a_rolled_back_log_is_caught_by_markers_or_the_full_listing() {
     // A marker above what was seen makes the log listed: the rollback shows.
     let planted = layout::head_marker(&a.id(), 5);
     store.inner.put(&planted, Bytes::new()).await.unwrap();
-    let rolled_back = |r| matches!(r, Err(Error::Rollback { seen: 3, found: 2, .. }));
+    // (Listed from commit 3 on: the highest found below it is not known.)
+    let rolled_back = |r| matches!(r, Err(Error::Rollback { seen: 3, .. }));
     assert!(rolled_back(refresh(&repo, &b).await));
     // Without it, the next full listing shows it.
     store.inner.delete(&planted).await.unwrap();

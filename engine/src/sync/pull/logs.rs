@@ -61,13 +61,13 @@ pub type Listed = BTreeMap<u64, u64>;
 
 /// Lists every device's log.
 pub async fn list_logs(repo: &Repository) -> Result<BTreeMap<DeviceId, Listed>> {
-    list_under(repo, layout::LOG_PREFIX).await
+    Ok(parse_listing(repo.store().list(layout::LOG_PREFIX).await?))
 }
 
-/// Lists the logs under `prefix` (`log/` or one device's `log/<device>/`).
-pub async fn list_under(repo: &Repository, prefix: &str) -> Result<BTreeMap<DeviceId, Listed>> {
+/// The logs a listing of keys under `log/` shows (foreign keys are ignored).
+pub fn parse_listing(listing: Vec<crate::store::ObjectMeta>) -> BTreeMap<DeviceId, Listed> {
     let mut logs: BTreeMap<DeviceId, Listed> = BTreeMap::new();
-    for meta in repo.store().list(prefix).await? {
+    for meta in listing {
         let rest = &meta.key[layout::LOG_PREFIX.len()..];
         match layout::parse_device_seq(rest) {
             Some((device, seq)) => {
@@ -76,7 +76,7 @@ pub async fn list_under(repo: &Repository, prefix: &str) -> Result<BTreeMap<Devi
             None => tracing::warn!(key = %meta.key, "ignoring a foreign object in log/"),
         }
     }
-    Ok(logs)
+    logs
 }
 
 /// The logs to read this step, and whether they were all listed. With
