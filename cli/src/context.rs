@@ -126,6 +126,20 @@ impl Ctx {
         self.settings.tmp.as_deref()
     }
 
+    /// Where this machine caches the latest state of `repo` for `ls`, `get`
+    /// and `list` (`$COFFER_HOME/views/<repository id>`).
+    pub fn view_cache(&self, repo: coffer_engine::RepoId) -> PathBuf {
+        self.home.join("views").join(repo.to_hex())
+    }
+
+    /// The latest merged state of `repo`, through this machine's view cache:
+    /// only the commits since the last command that read it are fetched.
+    pub async fn latest_view(&self, repo: &Repository) -> anyhow::Result<coffer_engine::RepoView> {
+        let cache = self.view_cache(repo.id());
+        let progress = self.progress.as_ref();
+        Ok(coffer_engine::RepoView::load_cached(repo, &cache, self.scratch(), progress).await?)
+    }
+
     /// Opens the store named by `location`.
     pub async fn store(&self, location: &str, how: Locate) -> anyhow::Result<OpenStore> {
         match locate(location, how)? {

@@ -235,6 +235,11 @@ impl Repository {
         self.distrusted.extend(devices);
     }
 
+    /// The devices whose logs this machine does not read, in id order.
+    pub fn distrusted(&self) -> impl Iterator<Item = &crate::format::id::DeviceId> {
+        self.distrusted.iter()
+    }
+
     /// Whether this machine reads the log of `device`.
     pub fn trusts(&self, device: &crate::format::id::DeviceId) -> bool {
         !self.distrusted.contains(device)

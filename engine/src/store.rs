@@ -88,6 +88,25 @@ pub trait ObjectStore: Send + Sync + Debug {
         Ok(all)
     }
 
+    /// The "directories" one level below `prefix` (which ends in `/`, or is
+    /// empty): every distinct `prefix + name + "/"` that starts a key, sorted,
+    /// each once (S3's `CommonPrefixes` with the delimiter `/`). One request per
+    /// 1,000 directories, however many objects they hold. The default lists
+    /// `prefix` whole.
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut dirs: Vec<String> = Vec::new();
+        for meta in self.list(prefix).await? {
+            let rest = &meta.key[prefix.len()..];
+            if let Some(end) = rest.find('/') {
+                let dir = &meta.key[..prefix.len() + end + 1];
+                if dirs.last().map(String::as_str) != Some(dir) {
+                    dirs.push(dir.to_string());
+                }
+            }
+        }
+        Ok(dirs)
+    }
+
     /// Removes the object; removing an absent object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 

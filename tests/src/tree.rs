@@ -201,17 +201,26 @@ pub fn mixed_tree(root: &Path, spec: MixedSpec) -> PathBuf {
 }
 
 /// Total bytes of the regular files below `root` (a store directory, say).
+/// Files and directories that vanish while it walks (a running server's
+/// temporary files) are skipped, not an error.
 pub fn du(root: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let m = e.metadata().unwrap();
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.len();
+        let entries = match fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && d != root => continue,
+            Err(e) => panic!("du {}: {e}", d.display()),
+        };
+        for entry in entries {
+            let meta = match entry.and_then(|e| Ok((e.path(), e.metadata()?))) {
+                Ok(found) => found,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("du {}: {e}", d.display()),
+            };
+            match meta {
+                (path, meta) if meta.is_dir() => stack.push(path),
+                (_, meta) => total += meta.len(),
             }
         }
     }

@@ -3,8 +3,8 @@
 
 use crate::context::{Ctx, Locate};
 use anyhow::bail;
+use coffer_engine::Device;
 use coffer_engine::store::layout;
-use coffer_engine::{Device, RepoView};
 use futures::StreamExt;
 use std::process::ExitCode;
 
@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let mut repo_id = None;
     if objects.iter().any(|o| o.key == layout::CONFIG) {
         let repo = ctx.unlock(&opened, ctx.passphrase()).await?;
-        let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
+        let view = ctx.latest_view(&repo).await?;
         let files = view.count()?;
         if files > 0 {
             bail!(
@@ -57,6 +57,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     if let Some(id) = repo_id {
         ctx.keyring.remove(&id)?;
         Device::remove_loose(&ctx.home, id)?;
+        remove_view_cache(&ctx.view_cache(id))?;
     }
     ctx.say(format!(
         "deleted bucket {} ({} object(s)) and its key on this machine",
@@ -64,4 +65,13 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         objects.len()
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the view cache of a deleted repository (absent is fine).
+fn remove_view_cache(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("removing {}", dir.display()))),
+    }
 }

@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     }
     let (repo, _) = ctx.repo(&a.store, Locate::Existing).await?;
     let path = super::path_or_all(&a.path)?;
-    let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
+    let view = ctx.latest_view(&repo).await?;
     write_out(ctx, &repo, &view, path.as_ref(), a.out, a.force).await
 }
 

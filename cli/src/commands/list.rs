@@ -2,7 +2,7 @@
 //! of one bucket.
 
 use crate::context::{Ctx, Locate};
-use coffer_engine::{Entry, RepoView};
+use coffer_engine::Entry;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -27,7 +27,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         }
         Some(bucket) => {
             let (repo, _) = ctx.repo(&bucket, Locate::Bucket).await?;
-            let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
+            let view = ctx.latest_view(&repo).await?;
             for (path, m) in view.merged()? {
                 if !matches!(m.entry, Entry::Dir { .. }) {
                     writeln!(out, "{path}")?;

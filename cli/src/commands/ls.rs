@@ -4,7 +4,7 @@
 use crate::context::{Ctx, Locate};
 use crate::output::{mode_string, time_ns};
 use crate::quote;
-use coffer_engine::{Entry, RepoPath, RepoView};
+use coffer_engine::{Entry, RepoPath};
 use coffer_engine::{MergedEntry, MergedWalk, Scope};
 use std::process::ExitCode;
 
@@ -25,7 +25,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         Some(p) => super::path_or_all(p)?,
         None => None,
     };
-    let view = RepoView::load_latest(&repo, ctx.scratch(), ctx.progress.as_ref()).await?;
+    let view = ctx.latest_view(&repo).await?;
 
     // Streamed in path order, each conflict copy right after the file it copies.
     let mut out = std::io::stdout().lock();

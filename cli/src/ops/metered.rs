@@ -147,6 +147,12 @@ impl ObjectStore for MeteredStore {
         r
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let r = self.inner.list_dirs(prefix).await;
+        self.outcome("list", &r);
+        r
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let r = self.inner.delete(key).await;
         self.outcome("delete", &r);

@@ -110,6 +110,29 @@ async fn listing(store: &dyn ObjectStore) {
     sorted.sort();
     assert_eq!(all, sorted, "list is sorted by key");
     assert!(all.contains(&"lz".to_string()));
+    listing_dirs(store).await;
+}
+
+/// `list_dirs` on the keys [`listing`] wrote.
+async fn listing_dirs(store: &dyn ObjectStore) {
+    assert_eq!(
+        store.list_dirs("l/").await.unwrap(),
+        ["l/x/", "l/xy/"],
+        "list_dirs gives each directory once, objects beside them not"
+    );
+    assert_eq!(store.list_dirs("l/x/").await.unwrap(), Vec::<String>::new());
+    assert!(store.list_dirs("nothing/").await.unwrap().is_empty());
+    let top = store.list_dirs("").await.unwrap();
+    assert!(top.contains(&"l/".to_string()), "{top:?}");
+    assert!(
+        !top.contains(&"lz".to_string()),
+        "an object is no directory"
+    );
+    let mut sorted = top.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(top, sorted, "list_dirs is sorted, each once");
+    assert!(top.iter().all(|d| d.ends_with('/')));
 }
 
 async fn large_object(store: &dyn ObjectStore) {
@@ -199,6 +222,12 @@ async fn long_listing(store: &dyn ObjectStore) {
     assert_eq!(listed.len(), n, "listing must page past 1,000 keys");
     assert_eq!(listed[n - 1].key, format!("p/{:05}", n - 1));
     listing_after(store, n).await;
+    let top = store.list_dirs("").await.unwrap();
+    assert_eq!(
+        top.iter().filter(|d| *d == "p/").count(),
+        1,
+        "a directory of more than 1,000 keys is listed once"
+    );
 }
 
 /// `list_after` on the `p/00000`..`p/{n-1}` keys of [`long_listing`].

@@ -220,6 +220,11 @@ impl ObjectStore for FailoverStore {
             .await
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.attempt(|s| async move { s.list_dirs(prefix).await })
+            .await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.attempt(|s| async move { s.delete(key).await }).await
     }

@@ -310,6 +310,11 @@ impl ObjectStore for RetryStore {
         self.retry("LIST", prefix, op).await
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let op = self.attempts(prefix, |s, k| async move { s.list_dirs(&k).await });
+        self.retry("LIST", prefix, op).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let op = self.attempts(key, |s, k| async move { s.delete(&k).await });
         self.retry("DELETE", key, op).await

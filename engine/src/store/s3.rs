@@ -164,6 +164,9 @@ impl S3Store {
         after: Option<&str>,
     ) -> Result<Vec<ObjectMeta>, StoreError> {
         let ctx = self.errors("LIST", prefix);
+        // A start-after at or below the prefix skips nothing the prefix holds, and
+        // Garage answers an empty listing to one equal to the prefix: leave it out.
+        let start_after = after.filter(|a| *a > prefix).map(|k| self.full_key(k));
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -172,7 +175,7 @@ impl S3Store {
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(self.full_key(prefix))
-                .set_start_after(after.map(|k| self.full_key(k)))
+                .set_start_after(start_after.clone())
                 .set_continuation_token(token.take())
                 .send()
                 .await
@@ -192,6 +195,37 @@ impl S3Store {
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// ListObjectsV2 of `prefix` with the delimiter `/`: its common prefixes.
+    async fn list_common_prefixes(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let ctx = self.errors("LIST", prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| ctx.map(e))?;
+            let dirs = resp.common_prefixes().iter().filter_map(|p| p.prefix());
+            out.extend(
+                dirs.filter_map(|p| p.strip_prefix(&self.prefix))
+                    .map(str::to_string),
+            );
+            token = resp.next_continuation_token().map(str::to_string);
+            if resp.is_truncated() != Some(true) || token.is_none() {
+                break;
+            }
+        }
+        out.sort();
+        out.dedup();
         Ok(out)
     }
 
@@ -462,6 +496,10 @@ impl ObjectStore for S3Store {
 
     async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.list_from(prefix, Some(after)).await
+    }
+
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list_common_prefixes(prefix).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

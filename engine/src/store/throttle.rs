@@ -231,6 +231,10 @@ impl ObjectStore for ThrottledStore {
         self.inner.list_after(prefix, after).await
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list_dirs(prefix).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
     }

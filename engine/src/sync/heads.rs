@@ -79,24 +79,12 @@ pub async fn grown_logs(
         .collect();
     futures::stream::iter(grown)
         .map(|(device, seen)| async move {
-            let listed = list_from(repo, &device, seen).await?;
+            let listed = logs::list_device_from(repo, &device, seen).await?;
             Ok::<_, crate::error::Error>((device, listed))
         })
         .buffer_unordered(LIST_CONCURRENCY)
         .try_collect()
         .await
-}
-
-/// `device`'s log from commit `seen` on (all of it when `seen` is 0): one
-/// LIST page per 1,000 commits since.
-async fn list_from(repo: &Repository, device: &DeviceId, seen: u64) -> Result<Listed> {
-    let prefix = layout::device_log_prefix(device);
-    let after = match seen {
-        0 | 1 => prefix.clone(),
-        _ => layout::commit(device, seen - 1),
-    };
-    let mut listed = logs::parse_listing(repo.store().list_after(&prefix, &after).await?);
-    Ok(listed.remove(device).unwrap_or_default())
 }
 
 /// Whether markers suffice for this step: the journal has seen logs, and it

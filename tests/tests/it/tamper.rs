@@ -168,6 +168,40 @@ fn hiding_the_newest_commit_is_reported_as_a_rollback() {
     );
 }
 
+#[test]
+fn ls_keeps_its_view_between_calls_and_catches_a_rollback_behind_it() {
+    let e = env();
+    fs::create_dir_all(e.path("src")).unwrap();
+    fs::write(e.path("src/a"), "1").unwrap();
+    e.ok(&["init", "store"]);
+    e.ok(&["push", "src", "store"]);
+    assert!(e.ok(&["ls", "store"]).stdout.contains(" a\n"));
+    fs::write(e.path("src/b"), "22").unwrap();
+    e.ok(&["push", "src", "store"]);
+    let ls = e.ok(&["ls", "store"]).stdout;
+    assert!(ls.contains(" a\n") && ls.contains(" b\n"), "{ls}");
+    let views: Vec<_> = fs::read_dir(e.home().join("views")).unwrap().collect();
+    assert_eq!(views.len(), 1, "one view cache, of the one repository");
+    // The newest commit hidden: a fresh replay would not know it existed; the
+    // kept view does, and says so at its next full listing.
+    let mut logs = coffer_tests::tree::files(&e.path("store/log"));
+    logs.sort();
+    fs::remove_file(logs.last().unwrap()).unwrap();
+    let r = e.run_with_clock("+11m", &["ls", "store"]);
+    assert!(!r.ok(), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("rollback detected for device"),
+        "{}",
+        r.stderr
+    );
+    let fresh = e.machine("fresh");
+    let ls = fresh.ok(&["ls", e.path("store").to_str().unwrap()]).stdout;
+    assert!(
+        !ls.contains(" b\n"),
+        "a new machine sees the store as it is: {ls}"
+    );
+}
+
 /// Seals commits the way a malicious holder of the key would.
 struct Forger {
     keys: Keys,

@@ -63,6 +63,10 @@ impl ObjectStore for Counting {
         self.note("LIST", &format!("{prefix} after {after}"));
         self.inner.list_after(prefix, after).await
     }
+    async fn list_dirs(&self, prefix: &str) -> std::result::Result<Vec<String>, StoreError> {
+        self.note("LIST", &format!("{prefix} dirs"));
+        self.inner.list_dirs(prefix).await
+    }
     async fn delete(&self, key: &str) -> std::result::Result<(), StoreError> {
         self.note("DELETE", key);
         self.inner.delete(key).await
@@ -219,4 +223,62 @@ fn markers_suffice_only_after_a_recent_full_listing() {
     assert!(suffice(&journal, t + RELIST_MS - 1).unwrap());
     assert!(!suffice(&journal, t + RELIST_MS).unwrap(), "too long ago");
     assert!(!suffice(&journal, t - 1).unwrap(), "the clock went back");
+}
+
+#[tokio::test]
+async fn full_listings_take_the_way_with_fewer_requests() {
+    use crate::sync::pull::logs::list_logs;
+    let (store, repo) = repo().await;
+    let (a, b, c) = (DeviceId::random(), DeviceId::random(), DeviceId::random());
+    for (device, commits) in [(a, 1_500), (b, 600), (c, 3)] {
+        for seq in 1..=commits {
+            let key = layout::commit(&device, seq);
+            store.inner.put(&key, Bytes::new()).await.unwrap();
+        }
+    }
+    let head = |seq| Head {
+        seq,
+        hash: crate::format::id::CommitHash([0; 32]),
+    };
+    // 2,100 commits seen of 2 devices: 3 pages of `log/` against 1 + 3 requests.
+    let known = BTreeMap::from([(a, head(1_500)), (b, head(600))]);
+    store.take();
+    let logs = list_logs(&repo, &known).await.unwrap();
+    let mut seen = store.take();
+    seen.sort();
+    let from = |d: &DeviceId, seq| {
+        format!(
+            "LIST {} after {}",
+            layout::device_log_prefix(d),
+            layout::commit(d, seq)
+        )
+    };
+    let mut expected = vec![
+        "LIST log/ dirs".to_string(),
+        from(&a, 1_499),
+        from(&b, 599),
+        format!(
+            "LIST {} after {}",
+            layout::device_log_prefix(&c),
+            layout::device_log_prefix(&c)
+        ),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+    let seqs = |d| logs[&d].keys().copied().collect::<Vec<u64>>();
+    assert_eq!(seqs(a), [1_500], "listed from the commit seen on");
+    assert_eq!(seqs(b), [600]);
+    assert_eq!(seqs(c), [1, 2, 3], "a device not seen yet is listed whole");
+    // Few commits seen: one listing of `log/` is the cheaper way.
+    let known = BTreeMap::from([(a, head(5)), (b, head(5))]);
+    let logs = list_logs(&repo, &known).await.unwrap();
+    assert_eq!(store.take(), ["LIST log/"]);
+    assert_eq!(logs[&a].len(), 1_500);
+    // A device seen whose directory is gone is missing from the listing (the
+    // caller reports the rollback), however it was listed.
+    let gone = DeviceId::random();
+    let known = BTreeMap::from([(a, head(1_500)), (gone, head(2_000))]);
+    let logs = list_logs(&repo, &known).await.unwrap();
+    assert!(!logs.contains_key(&gone));
+    assert!(store.take().contains(&"LIST log/ dirs".to_string()));
 }

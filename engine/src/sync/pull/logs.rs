@@ -18,7 +18,7 @@ use crate::store::layout;
 use crate::format::version::now_millis;
 use crate::sync::heads;
 use crate::sync::pull::merge;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
 
 /// Commits fetched concurrently per device.
@@ -59,9 +59,68 @@ pub struct Fetched {
 /// One device's log as listed: seq → the object's size, in seq order.
 pub type Listed = BTreeMap<u64, u64>;
 
-/// Lists every device's log.
-pub async fn list_logs(repo: &Repository) -> Result<BTreeMap<DeviceId, Listed>> {
-    Ok(parse_listing(repo.store().list(layout::LOG_PREFIX).await?))
+/// Keys per LIST page (S3's and Garage's most).
+const LIST_PAGE: u64 = 1_000;
+
+/// Device logs listed at once when they are listed one by one.
+const LIST_CONCURRENCY: usize = 8;
+
+/// Lists every device's log, each from the commit `known` saw on (that one
+/// included, so that a log cut below it shows) or whole: in one listing of
+/// `log/` — one request per 1,000 commits, one after the other — or, when the
+/// commits seen outnumber the devices a thousandfold, with one LIST of the
+/// device directories and one of each log's new part, eight at a time (at most
+/// one request more, in a fraction of the round trips: a device that joined
+/// from a checkpoint of 100,000 commits lists them in 101 small requests, not
+/// 100 full pages in a row).
+pub async fn list_logs(
+    repo: &Repository,
+    known: &BTreeMap<DeviceId, Head>,
+) -> Result<BTreeMap<DeviceId, Listed>> {
+    let pages = known.values().map(|h| h.seq).sum::<u64>().div_ceil(LIST_PAGE);
+    if known.is_empty() || known.len() as u64 > pages {
+        return Ok(parse_listing(repo.store().list(layout::LOG_PREFIX).await?));
+    }
+    let devices = list_devices(repo).await?;
+    futures::stream::iter(devices)
+        .map(|device| async move {
+            let seen = known.get(&device).map_or(0, |h| h.seq);
+            Ok::<_, Error>((device, list_device_from(repo, &device, seen).await?))
+        })
+        .buffer_unordered(LIST_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// The devices with a directory under `log/` (one request per 1,000 devices).
+async fn list_devices(repo: &Repository) -> Result<Vec<DeviceId>> {
+    let dirs = repo.store().list_dirs(layout::LOG_PREFIX).await?;
+    let parse = |dir: &str| {
+        let hex = dir.strip_prefix(layout::LOG_PREFIX)?.strip_suffix('/')?;
+        DeviceId::from_hex(hex)
+    };
+    Ok(dirs
+        .iter()
+        .filter_map(|dir| {
+            let device = parse(dir);
+            if device.is_none() {
+                tracing::warn!(%dir, "ignoring a foreign directory in log/");
+            }
+            device
+        })
+        .collect())
+}
+
+/// `device`'s log from commit `seen` on (all of it when `seen` is 0): one
+/// LIST page per 1,000 commits since.
+pub async fn list_device_from(repo: &Repository, device: &DeviceId, seen: u64) -> Result<Listed> {
+    let prefix = layout::device_log_prefix(device);
+    let after = match seen {
+        0 | 1 => prefix.clone(),
+        _ => layout::commit(device, seen - 1),
+    };
+    let mut listed = parse_listing(repo.store().list_after(&prefix, &after).await?);
+    Ok(listed.remove(device).unwrap_or_default())
 }
 
 /// The logs a listing of keys under `log/` shows (foreign keys are ignored).
@@ -92,7 +151,7 @@ async fn logs_to_read(
     if what == Record::All && heads::suffice(journal, now_millis())? {
         return Ok((heads::grown_logs(repo, known).await?, false));
     }
-    let mut logs = list_logs(repo).await?;
+    let mut logs = list_logs(repo, known).await?;
     logs.retain(|d, _| repo.trusts(d));
     if let Some((device, head)) = known.iter().find(|(d, _)| !logs.contains_key(*d)) {
         return Err(Error::Rollback {

@@ -1,5 +1,7 @@
 //! A read-only view of a repository without a folder: every log replayed into a
-//! temporary journal. Used by `ls`, `get`, `check`, `log` and `restore`.
+//! temporary journal (`check`, `log`, `restore`), or the latest state kept in a
+//! cache journal that each use brings up to date with only the commits since the
+//! last (`ls`, `get`, `list`).
 
 use crate::error::{Error, Result};
 use crate::format::commit::{Commit, Entry, PackRecord};
@@ -13,6 +15,33 @@ use crate::sync::pull::logs;
 use crate::sync::pull::merge::{self, MergedEntry, MergedWalk};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// Opens the cache journal of `repo` under `cache`: `all/` when every device
+/// is trusted, else one named after the distrusted set (what a journal holds
+/// depends on which logs it read).
+fn open_cache(repo: &Repository, cache: &Path) -> Result<Journal> {
+    let distrusted: Vec<DeviceId> = repo.distrusted().copied().collect();
+    let name = if distrusted.is_empty() {
+        "all".to_string()
+    } else {
+        let mut h = blake3::Hasher::new();
+        for d in &distrusted {
+            h.update(&d.0);
+        }
+        format!("distrust-{}", &h.finalize().to_hex()[..16])
+    };
+    private_dir(cache)?;
+    Ok(Journal::open(&cache.join(name))?.0)
+}
+
+/// Creates `dir` readable by its owner only (it holds file names).
+fn private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| Error::io(dir, e))
+}
 
 /// One commit, summarized for `coffer log`.
 #[derive(Debug, Clone)]
@@ -48,6 +77,37 @@ impl RepoView {
         progress: &dyn Progress,
     ) -> Result<RepoView> {
         let journal = Journal::temporary_in(scratch)?;
+        let fetched = logs::fetch_latest(repo, &journal, &mut |_| {}, progress).await?;
+        Ok(RepoView {
+            journal,
+            commits: Vec::new(),
+            packs: BTreeMap::new(),
+            errors: fetched.errors,
+        })
+    }
+
+    /// The latest merged state, as [`RepoView::load_latest`], kept in a journal
+    /// under `cache` (a directory of this machine's, one per repository) so that
+    /// the next call reads only the commits since: `ls` of a repository of
+    /// millions of files replays them once, not at every call. The journal is
+    /// checked and grown like a folder's (rollbacks, holes and hash chains are
+    /// caught against what it saw before). A machine that distrusts devices
+    /// keeps a journal of its own for that set. A cache that cannot be opened
+    /// (another `ls` holds it, a read-only home) is passed over for a temporary
+    /// journal under `scratch`.
+    pub async fn load_cached(
+        repo: &Repository,
+        cache: &Path,
+        scratch: Option<&Path>,
+        progress: &dyn Progress,
+    ) -> Result<RepoView> {
+        let journal = match open_cache(repo, cache) {
+            Ok(journal) => journal,
+            Err(e) => {
+                tracing::info!("not using the view cache {}: {e}", cache.display());
+                Journal::temporary_in(scratch)?
+            }
+        };
         let fetched = logs::fetch_latest(repo, &journal, &mut |_| {}, progress).await?;
         Ok(RepoView {
             journal,
