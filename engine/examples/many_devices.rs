@@ -282,8 +282,10 @@ fn peak_rss_mib() -> f64 {
 struct Counting {
     inner: DynStore,
     seen: Mutex<Vec<String>>,
-    /// Time spent in LISTs, in µs.
+    /// Wall time with at least one LIST in flight, in µs.
     listing_us: std::sync::atomic::AtomicU64,
+    /// LISTs in flight, and when the first of them started.
+    in_flight: Mutex<(usize, Instant)>,
 }
 
 impl Counting {
@@ -292,6 +294,7 @@ impl Counting {
             inner,
             seen: Mutex::new(Vec::new()),
             listing_us: Default::default(),
+            in_flight: Mutex::new((0, Instant::now())),
         }
     }
 
@@ -302,7 +305,30 @@ impl Counting {
             .push(format!("{what} {key}"));
     }
 
-    /// Seconds spent in LISTs since the last call.
+    /// Runs one LIST, adding to `listing_us` the time during which it was the
+    /// only one in flight or the first to start of those in flight: the wall
+    /// time with at least one LIST in flight.
+    async fn listing<T>(&self, list: impl std::future::Future<Output = T>) -> T {
+        let started = {
+            let mut flight = self.in_flight.lock().expect("lock");
+            if flight.0 == 0 {
+                flight.1 = Instant::now();
+            }
+            flight.0 += 1;
+            flight.1
+        };
+        let out = list.await;
+        let mut flight = self.in_flight.lock().expect("lock");
+        flight.0 -= 1;
+        if flight.0 == 0 {
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.listing_us
+                .fetch_add(us, std::sync::atomic::Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Wall seconds with a LIST in flight since the last call.
     fn take_listing_s(&self) -> f64 {
         let us = self
             .listing_us
@@ -335,12 +361,15 @@ impl ObjectStore for Counting {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.note("LIST", prefix);
-        let t = Instant::now();
-        let listed = self.inner.list(prefix).await;
-        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.listing_us
-            .fetch_add(us, std::sync::atomic::Ordering::Relaxed);
-        listed
+        self.listing(self.inner.list(prefix)).await
+    }
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.note("LIST", prefix);
+        self.listing(self.inner.list_after(prefix, after)).await
+    }
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.note("LIST", prefix);
+        self.listing(self.inner.list_dirs(prefix)).await
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.note("DELETE", key);
