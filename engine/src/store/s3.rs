@@ -34,6 +34,7 @@ use aws_sdk_s3::config::{
     StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use base64::Engine as _;
@@ -157,29 +158,42 @@ fn env_nonempty(name: &str) -> Option<String> {
 }
 
 impl S3Store {
-    /// ListObjectsV2 of `prefix`, from after `after` if given, every page.
+    /// Every page of a ListObjectsV2 of `prefix` (the SDK's paginator), each
+    /// given to `page`.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        delimiter: Option<&str>,
+        mut page: impl FnMut(ListObjectsV2Output),
+    ) -> Result<(), StoreError> {
+        let ctx = self.errors("LIST", prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .set_start_after(start_after)
+            .set_delimiter(delimiter.map(str::to_string))
+            .into_paginator()
+            .send();
+        while let Some(resp) = pages.next().await {
+            page(resp.map_err(|e| ctx.map(e))?);
+        }
+        Ok(())
+    }
+
+    /// The objects under `prefix`, from after `after` if given.
     async fn list_from(
         &self,
         prefix: &str,
         after: Option<&str>,
     ) -> Result<Vec<ObjectMeta>, StoreError> {
-        let ctx = self.errors("LIST", prefix);
         // A start-after at or below the prefix skips nothing the prefix holds, and
         // Garage answers an empty listing to one equal to the prefix: leave it out.
         let start_after = after.filter(|a| *a > prefix).map(|k| self.full_key(k));
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(self.full_key(prefix))
-                .set_start_after(start_after.clone())
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| ctx.map(e))?;
+        self.list_pages(prefix, start_after, None, |resp| {
             for obj in resp.contents() {
                 let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
                     continue;
@@ -189,41 +203,23 @@ impl S3Store {
                     size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
                 });
             }
-            token = resp.next_continuation_token().map(str::to_string);
-            if resp.is_truncated() != Some(true) || token.is_none() {
-                break;
-            }
-        }
+        })
+        .await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
-    /// ListObjectsV2 of `prefix` with the delimiter `/`: its common prefixes.
+    /// The common prefixes of `prefix` with the delimiter `/`.
     async fn list_common_prefixes(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let ctx = self.errors("LIST", prefix);
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(self.full_key(prefix))
-                .delimiter("/")
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| ctx.map(e))?;
+        self.list_pages(prefix, None, Some("/"), |resp| {
             let dirs = resp.common_prefixes().iter().filter_map(|p| p.prefix());
             out.extend(
                 dirs.filter_map(|p| p.strip_prefix(&self.prefix))
                     .map(str::to_string),
             );
-            token = resp.next_continuation_token().map(str::to_string);
-            if resp.is_truncated() != Some(true) || token.is_none() {
-                break;
-            }
-        }
+        })
+        .await?;
         out.sort();
         out.dedup();
         Ok(out)

@@ -16,15 +16,11 @@ use crate::repo::Repository;
 use crate::store::layout;
 use crate::sync::pull::logs::{self, Listed};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
 
 /// The longest a device goes on finding new commits through markers alone
 /// before it lists every log again.
 pub const RELIST_MS: u64 = 10 * 60 * 1000;
-
-/// Grown logs listed at once.
-const LIST_CONCURRENCY: usize = 8;
 
 /// The journal's `meta` key of when every log was last listed and read
 /// without error.
@@ -77,14 +73,7 @@ pub async fn grown_logs(
             (repo.trusts(&d) && top > seen).then_some((d, seen))
         })
         .collect();
-    futures::stream::iter(grown)
-        .map(|(device, seen)| async move {
-            let listed = logs::list_device_from(repo, &device, seen).await?;
-            Ok::<_, crate::error::Error>((device, listed))
-        })
-        .buffer_unordered(LIST_CONCURRENCY)
-        .try_collect()
-        .await
+    logs::list_devices_from(repo, grown).await
 }
 
 /// Whether markers suffice for this step: the journal has seen logs, and it

@@ -81,10 +81,21 @@ pub async fn list_logs(
     if known.is_empty() || known.len() as u64 > pages {
         return Ok(parse_listing(repo.store().list(layout::LOG_PREFIX).await?));
     }
-    let devices = list_devices(repo).await?;
+    let devices = list_devices(repo).await?.into_iter().map(|device| {
+        let seen = known.get(&device).map_or(0, |h| h.seq);
+        (device, seen)
+    });
+    list_devices_from(repo, devices).await
+}
+
+/// Each `(device, seen)`'s log from commit `seen` on ([`list_device_from`]),
+/// eight at a time.
+pub async fn list_devices_from(
+    repo: &Repository,
+    devices: impl IntoIterator<Item = (DeviceId, u64)>,
+) -> Result<BTreeMap<DeviceId, Listed>> {
     futures::stream::iter(devices)
-        .map(|device| async move {
-            let seen = known.get(&device).map_or(0, |h| h.seq);
+        .map(|(device, seen)| async move {
             Ok::<_, Error>((device, list_device_from(repo, &device, seen).await?))
         })
         .buffer_unordered(LIST_CONCURRENCY)
@@ -113,7 +124,7 @@ async fn list_devices(repo: &Repository) -> Result<Vec<DeviceId>> {
 
 /// `device`'s log from commit `seen` on (all of it when `seen` is 0): one
 /// LIST page per 1,000 commits since.
-pub async fn list_device_from(repo: &Repository, device: &DeviceId, seen: u64) -> Result<Listed> {
+async fn list_device_from(repo: &Repository, device: &DeviceId, seen: u64) -> Result<Listed> {
     let prefix = layout::device_log_prefix(device);
     let after = match seen {
         0 | 1 => prefix.clone(),

@@ -69,32 +69,15 @@ pub struct RepoView {
 
 impl RepoView {
     /// The latest merged state, starting from the best checkpoint (see
-    /// [`crate::format::checkpoint`]). For `ls`, `get` and the like: no history
-    /// (`commits` and `packs` stay empty); that needs [`RepoView::load`].
-    pub async fn load_latest(
-        repo: &Repository,
-        scratch: Option<&Path>,
-        progress: &dyn Progress,
-    ) -> Result<RepoView> {
-        let journal = Journal::temporary_in(scratch)?;
-        let fetched = logs::fetch_latest(repo, &journal, &mut |_| {}, progress).await?;
-        Ok(RepoView {
-            journal,
-            commits: Vec::new(),
-            packs: BTreeMap::new(),
-            errors: fetched.errors,
-        })
-    }
-
-    /// The latest merged state, as [`RepoView::load_latest`], kept in a journal
-    /// under `cache` (a directory of this machine's, one per repository) so that
+    /// [`crate::format::checkpoint`]), kept in a journal under `cache` (a directory of this machine's, one per repository) so that
     /// the next call reads only the commits since: `ls` of a repository of
     /// millions of files replays them once, not at every call. The journal is
     /// checked and grown like a folder's (rollbacks, holes and hash chains are
     /// caught against what it saw before). A machine that distrusts devices
     /// keeps a journal of its own for that set. A cache that cannot be opened
     /// (another `ls` holds it, a read-only home) is passed over for a temporary
-    /// journal under `scratch`.
+    /// journal under `scratch`. For `ls`, `get` and the like: no history
+    /// (`commits` and `packs` stay empty); that needs [`RepoView::load`].
     pub async fn load_cached(
         repo: &Repository,
         cache: &Path,
