@@ -325,7 +325,7 @@ impl Repository {
     /// through is gone from `slots` (a rotation removed it, even one killed
     /// before its record) and this rotation is not the one removing it: the
     /// machine is being revoked, and the author of an epoch holds its key.
-    fn check_own_slot(
+    pub(crate) fn check_own_slot(
         &self,
         slots: &[crate::unlock::ReadSlot],
         remove: &[SlotId],

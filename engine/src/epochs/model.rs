@@ -277,6 +277,11 @@ impl World {
         self.raw.writes_left.store(i64::MAX, Ordering::SeqCst);
         match (done, killed_after) {
             (Ok(r), _) => assert!(r.damaged.is_empty(), "{r:?}"),
+            // Its slot removed by a killed rotation: it is being revoked.
+            (Err(Error::Revoked(_)), _) => {
+                let key = layout::key_slot(&self.devices[d].slot);
+                assert!(self.store.get(&key).await.is_err(), "refused with its slot present");
+            }
             (Err(e), Some(_)) => assert!(matches!(e, Error::Store(_)), "{e}"),
             (Err(e), None) => panic!("reencrypt failed: {e}"),
         }

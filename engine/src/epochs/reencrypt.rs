@@ -31,6 +31,10 @@ impl Repository {
     /// Seals every pack in the store not under the current epoch again under it.
     pub async fn reencrypt(&self, progress: &dyn Progress) -> Result<ReencryptReport> {
         self.refresh_keys().await?;
+        // As for a rotation (§4a): a machine whose slot was removed may not
+        // know the newest epoch, and must not seal under the one it knows.
+        let slots = crate::unlock::read_slots(self.store()).await?;
+        self.check_own_slot(&slots, &[], &Default::default())?;
         let mut report = ReencryptReport::default();
         let tag = {
             let state = self.chain_state();
