@@ -43,6 +43,8 @@ pub enum Kind {
     KeySlot = 6,
     /// The older epochs' keys in an epoch record (`DESIGN.md` §4a).
     EpochKeys = 7,
+    /// A drop's owner record (`DESIGN.md` §4c); identity = repo id || drop id.
+    DropRecord = 8,
 }
 
 /// The repository's root secret. Zeroized on drop; `Debug` is redacted.
@@ -251,6 +253,20 @@ fn seal_raw_in_place(
     buf[start..start + NONCE_LEN].copy_from_slice(nonce);
     let tag = cipher.seal_in_place(nonce, aad, &mut buf[start + NONCE_LEN..]);
     buf.extend_from_slice(&tag);
+}
+
+/// Seals `buf[start..]` (24 bytes that become a fresh random nonce, then the
+/// plaintext) in place under a raw key and AAD: the envelope of drop blobs,
+/// whose keys are random per pack (`DESIGN.md` §4c).
+pub(crate) fn seal_raw(key: &[u8; 32], aad: &[u8], buf: &mut Vec<u8>, start: usize) {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce);
+    seal_raw_in_place(&XChaCha20Poly1305::new(key), &nonce, aad, buf, start);
+}
+
+/// Opens what [`seal_raw`] sealed.
+pub(crate) fn open_raw_key(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    open_raw(&XChaCha20Poly1305::new(key), aad, sealed)
 }
 
 pub(crate) fn open_with(

@@ -34,6 +34,9 @@
 //! - [`RepoView`] / [`CommitSummary`], [`MergedWalk`] / [`MergedEntry`] / [`Scope`],
 //!   [`export_tree`], [`stream_file`] — reading a repository (`ls`, `log`, `get`, `restore`).
 //! - [`check`] / [`CheckReport`], [`FolderStatus`] — verification and status.
+//! - Partner drops: [`create_drop`] / [`DropToken`], [`push_drop`] (the
+//!   partner, PUT only), [`list_drops`], [`find_drop`], [`scan_drop`],
+//!   [`pull_drop`], [`remove_drop`] (the owner).
 //! - [`store`] — the object-store trait and its back-ends (memory, local, S3, retries).
 //! - [`Error`], [`Result`], [`Progress`] / [`Phase`] / [`NoProgress`], ids ([`RepoId`],
 //!   [`DeviceId`]), [`RepoPath`], [`Entry`], [`now_millis`], [`system_time`], [`REPO_FORMAT`].
@@ -91,7 +94,7 @@ macro_rules! internal {
 // (every object's bytes), journal (a device's sled journal), sync (push and
 // pull), and the entry points.
 internal!(
-    chunk, crypto, format, journal, sync, check, clock, device, epochs, folder, gc, grants,
+    chunk, crypto, format, journal, sync, check, clock, device, drops, epochs, folder, gc, grants,
     progress, repo, slots, status, unlock
 );
 pub mod error;
@@ -105,6 +108,11 @@ pub use crypto::keyring::{self, Keyring};
 pub use crypto::keyslot::KdfParams;
 pub use crypto::kms::{Context as KmsContext, KeyWrapper, KmsError};
 pub use device::Device;
+pub use drops::{
+    CloseReason, Closure, DropDevice, DropInfo, DropPullReport, DropPushOptions, DropPushReport,
+    DropScan, DropToken, Problem as DropProblem, create_drop, find_drop, list_drops, pull_drop,
+    push_drop, remove_drop, scan_drop,
+};
 pub use epochs::{ReencryptReport, Rotate, RotateReport};
 pub use folder::Folder;
 pub use format::commit::Entry;

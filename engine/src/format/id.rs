@@ -81,6 +81,11 @@ byte_id!(
     16
 );
 byte_id!(
+    /// Random id of a partner drop (`DESIGN.md` §4c).
+    DropId,
+    16
+);
+byte_id!(
     /// BLAKE3 of a sealed commit object: the link of a device's hash chain.
     CommitHash,
     32

@@ -5,7 +5,7 @@
 //! command's memory stays bounded (`DESIGN.md` §1).
 
 use crate::crypto::epoch::EpochName;
-use crate::format::id::{DeviceId, PackId, SlotId};
+use crate::format::id::{DeviceId, DropId, PackId, SlotId};
 
 pub const CONFIG: &str = "config";
 pub const KEYS_PREFIX: &str = "keys/";
@@ -18,9 +18,15 @@ pub const GRANTS_PREFIX: &str = "grants/";
 pub const GC_PREFIX: &str = "gc/";
 /// Head markers: where each device's log ends (`DESIGN.md` §6b).
 pub const HEAD_PREFIX: &str = "head/";
+/// The owner's drop records (`DESIGN.md` §4c): `drops/<drop id>/record`,
+/// `drops/<drop id>/closed`.
+pub const DROPS_PREFIX: &str = "drops/";
+/// What partners write into their drops: `drop/<drop id>/data/<pack>`,
+/// `drop/<drop id>/log/<device>/<seq>`.
+pub const DROP_PREFIX: &str = "drop/";
 
 /// Every prefix under which a repository has objects (besides `config`).
-pub const ALL_PREFIXES: [&str; 8] = [
+pub const ALL_PREFIXES: [&str; 10] = [
     KEYS_PREFIX,
     LOG_PREFIX,
     CHECKPOINT_PREFIX,
@@ -29,6 +35,8 @@ pub const ALL_PREFIXES: [&str; 8] = [
     GRANTS_PREFIX,
     GC_PREFIX,
     HEAD_PREFIX,
+    DROPS_PREFIX,
+    DROP_PREFIX,
 ];
 
 const KIB: u64 = 1024;
@@ -49,6 +57,13 @@ pub const GRANT_MAX: u64 = 64 * KIB;
 pub const COMMIT_MAX: u64 = 256 * MIB;
 /// The most a sealed checkpoint may weigh (~10 million files).
 pub const CHECKPOINT_MAX: u64 = 2048 * MIB;
+
+/// The most a drop record or closure may weigh (one age identity, one key,
+/// and the closure's heads).
+pub const DROP_RECORD_MAX: u64 = MIB;
+/// The most a drop commit may weigh (a commit lists at most
+/// `crate::drops` `COMMIT_FILES` files).
+pub const DROP_COMMIT_MAX: u64 = 64 * MIB;
 
 /// The most a garbage-collection mark may weigh (65,536 packs of ~90 bytes each).
 pub const MARK_MAX: u64 = 16 * MIB;
@@ -127,12 +142,74 @@ pub fn is_coffer_key(key: &str) -> bool {
         || parse_grant(key).is_some()
         || parse_pack(key).is_some()
         || parse_mark(key).is_some()
+        || parse_drop_record(key).is_some()
+        || parse_drop_object(key).is_some()
         || key
             .strip_prefix(LOG_PREFIX)
             .or_else(|| key.strip_prefix(CHECKPOINT_PREFIX))
             .or_else(|| key.strip_prefix(HEAD_PREFIX))
             .and_then(parse_device_seq)
             .is_some()
+}
+
+/// The owner's record of a drop: `drops/<drop id>/record`.
+pub fn drop_record(drop: &DropId) -> String {
+    format!("{DROPS_PREFIX}{drop}/record")
+}
+
+/// The closure of a drop (removed or expired): `drops/<drop id>/closed`.
+pub fn drop_closed(drop: &DropId) -> String {
+    format!("{DROPS_PREFIX}{drop}/closed")
+}
+
+/// Parses `drops/<drop id>/record` (`Some((id, false))`) or
+/// `drops/<drop id>/closed` (`Some((id, true))`).
+pub fn parse_drop_record(key: &str) -> Option<(DropId, bool)> {
+    let (id, what) = key.strip_prefix(DROPS_PREFIX)?.split_once('/')?;
+    let closed = match what {
+        "record" => false,
+        "closed" => true,
+        _ => return None,
+    };
+    Some((DropId::from_hex(id)?, closed))
+}
+
+/// Everything partners write into a drop: `drop/<drop id>/`.
+pub fn drop_prefix(drop: &DropId) -> String {
+    format!("{DROP_PREFIX}{drop}/")
+}
+
+/// A pack of a drop: `drop/<drop id>/data/<pack>`.
+pub fn drop_pack(drop: &DropId, pack: &PackId) -> String {
+    format!("{DROP_PREFIX}{drop}/data/{pack}")
+}
+
+/// The log of one partner device in a drop: `drop/<drop id>/log/<device>/`.
+pub fn drop_log_prefix(drop: &DropId, device: &DeviceId) -> String {
+    format!("{DROP_PREFIX}{drop}/log/{device}/")
+}
+
+/// A commit of a drop: `drop/<drop id>/log/<device>/<seq: 16 hex>`.
+pub fn drop_commit(drop: &DropId, device: &DeviceId, seq: u64) -> String {
+    format!("{DROP_PREFIX}{drop}/log/{device}/{seq:016x}")
+}
+
+/// An object a partner wrote, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropObject {
+    Pack(DropId, PackId),
+    Commit(DropId, DeviceId, u64),
+}
+
+/// Parses `drop/<drop id>/data/<pack>` or `drop/<drop id>/log/<device>/<seq>`.
+pub fn parse_drop_object(key: &str) -> Option<DropObject> {
+    let (id, rest) = key.strip_prefix(DROP_PREFIX)?.split_once('/')?;
+    let drop = DropId::from_hex(id)?;
+    if let Some(pack) = rest.strip_prefix("data/") {
+        return Some(DropObject::Pack(drop, PackId::from_hex(pack)?));
+    }
+    let (device, seq) = parse_device_seq(rest.strip_prefix("log/")?)?;
+    Some(DropObject::Commit(drop, device, seq))
 }
 
 /// The key of a mark written at `created_ms`, told apart by `nonce`.
