@@ -225,6 +225,9 @@ pub enum Command {
     Key(commands::key::Args),
     /// Expiring read access (hcs3 `useraccess -e`): add, list, remove grants.
     Grant(commands::grant::Args),
+    /// Partner drops (s3s2): partners write files only the owner reads, with a
+    /// key that may only PUT: create, push, list, pull, remove, policy.
+    Drop(commands::drop::Args),
     /// hcs3: create a bucket with a repository and its key.
     Create(commands::create::Args),
     /// hcs3: delete a bucket that holds no files, and forget its key.

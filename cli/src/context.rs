@@ -142,6 +142,7 @@ impl Ctx {
 
     /// Opens the store named by `location`.
     pub async fn store(&self, location: &str, how: Locate) -> anyhow::Result<OpenStore> {
+        refuse_token(location)?;
         match locate(location, how)? {
             StoreLocation::Local(path) => {
                 let s = LocalStore::open(&path, how == Locate::Create)?;
@@ -380,6 +381,21 @@ fn limits(global: &GlobalArgs) -> anyhow::Result<Bandwidth> {
         }
     }
     Ok(bandwidth)
+}
+
+/// A drop token given where a repository is expected: it opens nothing.
+fn refuse_token(location: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(location)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    if coffer_engine::DropToken::looks_like(&head[..n]) {
+        bail!(
+            "{location} is a drop token: it only writes into its drop (`coffer drop push TOKEN DIR`) and opens no repository data"
+        );
+    }
+    Ok(())
 }
 
 /// Reads a STORE argument.

@@ -6,6 +6,7 @@ pub mod completions;
 pub mod create;
 pub mod delete;
 pub mod distrust;
+pub mod drop;
 pub mod get;
 pub mod grant;
 pub mod init;
@@ -97,6 +98,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Prune(a) => prune::run(ctx, a).await,
         Command::Key(a) => key::run(ctx, a).await,
         Command::Grant(a) => grant::run(ctx, a).await,
+        Command::Drop(a) => drop::run(ctx, a).await,
         Command::Create(a) => create::run(ctx, a).await,
         Command::Delete(a) => delete::run(ctx, a).await,
         Command::List(a) => list::run(ctx, a).await,

@@ -5,6 +5,7 @@
 
 mod bandwidth;
 mod cluster;
+mod drops_cli;
 mod grants_cli;
 mod keys_cli;
 mod keys_kms;
