@@ -277,7 +277,9 @@ fn accept(c: DropCommit, prev: CommitHash, rec: &DropRecord, d: &mut DropDevice,
     for f in &c.files {
         RepoPath::new(f.path.as_bytes()).map_err(|e| Error::corrupt(object, e.to_string()))?;
         let sum: u64 = f.chunks.iter().map(|r| u64::from(r.len.saturating_sub(crate::crypto::SEAL_OVERHEAD as u32))).sum();
-        if sum != f.size || f.chunks.iter().any(|r| !d.packs.contains_key(&r.pack)) {
+        let most = rec.chunker.max as usize + crate::crypto::SEAL_OVERHEAD;
+        let bad_ref = |r: &ChunkRef| !d.packs.contains_key(&r.pack) || r.len as usize > most;
+        if sum != f.size || f.chunks.iter().any(bad_ref) {
             return Err(Error::corrupt(object, format!("file {} does not add up (size or packs)", f.path)));
         }
     }

@@ -158,8 +158,64 @@ fn use_grant(bytes: &[u8]) {
     }
 }
 
+/// A drop commit's plaintext, sealed (age + MAC) as a partner would, and
+/// opened by the owner's decoder.
+fn use_drop_commit(plain: &[u8]) {
+    use coffer_engine::drops::format::{commit_mac, open_commit};
+    use coffer_engine::format::id::DropId;
+    static ID: OnceLock<age::x25519::Identity> = OnceLock::new();
+    let id = ID.get_or_init(age::x25519::Identity::generate);
+    let (drop, dev, auth) = (DropId([1; 16]), DeviceId([2; 16]), [3u8; 32]);
+    let mut object = age::encrypt(&id.to_public(), plain).unwrap();
+    let mac = commit_mac(&auth, &drop, &dev, 0, &object);
+    object.extend_from_slice(&mac);
+    let _ = open_commit(&object, (&drop, &dev, 0), id, &auth, "fuzz");
+    let _ = open_commit(plain, (&drop, &dev, 0), id, &auth, "fuzz");
+}
+
+fn drop_commit_plain() -> Vec<u8> {
+    use coffer_engine::drops::format::{ChunkRef, DropCommit, DropFile, PackKey};
+    use coffer_engine::format::id::{ChunkId, CommitHash, DropId};
+    let c = DropCommit {
+        version: 1,
+        drop: DropId([1; 16]),
+        device: DeviceId([2; 16]),
+        device_name: "site".into(),
+        seq: 0,
+        prev: CommitHash([0; 32]),
+        time_ms: 5,
+        packs: vec![PackKey {
+            pack: PackId([4; 32]),
+            key: [5; 32],
+        }],
+        files: vec![DropFile {
+            path: "a/b".into(),
+            size: 3,
+            mode: 0o644,
+            mtime_ms: 9,
+            chunks: vec![ChunkRef {
+                id: ChunkId([6; 32]),
+                pack: PackId([4; 32]),
+                offset: 0,
+                len: 43,
+            }],
+        }],
+    };
+    postcard::to_allocvec(&c).unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn drop_commit_and_token_decoders_never_panic(raw in bytes(400), e in edits()) {
+        use coffer_engine::drops::token::DropToken;
+        use_drop_commit(&raw);
+        use_drop_commit(&mutate(&drop_commit_plain(), &e));
+        let _ = DropToken::parse(&raw, "fuzz");
+        let token = std::fs::read(super::fixture("drop-v1").join("acme.drop-token")).unwrap();
+        let _ = DropToken::parse(&mutate(&token, &e), "fuzz");
+    }
 
     #[test]
     fn grant_slot_decode_never_panics(raw in bytes(400), e in edits()) {

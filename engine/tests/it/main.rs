@@ -7,6 +7,7 @@ mod decoders;
 mod gc;
 mod gc_model;
 mod golden;
+mod golden_drop;
 mod golden_grant;
 mod packing;
 mod props;
