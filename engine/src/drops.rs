@@ -174,7 +174,8 @@ fn soft<T>(r: Result<Option<T>>, problem: &mut Option<String>) -> Result<Option<
 pub async fn find_drop(repo: &Repository, name: &str) -> Result<DropInfo> {
     let all = list_drops(repo).await?;
     let mut hits: Vec<&DropInfo> = all.iter().filter(|d| d.name == name).collect();
-    hits.sort_by_key(|d| d.closure.is_some());
+    // An open drop first, then the newest closed one.
+    hits.sort_by_key(|d| (d.closure.is_some(), std::cmp::Reverse(d.created_ms())));
     if hits.is_empty() && name.len() >= 4 {
         hits = all.iter().filter(|d| d.id.to_hex().starts_with(name)).collect();
     }

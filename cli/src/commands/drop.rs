@@ -183,27 +183,45 @@ fn host_name() -> String {
 
 async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<ExitCode> {
     let token = DropToken::read_file(&a.token)?;
-    if !a.dir.is_dir() {
-        bail!("{}: not a directory", a.dir.display());
-    }
     let opened = ctx.store(&token.store, Locate::Existing).await?;
-    let state = ctx.home.join("drops").join(token.drop.to_hex());
-    let opts = DropPushOptions {
-        device_name: a.device_name.unwrap_or_else(host_name),
-        pack_target: ctx.upload_options().pack_target,
-        uploads: ctx.global.uploads.clamp(1, 64),
-    };
-    let r = coffer_engine::push_drop(&opened.store, &token, &a.dir, &state, &opts)
-        .await
-        .with_context(|| format!("drop push into {} ({})", token.name, opened.url))?;
-    for s in &r.skipped {
-        eprintln!("coffer: skipped {s}: drops carry regular files with UTF-8 names only");
-    }
+    let opts = push_options(ctx, a.device_name);
+    let r = push_once(ctx, &opened.store, &token, &a.dir, &opts).await?;
     if a.json {
         let v = json!({"drop": token.drop.to_hex(), "name": token.name, "files": r.files,
             "bytes": r.bytes, "uploaded": r.uploaded, "packs": r.packs, "commits": r.commits,
             "resumed": r.resumed, "skipped": r.skipped});
         println!("{v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A partner's push options: the device name (default: the host name), the
+/// global pack size and upload count.
+pub fn push_options(ctx: &Ctx, device_name: Option<String>) -> DropPushOptions {
+    DropPushOptions {
+        device_name: device_name.unwrap_or_else(host_name),
+        pack_target: ctx.upload_options().pack_target,
+        uploads: ctx.global.uploads.clamp(1, 64),
+    }
+}
+
+/// One drop push of `dir` (also `watch --drop`'s step), told on stderr.
+pub async fn push_once(
+    ctx: &Ctx,
+    store: &coffer_engine::store::DynStore,
+    token: &DropToken,
+    dir: &Path,
+    opts: &DropPushOptions,
+) -> anyhow::Result<coffer_engine::DropPushReport> {
+    if !dir.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    let state = ctx.home.join("drops").join(token.drop.to_hex());
+    let r = coffer_engine::push_drop(store, token, dir, &state, opts)
+        .await
+        .with_context(|| format!("drop push into {}", token.name))?;
+    for s in &r.skipped {
+        eprintln!("coffer: skipped {s}: drops carry regular files with UTF-8 names only");
     }
     ctx.say(format!(
         "drop {}: sent {} file(s), {} byte(s) ({} new) in {} pack(s), {} commit(s){}",
@@ -219,7 +237,7 @@ async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     ));
-    Ok(ExitCode::SUCCESS)
+    Ok(r)
 }
 
 /// This machine's record of what it saw of a drop's logs.

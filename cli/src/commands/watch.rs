@@ -65,6 +65,11 @@ pub struct Args {
     /// conflicts, a summary; see the README's "JSON events").
     #[arg(long)]
     pub json: bool,
+    /// A partner's daemon: instead of syncing a repository, send DIR's new and
+    /// changed files into the drop of TOKEN (`coffer drop push`) when changes
+    /// settle and every --poll seconds.
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["store", "listen"])]
+    pub drop: Option<PathBuf>,
 }
 
 /// `--request-budget` of the daemon unless given: a request is retried this long
@@ -75,6 +80,9 @@ pub const REQUEST_BUDGET_SECS: u64 = 60;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    if let Some(token) = &a.drop {
+        return drop_watch(ctx, &a, token).await;
+    }
     let listen = a
         .listen
         .as_deref()
@@ -373,6 +381,67 @@ fn report(ctx: &Ctx, pushed: &PushReport, pulled: &PullReport, told: &mut Told) 
             pushed.changes, pulled.files_written, pulled.deleted, pulled.conflict_copies
         ));
     }
+}
+
+/// `watch --drop TOKEN DIR`: a partner's daemon (`engine/DESIGN.md` §4c). A
+/// failed push is retried after a doubling backoff (up to [`MAX_BACKOFF`]);
+/// a token past its expiry ends the daemon with its error.
+async fn drop_watch(ctx: &Ctx, a: &Args, token: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let token = coffer_engine::DropToken::read_file(token)?;
+    let opened = ctx.store(&token.store, Locate::Existing).await?;
+    let opts = WatchOptions {
+        debounce: Duration::from_millis(a.debounce_ms),
+        ..WatchOptions::default()
+    };
+    let (mut changes, stop) = spawn_watcher(a.dir.clone(), opts)?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let poll = Duration::from_secs(a.poll.max(1));
+    let push = super::drop::push_options(ctx, None);
+    ctx.say(format!(
+        "watching {} for drop {} (and every {}s)",
+        a.dir.display(),
+        token.name,
+        poll.as_secs()
+    ));
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match super::drop::push_once(ctx, &opened.store, &token, &a.dir, &push).await {
+            Ok(_) => {
+                backoff = Duration::from_secs(1);
+                poll
+            }
+            Err(e) if expired(&e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            Err(e) => {
+                eprintln!("coffer: {}", crate::output::one_line(&e));
+                let wait = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            Some(_) = changes.recv() => {}
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    ctx.say("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `e` is a drop token's expiry (which no retry cures).
+fn expired(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<coffer_engine::Error>(),
+            Some(coffer_engine::Error::Revoked(_))
+        )
+    })
 }
 
 /// Runs the watcher on its own thread; settled batches arrive on the channel.

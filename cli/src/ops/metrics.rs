@@ -288,6 +288,8 @@ pub fn object_kind(key: &str) -> &'static str {
     .any(|p| key.starts_with(p))
     {
         "key"
+    } else if key.starts_with(layout::DROP_PREFIX) || key.starts_with(layout::DROPS_PREFIX) {
+        "drop"
     } else if key == layout::CONFIG {
         "config"
     } else {
@@ -338,6 +340,11 @@ mod tests {
             ),
             (format!("keys/{device}"), "key"),
             ("config".to_string(), "config"),
+            (
+                format!("drop/{device}/log/{device}/0000000000000001"),
+                "drop",
+            ),
+            (format!("drops/{device}/record"), "drop"),
             ("notes.txt".to_string(), "other"),
         ] {
             assert_eq!(object_kind(&key), kind, "{key}");

@@ -132,8 +132,17 @@ pub async fn scan_drop(repo: &Repository, info: &DropInfo, seen: Option<&Path>) 
     let mut info = info.clone();
     let (logs, _packs, stored_bytes, mut problems) = list(repo, &info.id).await?;
     let Some(rec) = info.record.clone() else {
-        for (dev, seqs) in &logs {
-            problems.extend(seqs.iter().map(|s| late(&info.id, dev, *s, "written after the drop was purged")));
+        if info.closure.as_ref().is_some_and(|c| c.purged) {
+            for (dev, seqs) in &logs {
+                let why = "written after the drop was purged";
+                problems.extend(seqs.iter().map(|s| late(&info.id, dev, *s, why)));
+            }
+        } else {
+            problems.push(Problem {
+                object: layout::drop_record(&info.id),
+                reason: info.problem.clone().unwrap_or_else(|| "missing: the drop cannot be read".into()),
+                late: false,
+            });
         }
         return Ok(DropScan { info, devices: Vec::new(), problems, stored_bytes });
     };

@@ -25,6 +25,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokio::task::JoinSet;
 
+mod reader;
+use reader::Piece;
+
 /// At most this many files per commit.
 pub const COMMIT_FILES: usize = 10_000;
 /// A commit is written after this many new bytes.
@@ -104,7 +107,7 @@ pub async fn push_drop(
         opts,
         chunker: std::sync::Arc::new(Chunker::new(token.chunker, chunker_seed(&token.write_key))),
         dedup: dedup_key(&token.write_key),
-        packer: Packer::new(),
+        packer: Packer::new(pack_room(opts, token)),
         pending: HashMap::new(),
         files: Vec::new(),
         new_bytes: 0,
@@ -138,40 +141,44 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Sends every changed file of `dir`, then commits.
+    /// Sends every changed file of `dir` (read and cut by [`reader`] while
+    /// this task hashes, seals and packs), then commits.
     async fn all(&mut self, dir: &Path) -> Result<()> {
-        for (rel, abs) in walk(dir, &mut self.report.skipped)? {
-            self.file(&rel, &abs).await?;
+        let files = walk(dir, &mut self.report.skipped)?;
+        let mut pieces = reader::spawn(files.clone(), self.st.tree.clone(), self.chunker.clone());
+        let mut current: Option<DropFile> = None;
+        while let Some(piece) = pieces.recv().await {
+            match piece {
+                Piece::Start { index, seen } => {
+                    current = Some(DropFile {
+                        path: files[index].0.clone(),
+                        size: 0,
+                        mode: seen.mode,
+                        mtime_ms: seen.mtime_ms,
+                        chunks: Vec::new(),
+                    });
+                }
+                Piece::Chunk(data) => {
+                    let r = self.chunk(&data).await?;
+                    let file = current.as_mut().ok_or_else(|| Error::Internal("a chunk before its file".into()))?;
+                    file.size += data.len() as u64;
+                    file.chunks.push(r);
+                }
+                Piece::End => {
+                    let file = current.take().ok_or_else(|| Error::Internal("a file end before its start".into()))?;
+                    self.file_done(file).await?;
+                }
+                Piece::Failed(e) => return Err(e),
+            }
         }
         self.commit().await
     }
 
-    /// Sends `abs` (at `rel`) unless it is as last committed.
-    async fn file(&mut self, rel: &str, abs: &Path) -> Result<()> {
-        let io = |e| Error::io(abs, e);
-        let file = std::fs::File::open(abs).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        let seen = FileSeen::of(&meta);
-        if self.st.file(rel)? == Some(seen) {
-            return Ok(());
-        }
-        let mut chunks = Vec::new();
-        let mut size = 0u64;
-        let chunker = self.chunker.clone();
-        for chunk in chunker.chunks(std::io::BufReader::new(file), Some(meta.len())) {
-            let chunk = chunk.map_err(io)?;
-            size += chunk.len() as u64;
-            chunks.push(self.chunk(&chunk).await?);
-        }
-        self.files.push(DropFile {
-            path: rel.to_string(),
-            size,
-            mode: seen.mode,
-            mtime_ms: seen.mtime_ms,
-            chunks,
-        });
+    /// Adds a file whose chunks are all placed; commits when the batch is full.
+    async fn file_done(&mut self, file: DropFile) -> Result<()> {
         self.report.files += 1;
-        self.report.bytes += size;
+        self.report.bytes += file.size;
+        self.files.push(file);
         if self.files.len() >= COMMIT_FILES || self.new_bytes >= COMMIT_BYTES {
             self.commit().await?;
         }
@@ -199,7 +206,8 @@ impl Run<'_> {
 
     /// Uploads the current pack (in the background, at most `uploads` at once).
     async fn ship(&mut self) -> Result<()> {
-        let pack = std::mem::replace(&mut self.packer, Packer::new());
+        let room = pack_room(self.opts, self.token);
+        let pack = std::mem::replace(&mut self.packer, Packer::new(room));
         if pack.chunks.is_empty() {
             return Ok(());
         }
@@ -270,6 +278,11 @@ async fn put_commit(store: &DynStore, token: &DropToken, st: &State, outbox: Out
     st.apply(&outbox).await
 }
 
+/// The most a pack grows to: the target, plus one chunk that crosses it.
+fn pack_room(opts: &DropPushOptions, token: &DropToken) -> usize {
+    opts.pack_target + token.chunker.max as usize + crate::crypto::SEAL_OVERHEAD
+}
+
 /// The pack being filled.
 struct Packer {
     id: PackId,
@@ -279,13 +292,15 @@ struct Packer {
 }
 
 impl Packer {
-    fn new() -> Packer {
+    /// An empty pack with room for `capacity` bytes (a full pack is never
+    /// copied to grow).
+    fn new(capacity: usize) -> Packer {
         let mut key = [0u8; 32];
         crate::crypto::fill_random(&mut key);
         Packer {
             id: PackId::random(),
             key,
-            buf: Vec::new(),
+            buf: Vec::with_capacity(capacity),
             chunks: Vec::new(),
         }
     }
@@ -306,7 +321,7 @@ impl Packer {
 
 /// What a file was when committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct FileSeen {
+pub struct FileSeen {
     size: u64,
     mtime_ms: u64,
     mode: u32,
@@ -399,10 +414,6 @@ impl State {
             None => CommitHash([0; 32]),
         };
         Ok((seq, prev))
-    }
-
-    fn file(&self, path: &str) -> Result<Option<FileSeen>> {
-        self.tree.get(file_key(path))?.map(|b| decode(&b, "file")).transpose()
     }
 
     fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRef>> {

@@ -306,6 +306,7 @@ fn after_remove_later_writes_are_reported_and_ignored_and_an_expired_token_is_re
     );
     assert!(out.join(host()).join("before.txt").exists());
     assert!(!out.join(host()).join("after.txt").exists());
+    watch_sends_changes(&e, &m, &bucket);
     std::thread::sleep(Duration::from_secs(5));
     let r = m.fails(&["drop", "push", &arg(&e.path("brief.token")), &arg(&src)]);
     assert!(r.stderr.contains("expired on"), "{}", r.stderr);
@@ -315,6 +316,49 @@ fn after_remove_later_writes_are_reported_and_ignored_and_an_expired_token_is_re
         "{}",
         list.stdout
     );
+}
+
+/// `watch --drop TOKEN DIR`: a file written while the daemon runs reaches
+/// the owner; SIGTERM ends it with status 0.
+fn watch_sends_changes(e: &Env, m: &Env, bucket: &str) {
+    e.ok(&["drop", "create", bucket, "live", "--out", "live.token"]);
+    let dir = m.path("live");
+    fs::create_dir_all(&dir).unwrap();
+    let child = m
+        .cmd()
+        .args([
+            "watch",
+            "--drop",
+            &arg(&e.path("live.token")),
+            &arg(&dir),
+            "--poll",
+            "30",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    fs::write(dir.join("fresh.txt"), "written while watching").unwrap();
+    let out = e.path("live-in");
+    let start = Instant::now();
+    loop {
+        e.ok(&["drop", "pull", bucket, "live", &arg(&out)]);
+        if out.join(host()).join("fresh.txt").exists() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the daemon did not send the new file"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        fs::read_to_string(out.join(host()).join("fresh.txt")).unwrap(),
+        "written while watching"
+    );
+    let stderr = crate::watch_cli::stop(child);
+    assert!(stderr.contains("sent 1 file(s)"), "{stderr}");
 }
 
 /// The device name a partner gets by default.
